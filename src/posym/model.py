@@ -1,0 +1,365 @@
+"""A GPT-J-style decoder we own, in the spirit of nanoGPT.
+
+GPT-J (Wang & Komatsuzaki, 2021) differs from GPT-2 in three ways that matter here:
+
+* **parallel block**: ``x + attn(ln(x)) + mlp(ln(x))`` with one shared LayerNorm;
+* **rotary position embeddings** on the queries and keys (interleaved pairs), no learned positions;
+* no biases in the attention projections, a bias on the LM head, untied embeddings.
+
+The paper trains 12 layers x 1 head, d_model 128 (so d_head 128), MLP 512, exact GELU,
+RoPE base 10000 on all 128 dims (:meth:`ModelConfig.paper`).
+
+Hook points are named as in TransformerLens so that interpretability readers feel at home::
+
+    blocks.{l}.hook_resid_pre      (B, T, D)  residual stream entering block l
+    blocks.{l}.attn.hook_q          (B, H, T, Dh) queries before RoPE
+    blocks.{l}.attn.hook_k          (B, H, T, Dh) keys before RoPE
+    blocks.{l}.attn.hook_v          (B, H, T, Dh)
+    blocks.{l}.attn.hook_rot_q      (B, H, T, Dh) queries after RoPE
+    blocks.{l}.attn.hook_rot_k      (B, H, T, Dh) keys after RoPE
+    blocks.{l}.attn.hook_attn_scores (B, H, Tq, T) logits / sqrt(Dh), causal entries masked
+    blocks.{l}.attn.hook_pattern    (B, H, Tq, T) softmax of the scores
+    blocks.{l}.attn.hook_z          (B, H, Tq, Dh) attention-weighted values
+    blocks.{l}.hook_attn_out / hook_mlp_out / hook_resid_post
+
+Hook points are ``nn.Identity`` subclasses: use :meth:`GPTJ.run_with_cache` or
+``module.register_forward_hook``.  When no hook is registered the model takes a fast path
+(fused projections, ``scaled_dot_product_attention``, and -- with ``last_only=True`` -- only the
+last position's query row in the final block, which is all that final-token prediction needs).
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable, Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .rope import apply_rope, rope_angles, rope_cos_sin
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    n_layer: int = 12
+    n_head: int = 1
+    d_model: int = 128
+    d_mlp: int = 512
+    rotary_dim: int | None = None  # None: the whole head; 0: NoPE
+    rope_base: float = 10000.0
+    freq_mask: tuple[bool, ...] | None = None  # per RoPE frequency; False -> that pair is zeroed in q and k
+    attn_pdrop: float = 0.1
+    resid_pdrop: float = 0.1
+    embd_pdrop: float = 0.0  # the authors' config misspelt this field, so GPT-J ran with 0 (notes §5)
+    ln_eps: float = 1e-5
+    attn_only: bool = False  # no MLP (Paper 1's canonical-task models)
+    max_seq_len: int | None = None  # None: no limit (RoPE has no learned positions)
+
+    def __post_init__(self):
+        for name in ("vocab_size", "n_layer", "n_head", "d_model"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {v!r}")
+        if not self.attn_only and (not isinstance(self.d_mlp, int) or self.d_mlp <= 0):
+            raise ValueError(f"ModelConfig.d_mlp must be a positive integer, got {self.d_mlp!r}")
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
+        if self.rotary_dim is None:
+            self.rotary_dim = self.d_head
+        if self.rotary_dim < 0 or self.rotary_dim % 2 or self.rotary_dim > self.d_head:
+            raise ValueError(f"rotary_dim must be even and in [0, d_head={self.d_head}], got {self.rotary_dim}")
+        for name in ("attn_pdrop", "resid_pdrop", "embd_pdrop"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"ModelConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.freq_mask is not None:
+            self.freq_mask = tuple(bool(b) for b in self.freq_mask)
+            if len(self.freq_mask) != self.n_freqs:
+                raise ValueError(f"freq_mask has {len(self.freq_mask)} entries but the head has {self.n_freqs} RoPE frequencies")
+        if self.max_seq_len is not None and self.max_seq_len <= 0:
+            raise ValueError(f"max_seq_len must be positive or None, got {self.max_seq_len}")
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_head
+
+    @property
+    def n_freqs(self) -> int:
+        return self.rotary_dim // 2
+
+    # ---- presets -------------------------------------------------------------------------
+    @classmethod
+    def paper(cls, vocab_size: int, **overrides) -> "ModelConfig":
+        """Paper 2, App. C.2: 12 layers x 1 head, d 128, MLP 512, RoPE on all dims, dropout 0.1."""
+        return cls(vocab_size=vocab_size, **overrides)
+
+    @classmethod
+    def smoke(cls, vocab_size: int, **overrides) -> "ModelConfig":
+        """Tiny model for CI: 4 layers x 1 head, d 32."""
+        kw = dict(n_layer=4, d_model=32, d_mlp=128)
+        kw.update(overrides)
+        return cls(vocab_size=vocab_size, **kw)
+
+    @classmethod
+    def preset(cls, name: str, vocab_size: int, **overrides) -> "ModelConfig":
+        presets = {"paper": cls.paper, "smoke": cls.smoke}
+        if name not in presets:
+            raise ValueError(f"unknown model preset {name!r}: choose one of {', '.join(presets)}")
+        return presets[name](vocab_size, **overrides)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if d["freq_mask"] is not None:
+            d["freq_mask"] = list(d["freq_mask"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
+        d = dict(d)
+        if d.get("freq_mask") is not None:
+            d["freq_mask"] = tuple(d["freq_mask"])
+        return cls(**d)
+
+
+class HookPoint(nn.Identity):
+    """An identity module whose only job is to be hooked (TransformerLens style)."""
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.n_head, self.d_head = cfg.n_head, cfg.d_head
+        self.q_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.out_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.attn_dropout = nn.Dropout(cfg.attn_pdrop)
+        self.resid_dropout = nn.Dropout(cfg.resid_pdrop)
+        self.register_buffer("angles", rope_angles(cfg.rotary_dim, cfg.rope_base), persistent=False)
+        if cfg.freq_mask is not None:
+            m = torch.tensor(cfg.freq_mask, dtype=torch.float32).repeat_interleave(2)
+            m = torch.cat((m, torch.ones(cfg.d_head - cfg.rotary_dim)))
+        else:
+            m = None
+        self.register_buffer("dim_mask", m, persistent=False)  # (Dh,) or None
+        for name in ("q", "k", "v", "rot_q", "rot_k", "attn_scores", "pattern", "z"):
+            setattr(self, f"hook_{name}", HookPoint())
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, H, T, Dh)
+        B, T, _ = x.shape
+        return x.view(B, T, self.n_head, self.d_head).transpose(1, 2)
+
+    def rope_tables(self, positions: torch.Tensor, dtype):
+        return rope_cos_sin(positions, self.angles, dtype=dtype)
+
+    def qkv(self, x: torch.Tensor, positions: torch.Tensor):
+        """Pre- and post-RoPE q, k and v for normalised input x (B, T, D). Used by metrics too."""
+        q = self.hook_q(self.split_heads(self.q_proj(x)))
+        k = self.hook_k(self.split_heads(self.k_proj(x)))
+        v = self.hook_v(self.split_heads(self.v_proj(x)))
+        if self.dim_mask is not None:
+            q, k = q * self.dim_mask, k * self.dim_mask
+        cos, sin = self.rope_tables(positions, q.dtype)
+        rq = self.hook_rot_q(apply_rope(q, cos, sin))
+        rk = self.hook_rot_k(apply_rope(k, cos, sin))
+        return rq, rk, v
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        # x: (B, T, D) already normalised; returns (B, Tq, D) with Tq = 1 if last_only else T
+        B, T, D = x.shape
+        q, k, v = self.qkv(x, positions)  # (B, H, T, Dh)
+        if last_only:
+            q = q[:, :, -1:]
+        Tq = q.shape[2]
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.d_head)  # (B, H, Tq, T)
+        causal = torch.ones(Tq, T, dtype=torch.bool, device=x.device).tril(diagonal=T - Tq)
+        scores = scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
+        scores = self.hook_attn_scores(scores)
+        pattern = self.hook_pattern(torch.softmax(scores.float(), dim=-1).to(v.dtype))
+        z = self.hook_z(self.attn_dropout(pattern) @ v)  # (B, H, Tq, Dh)
+        out = z.transpose(1, 2).reshape(B, Tq, D)
+        return self.resid_dropout(self.out_proj(out))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.fc_in = nn.Linear(cfg.d_model, cfg.d_mlp)
+        self.fc_out = nn.Linear(cfg.d_mlp, cfg.d_model)
+        self.dropout = nn.Dropout(cfg.resid_pdrop)
+
+    def forward(self, x):
+        return self.dropout(self.fc_out(F.gelu(self.fc_in(x))))  # exact (erf) GELU
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.ln_1 = nn.LayerNorm(cfg.d_model, eps=cfg.ln_eps)
+        self.attn = Attention(cfg)
+        self.mlp = None if cfg.attn_only else MLP(cfg)
+        self.hook_resid_pre = HookPoint()
+        self.hook_attn_out = HookPoint()
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        x = self.hook_resid_pre(x)
+        h = self.ln_1(x)
+        a = self.hook_attn_out(self.attn(h, positions, last_only=last_only))
+        if last_only:
+            x, h = x[:, -1:], h[:, -1:]
+        out = x + a
+        if self.mlp is not None:
+            out = out + self.hook_mlp_out(self.mlp(h))
+        return self.hook_resid_post(out)
+
+    # ---- fast path: fused projections + SDPA, used when nothing is hooked -----------------
+    def forward_fast(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, last_only: bool = False):
+        attn, cfg = self.attn, self.cfg
+        B, T, D = x.shape
+        H, Dh = attn.n_head, attn.d_head
+        h = F.layer_norm(x, (D,), self.ln_1.weight, self.ln_1.bias, cfg.ln_eps)
+        # one matmul for q, k, v (and the MLP input, which reads the same normalised h)
+        ws = [attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]
+        if self.mlp is not None and not last_only:
+            ws.append(self.mlp.fc_in.weight)
+        proj = h @ torch.cat(ws).t()  # (B, T, 3D [+ d_mlp])
+        q, k, v = proj[..., :D], proj[..., D:2 * D], proj[..., 2 * D:3 * D]
+        q, k, v = (t.view(B, T, H, Dh).transpose(1, 2) for t in (q, k, v))
+        if attn.dim_mask is not None:
+            q, k = q * attn.dim_mask, k * attn.dim_mask
+        if last_only:
+            q = q[:, :, -1:]
+            q = apply_rope(q, cos[-1:], sin[-1:])
+        else:
+            q = apply_rope(q, cos, sin)
+        k = apply_rope(k, cos, sin)
+        p = attn.attn_dropout.p if self.training else 0.0
+        # last_only: the single query row attends to every key (no mask needed)
+        z = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=not last_only)
+        Tq = z.shape[2]
+        a = attn.resid_dropout(attn.out_proj(z.transpose(1, 2).reshape(B, Tq, D)))
+        if last_only:
+            x, h = x[:, -1:], h[:, -1:]
+            out = x + a
+            if self.mlp is not None:
+                out = out + self.mlp(h)
+            return out
+        out = x + a
+        if self.mlp is not None:
+            m = F.gelu(proj[..., 3 * D:] + self.mlp.fc_in.bias)
+            out = out + self.mlp.dropout(self.mlp.fc_out(m))
+        return out
+
+
+class GPTJ(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.drop = nn.Dropout(cfg.embd_pdrop)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
+        self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.ln_eps)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=True)
+        self.hook_embed = HookPoint()
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m):
+        # GPT-J / HF initialisation: N(0, 0.02) weights, zero biases, LayerNorm (1, 0)
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _hooked(self) -> bool:
+        return any(m._forward_hooks or m._forward_pre_hooks for m in self.modules() if isinstance(m, HookPoint))
+
+    def check_input(self, idx: torch.Tensor):
+        if idx.dim() != 2:
+            raise ValueError(f"expected token ids of shape (batch, seq), got {tuple(idx.shape)}")
+        T = idx.shape[1]
+        if self.cfg.max_seq_len is not None and T > self.cfg.max_seq_len:
+            raise ValueError(f"sequence length {T} exceeds this model's max_seq_len={self.cfg.max_seq_len}")
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.cfg.vocab_size):
+            raise ValueError(f"token id out of range [0, {self.cfg.vocab_size}): got min {int(idx.min())}, max {int(idx.max())}")
+
+    def forward(self, idx: torch.Tensor, last_only: bool = False, fast: bool | None = None,
+                resid_out: list | None = None) -> torch.Tensor:
+        """Logits (B, T, V), or (B, 1, V) for the last position only when ``last_only``.
+
+        ``fast=None`` picks the fused SDPA path unless a hook point is hooked.  ``resid_out``, if given,
+        receives the residual stream entering every block (what ``hook_resid_pre`` sees).
+        """
+        self.check_input(idx)
+        B, T = idx.shape
+        positions = torch.arange(T, device=idx.device)
+        x = self.drop(self.hook_embed(self.wte(idx)))
+        if fast is None:
+            fast = not self._hooked()
+        n = len(self.blocks)
+        if fast:
+            cos, sin = rope_cos_sin(positions, self.blocks[0].attn.angles, dtype=x.dtype)
+            for i, blk in enumerate(self.blocks):
+                if resid_out is not None:
+                    resid_out.append(x)
+                x = blk.forward_fast(x, cos, sin, last_only=last_only and i == n - 1)
+        else:
+            for i, blk in enumerate(self.blocks):
+                if resid_out is not None:
+                    resid_out.append(x)
+                x = blk(x, positions, last_only=last_only and i == n - 1)
+        return self.lm_head(self.ln_f(x))
+
+    # ---- TransformerLens-style cache -----------------------------------------------------
+    def hook_points(self) -> dict[str, HookPoint]:
+        return {name: m for name, m in self.named_modules() if isinstance(m, HookPoint)}
+
+    @contextmanager
+    def hooks(self, fwd_hooks: Iterable[tuple[str, Callable]]):
+        """Temporarily attach ``(hook_name, fn(tensor, name) -> tensor | None)`` hooks."""
+        points = self.hook_points()
+        handles = []
+        try:
+            for name, fn in fwd_hooks:
+                if name not in points:
+                    raise KeyError(f"no hook point named {name!r}")
+                handles.append(points[name].register_forward_hook(lambda m, i, o, fn=fn, name=name: fn(o, name)))
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+
+    def run_with_cache(self, idx: torch.Tensor, names: Iterable[str] | Callable[[str], bool] | None = None,
+                       last_only: bool = False):
+        """Run the model and return ``(logits, cache)`` with the activations of the chosen hook points."""
+        points = self.hook_points()
+        if names is None:
+            wanted = list(points)
+        elif callable(names):
+            wanted = [n for n in points if names(n)]
+        else:
+            wanted = list(names)
+        cache: dict[str, torch.Tensor] = {}
+
+        def save(t, name):
+            cache[name] = t.detach()
+
+        with self.hooks([(n, save) for n in wanted]):
+            logits = self.forward(idx, last_only=last_only, fast=False)
+        return logits, cache

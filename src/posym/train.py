@@ -1,0 +1,378 @@
+"""Training with the paper's recipe, dense checkpoints, resume, and full provenance.
+
+Recipe (Paper 2, App. C.2, and what the HF Trainer the authors used adds silently):
+AdamW, lr 1e-4, betas (0.95, 0.999), weight decay 1e-4 (not on biases / LayerNorm), linear schedule
+with 750 warm-up steps down to 0 at the last step, gradient clipping at norm 1.0, batch 64, loss on
+the final token only, one epoch of the 432k training split (6,750 steps).
+
+A run folder holds::
+
+    config.json            TrainConfig + ModelConfig + config hash
+    checkpoints/step_XXXXXXX.pt   model weights on the checkpoint schedule
+    last.pt                everything needed to resume (weights, optimiser, scheduler, RNG, step)
+    eval.csv               step x hop -> validation accuracy
+    train_log.csv          step -> mean training loss since the previous log line, lr
+    manifest.json          provenance (seed, git commit, versions, machine, wall time) + checksums
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from . import io as pio
+from .model import GPTJ, ModelConfig
+from .tasks import TASK_NAMES, SPLIT_SIZES, TaskDataset, get_task
+
+SCALES = ("smoke", "teaching", "paper")
+
+
+@dataclass
+class TrainConfig:
+    task: str = "number"
+    seed: int = 0
+    model: str = "paper"  # ModelConfig preset
+    model_overrides: dict = field(default_factory=dict)
+    steps: int = 6750
+    batch_size: int = 64
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.95, 0.999)
+    weight_decay: float = 1e-4
+    warmup_steps: int = 750
+    grad_clip: float = 1.0
+    train_size: int | None = None  # None: the full 432k split
+    eval_size: int = 2400  # validation samples for accuracy
+    eval_batch_size: int = 600
+    checkpoint_every: int = 50
+    log_every: int = 10
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if self.task not in TASK_NAMES:
+            raise ValueError(f"unknown task {self.task!r}: choose one of {', '.join(TASK_NAMES)}")
+        for name in ("steps", "batch_size", "eval_size", "eval_batch_size", "checkpoint_every", "log_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"TrainConfig.seed must be a non-negative integer, got {self.seed!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"TrainConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig.lr must be positive, got {self.lr}")
+        if self.train_size is not None and not 0 < self.train_size <= SPLIT_SIZES["train"]:
+            raise ValueError(f"TrainConfig.train_size must be in [1, {SPLIT_SIZES['train']}], got {self.train_size}")
+        if self.eval_size > SPLIT_SIZES["val"]:
+            raise ValueError(f"TrainConfig.eval_size must be <= {SPLIT_SIZES['val']}, got {self.eval_size}")
+        self.betas = tuple(self.betas)
+        self.model_config()  # validates the preset and overrides
+
+    # ---- presets ---------------------------------------------------------------------------
+    @classmethod
+    def paper(cls, task: str = "number", seed: int = 0, **kw) -> "TrainConfig":
+        return cls(task=task, seed=seed, **kw)
+
+    @classmethod
+    def smoke(cls, task: str = "number", seed: int = 0, **kw) -> "TrainConfig":
+        base = dict(model="smoke", steps=200, batch_size=32, lr=3e-3, warmup_steps=20, train_size=6400,
+                    eval_size=400, checkpoint_every=50, log_every=10)
+        base.update(kw)
+        return cls(task=task, seed=seed, **base)
+
+    @classmethod
+    def teaching(cls, task: str = "number", seed: int = 0, **kw) -> "TrainConfig":
+        # placeholder until the teaching-scale search (issue 11) picks the configuration
+        base = dict(model="smoke", model_overrides={"n_layer": 6, "d_model": 64, "d_mlp": 256},
+                    steps=1500, batch_size=64, lr=2e-3, warmup_steps=100, eval_size=800, checkpoint_every=100)
+        base.update(kw)
+        return cls(task=task, seed=seed, **base)
+
+    @classmethod
+    def preset(cls, scale: str, task: str = "number", seed: int = 0, **kw) -> "TrainConfig":
+        if scale not in SCALES:
+            raise ValueError(f"unknown scale {scale!r}: choose one of {', '.join(SCALES)}")
+        return getattr(cls, scale)(task=task, seed=seed, **kw)
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig.preset(self.model, get_task(self.task).vocab.__len__(), **self.model_overrides)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(d["betas"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+    def hash(self) -> str:
+        """Identity of the run: everything that changes the numbers (not the device)."""
+        d = self.to_dict()
+        d.pop("device")
+        return pio.config_hash({"train": d, "model": self.model_config().to_dict()})
+
+
+def checkpoint_steps(total: int, every: int) -> list[int]:
+    """Log-spaced early checkpoints (0, 1, 2, 5, 10, 20, ...) plus every ``every`` steps, plus the last."""
+    steps = {0, total}
+    s = 1
+    while s < min(total, every):
+        for m in (1, 2, 5):
+            if m * s < min(total, every):
+                steps.add(m * s)
+        s *= 10
+    steps.update(range(every, total, every))
+    return sorted(steps)
+
+
+def lr_lambda(warmup: int, total: int):
+    def f(step: int) -> float:  # same as transformers.get_linear_schedule_with_warmup
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return f
+
+
+def make_optimizer(model: GPTJ, cfg: TrainConfig) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if (name.endswith("bias") or ".ln_" in name or name.startswith("ln_")) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=1e-8)
+
+
+@torch.no_grad()
+def evaluate(model: GPTJ, x: torch.Tensor, y: torch.Tensor, hops: torch.Tensor, batch_size: int = 600) -> dict:
+    """Accuracy overall and per hop count on the given tensors (final-token prediction)."""
+    was_training = model.training
+    model.eval()
+    preds = []
+    for i in range(0, len(x), batch_size):
+        preds.append(model(x[i:i + batch_size], last_only=True)[:, -1].argmax(-1))
+    model.train(was_training)
+    correct = (torch.cat(preds) == y).float().cpu()
+    out = {"all": correct.mean().item()}
+    h = hops.cpu()
+    for k in range(1, 5):
+        m = h == k
+        if m.any():
+            out[str(k)] = correct[m].mean().item()
+    return out
+
+
+def ckpt_path(run_dir: Path, step: int) -> Path:
+    return run_dir / "checkpoints" / f"step_{step:07d}.pt"
+
+
+def save_checkpoint(run_dir: Path, step: int, model: GPTJ, cfg: TrainConfig) -> None:
+    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    pio.atomic_torch_save(ckpt_path(run_dir, step), {"step": step, "config_hash": cfg.hash(),
+                                                      "model_config": model.cfg.to_dict(), "state_dict": sd})
+
+
+def load_checkpoint(path: str | Path, expect_hash: str | None = None, map_location="cpu") -> tuple[GPTJ, dict]:
+    """Load a checkpoint into a fresh model; refuses corrupt files and other configs with a clear error."""
+    path = Path(path)
+    if not path.exists():
+        raise pio.ResultError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise pio.ResultError(f"checkpoint {path} is corrupt or not a posym checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(obj, dict) or "state_dict" not in obj or "model_config" not in obj:
+        raise pio.ResultError(f"checkpoint {path} is not a posym checkpoint (missing state_dict/model_config)")
+    if expect_hash is not None and obj.get("config_hash") != expect_hash:
+        raise pio.ResultError(f"checkpoint {path} was made with config {obj.get('config_hash')}, "
+                              f"but this run's config is {expect_hash}; refusing to mix runs")
+    model = GPTJ(ModelConfig.from_dict(obj["model_config"]))
+    try:
+        model.load_state_dict(obj["state_dict"])
+    except RuntimeError as e:
+        raise pio.ResultError(f"checkpoint {path} does not match its own model config: {e}") from e
+    return model.eval(), obj
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    run_dir = Path(run_dir)
+    out = []
+    for p in sorted((run_dir / "checkpoints").glob("step_*.pt")):
+        out.append((int(p.stem.split("_")[1]), p))
+    return out
+
+
+class Run:
+    """A run folder: config, checkpoints, logs. ``Run.create`` refuses to reuse a folder of another config."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def config(self) -> TrainConfig:
+        d = pio.read_json(self.path / "config.json")
+        return TrainConfig.from_dict(d["train"])
+
+    @classmethod
+    def create(cls, path: str | Path, cfg: TrainConfig) -> "Run":
+        run = cls(path)
+        cfg_file = run.path / "config.json"
+        if cfg_file.exists():
+            old = pio.read_json(cfg_file)
+            if old.get("config_hash") != cfg.hash():
+                raise pio.ResultError(f"{run.path} already holds a run with config {old.get('config_hash')}; "
+                                      f"this config is {cfg.hash()}. Use another --out folder.")
+        else:
+            run.path.mkdir(parents=True, exist_ok=True)
+            pio.atomic_write_json(cfg_file, {"train": cfg.to_dict(), "model": cfg.model_config().to_dict(),
+                                             "config_hash": cfg.hash()})
+        return run
+
+    def is_complete(self) -> bool:
+        m = self.path / "manifest.json"
+        if not m.exists():
+            return False
+        man = pio.read_json(m)
+        return man.get("complete", False) and man.get("config_hash") == pio.read_json(self.path / "config.json")["config_hash"]
+
+
+def _set_threads(threads: int | None):
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def train(cfg: TrainConfig, out: str | Path, progress: bool = True, threads: int | None = None,
+          stop_after: int | None = None, on_checkpoint=None) -> Run:
+    """Train (or resume) the run described by ``cfg`` in folder ``out``.
+
+    ``stop_after``: stop once this many steps are done (for tests of resume); ``on_checkpoint(step, model)``
+    is called at every checkpoint step (used for inline metrics).
+    """
+    _set_threads(threads)
+    run = Run.create(out, cfg)
+    if run.is_complete():
+        return run
+    device = torch.device(cfg.device)
+    t_start = time.time()
+
+    task = get_task(cfg.task)
+    train_ds = TaskDataset(task, "train", seed=cfg.seed, size=cfg.train_size)
+    tr = train_ds.arrays()
+    x_train = torch.from_numpy(tr["x"].copy()).to(device)
+    y_train = torch.from_numpy(tr["y"].copy()).to(device)
+    va = TaskDataset(task, "val", seed=cfg.seed, size=cfg.eval_size).arrays()
+    x_val, y_val, h_val = (torch.from_numpy(va[k].copy()).to(device) for k in ("x", "y", "hops"))
+    n_train = len(x_train)
+
+    torch.manual_seed(cfg.seed)
+    model = GPTJ(cfg.model_config()).to(device)
+    opt = make_optimizer(model, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup_steps, cfg.steps))
+    step = 0
+    eval_rows: list[dict] = []
+    log_rows: list[dict] = []
+    wall_before = 0.0
+
+    last = run.path / "last.pt"
+    if last.exists():
+        try:
+            state = torch.load(last, map_location=device, weights_only=False)
+        except Exception as e:  # noqa: BLE001
+            raise pio.ResultError(f"resume state {last} is corrupt ({type(e).__name__}: {e}); delete it to restart "
+                                  f"from the last checkpoint") from e
+        if state.get("config_hash") != cfg.hash():
+            raise pio.ResultError(f"resume state {last} belongs to config {state.get('config_hash')}, not {cfg.hash()}")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"])
+        step = state["step"]
+        eval_rows, log_rows = state["eval_rows"], state["log_rows"]
+        wall_before = state.get("wall_s", 0.0)
+
+    schedule = set(checkpoint_steps(cfg.steps, cfg.checkpoint_every))
+
+    def order(epoch: int) -> torch.Tensor:
+        rng = np.random.default_rng([cfg.seed, 7919, epoch])
+        return torch.from_numpy(rng.permutation(n_train)).to(device)
+
+    def checkpoint(step: int):
+        model.eval()
+        acc = evaluate(model, x_val, y_val, h_val, cfg.eval_batch_size)
+        eval_rows.extend({"step": step, "hop": k, "accuracy": v} for k, v in acc.items())
+        save_checkpoint(run.path, step, model, cfg)
+        if on_checkpoint is not None:
+            on_checkpoint(step, model)
+        model.train()
+        state = {"step": step, "config_hash": cfg.hash(), "model": model.state_dict(), "optimizer": opt.state_dict(),
+                 "scheduler": sched.state_dict(), "rng_cpu": torch.get_rng_state(),
+                 "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+                 "eval_rows": eval_rows, "log_rows": log_rows, "wall_s": wall_before + time.time() - t_start}
+        pio.atomic_torch_save(last, state)
+        pio.atomic_write_table(run.path / "eval.csv", pd.DataFrame(eval_rows))
+        pio.atomic_write_table(run.path / "train_log.csv", pd.DataFrame(log_rows, columns=["step", "loss", "lr"]))
+        return acc
+
+    if step == 0 and not ckpt_path(run.path, 0).exists():
+        checkpoint(0)
+
+    model.train()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.steps, initial=step, desc=f"{cfg.task} seed {cfg.seed}", leave=False)
+    perm, perm_epoch = None, -1
+    loss_acc, loss_n = 0.0, 0
+    while step < cfg.steps:
+        if stop_after is not None and step >= stop_after:
+            break
+        pos = step * cfg.batch_size
+        epoch = pos // n_train
+        if epoch != perm_epoch:
+            perm, perm_epoch = order(epoch), epoch
+        start = pos % n_train
+        idx = perm[start:start + cfg.batch_size]
+        if len(idx) < cfg.batch_size:  # wrap into the next epoch
+            nxt = order(epoch + 1)
+            idx = torch.cat((idx, nxt[: cfg.batch_size - len(idx)]))
+        logits = model(x_train[idx], last_only=True)[:, -1]
+        loss = F.cross_entropy(logits, y_train[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        step += 1
+        loss_acc += loss.item()
+        loss_n += 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            log_rows.append({"step": step, "loss": loss_acc / loss_n, "lr": sched.get_last_lr()[0]})
+            loss_acc, loss_n = 0.0, 0
+        if bar is not None:
+            bar.update(1)
+        if step in schedule:
+            acc = checkpoint(step)
+            if bar is not None:
+                bar.set_postfix(acc=f"{acc['all']:.3f}")
+    if bar is not None:
+        bar.close()
+
+    if step >= cfg.steps:
+        wall = wall_before + time.time() - t_start
+        info = {"complete": True, "config_hash": cfg.hash(), "seed": cfg.seed, "task": cfg.task, "steps": cfg.steps,
+                "wall_time_s": round(wall, 2), **pio.provenance(cfg.device)}
+        pio.write_manifest(run.path, info)
+    return run
