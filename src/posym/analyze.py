@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import time
+
+import numpy as np
 from pathlib import Path
 
 import pandas as pd
@@ -94,3 +96,87 @@ def attention_rows(model, x: torch.Tensor) -> torch.Tensor:
     names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.cfg.n_layer)]
     _, cache = model.run_with_cache(x, names=names)
     return torch.stack([cache[n][:, :, -1] for n in names])
+
+
+# ---------------------------------------------------------------------------------------------
+# Analyses of the final model
+# ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def flow_traces(model, samples, vocab) -> pd.DataFrame:
+    """Information flow (Fig. 3A/B): for every example, layer and query position, the key position with
+    the largest attention and its weight.  Rows: example, layer, query_pos, token, argmax_pos, weight."""
+    x, _, _ = to_tensors(samples, vocab)
+    rows = []
+    names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.cfg.n_layer)]
+    _, cache = model.run_with_cache(x, names=names)
+    for l, n in enumerate(names):
+        p = cache[n][:, 0]  # (N, T, T) head 0
+        w, arg = p.max(-1)
+        for e, s in enumerate(samples):
+            for qpos in range(len(s.tokens)):
+                rows.append({"example": e, "layer": l, "query_pos": qpos, "token": s.tokens[qpos],
+                             "argmax_pos": int(arg[e, qpos]), "weight": float(w[e, qpos])})
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def geometry(model, x: torch.Tensor, layer: int = 1, freq: int | None = None) -> pd.DataFrame:
+    """Queries and keys of one layer projected on one RoPE plane (Fig. 4B).
+
+    ``freq`` defaults to the plane with the largest mean max-logit at the last query (the "dominant" one).
+    Rows: prompt, position, kind (q/k), rotated (bool: after RoPE), x, y, freq.
+    """
+    from .metrics import content_position_logits, residual_inputs
+
+    resid = residual_inputs(model, x)[layer]
+    if freq is None:
+        _, Mf = content_position_logits(model, layer, resid, per_frequency=True)
+        freq = int(torch.diagonal(Mf, dim1=-2, dim2=-1).amax(-1).mean(0)[0].argmax())
+    names = [f"blocks.{layer}.attn.hook_{k}" for k in ("q", "k", "rot_q", "rot_k")]
+    _, cache = model.run_with_cache(x, names=names)
+    frames = []
+    for name in names:
+        kind = name.rsplit("_", 1)[-1]
+        t = cache[name][:, 0, :, 2 * freq:2 * freq + 2]  # (N, T, 2)
+        N, T, _ = t.shape
+        frames.append(pd.DataFrame({"prompt": np.repeat(np.arange(N), T), "position": np.tile(np.arange(T), N),
+                                    "kind": kind, "rotated": "rot_" in name, "x": t[..., 0].reshape(-1).numpy(),
+                                    "y": t[..., 1].reshape(-1).numpy(), "freq": freq}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def flow_examples(task: str, seed: int, per_hop: int = 2):
+    """A few fixed test examples, ``per_hop`` of each hop count."""
+    return balanced_eval_set(get_task(task), 4 * per_hop, seed=seed, split="test")
+
+
+def final_analyses(run_dir: str | Path, device: str = "cpu", lengths=None, n_length: int = 500,
+                   n_test: int | None = None, progress: bool = True) -> dict[str, pd.DataFrame]:
+    """Test accuracy, length generalisation, geometry and flow traces of the final model of a run."""
+    from .lengthgen import DEFAULT_LENGTHS, length_curve
+    from .tasks import TaskDataset
+    from .train import evaluate
+
+    run = Run(run_dir)
+    cfg = run.config
+    model = final_model(run.path, device=device)
+    task = get_task(cfg.task)
+    out = {}
+    test = TaskDataset(task, "test", seed=cfg.seed, size=n_test).arrays()
+    xt, yt, ht = (torch.from_numpy(test[k].copy()).to(device) for k in ("x", "y", "hops"))
+    acc = evaluate(model, xt, yt, ht, batch_size=2000)
+    out["test_accuracy"] = pd.DataFrame([{"hop": k, "accuracy": v, "n": len(xt) if k == "all" else int((ht == int(k)).sum())}
+                                         for k, v in acc.items()])
+    pio.atomic_write_table(run.path / "test_accuracy.csv", out["test_accuracy"])
+    out["length"] = length_curve(model, cfg.task, cfg.seed, lengths or DEFAULT_LENGTHS, n=n_length, device=device,
+                                 progress=progress)
+    pio.atomic_write_table(run.path / "length.parquet", out["length"])
+    model_cpu = model.to("cpu")
+    _, x, _, _ = metric_prompts(cfg.task, cfg.seed, 40)
+    out["geometry"] = geometry(model_cpu, x, layer=1 if cfg.model_config().n_layer > 1 else 0)
+    pio.atomic_write_table(run.path / "geometry.parquet", out["geometry"])
+    ex = flow_examples(cfg.task, cfg.seed)
+    out["flow"] = flow_traces(model_cpu, ex, task.vocab)
+    out["flow"].insert(0, "text", out["flow"]["example"].map({i: s.text() for i, s in enumerate(ex)}))
+    pio.atomic_write_table(run.path / "flow.parquet", out["flow"])
+    return out

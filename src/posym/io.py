@@ -17,6 +17,9 @@ from typing import Any, Callable
 
 import torch
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 class ResultError(RuntimeError):
     """A result file is missing, corrupt, or does not match what the caller expects."""
@@ -31,6 +34,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
