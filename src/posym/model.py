@@ -12,8 +12,8 @@ RoPE base 10000 on all 128 dims (:meth:`ModelConfig.paper`).
 Hook points are named as in TransformerLens so that interpretability readers feel at home::
 
     blocks.{l}.hook_resid_pre      (B, T, D)  residual stream entering block l
-    blocks.{l}.attn.hook_q          (B, H, T, Dh) queries before RoPE
-    blocks.{l}.attn.hook_k          (B, H, T, Dh) keys before RoPE
+    blocks.{l}.attn.hook_q          (B, H, T, Dh) queries before RoPE (after the freq_mask, if any)
+    blocks.{l}.attn.hook_k          (B, H, T, Dh) keys before RoPE (after the freq_mask, if any)
     blocks.{l}.attn.hook_v          (B, H, T, Dh)
     blocks.{l}.attn.hook_rot_q      (B, H, T, Dh) queries after RoPE
     blocks.{l}.attn.hook_rot_k      (B, H, T, Dh) keys after RoPE
@@ -161,11 +161,11 @@ class Attention(nn.Module):
 
     def qkv(self, x: torch.Tensor, positions: torch.Tensor):
         """Pre- and post-RoPE q, k and v for normalised input x (B, T, D). Used by metrics too."""
-        q = self.hook_q(self.split_heads(self.q_proj(x)))
-        k = self.hook_k(self.split_heads(self.k_proj(x)))
-        v = self.hook_v(self.split_heads(self.v_proj(x)))
-        if self.dim_mask is not None:
+        q, k = self.split_heads(self.q_proj(x)), self.split_heads(self.k_proj(x))
+        if self.dim_mask is not None:  # masked before the hooks: hook_q/hook_k show what the head uses
             q, k = q * self.dim_mask, k * self.dim_mask
+        q, k = self.hook_q(q), self.hook_k(k)
+        v = self.hook_v(self.split_heads(self.v_proj(x)))
         cos, sin = self.rope_tables(positions, q.dtype)
         rq = self.hook_rot_q(apply_rope(q, cos, sin))
         rk = self.hook_rot_k(apply_rope(k, cos, sin))
