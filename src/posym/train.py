@@ -282,6 +282,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, threads: int
     eval_rows: list[dict] = []
     log_rows: list[dict] = []
     wall_before = 0.0
+    loss_acc, loss_n = 0.0, 0  # running training loss since the last log line (saved in last.pt)
 
     last = run.path / "last.pt"
     if last.exists():
@@ -301,6 +302,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, threads: int
         step = state["step"]
         eval_rows, log_rows = state["eval_rows"], state["log_rows"]
         wall_before = state.get("wall_s", 0.0)
+        loss_acc, loss_n = state.get("loss_acc", 0.0), state.get("loss_n", 0)
 
     schedule = set(checkpoint_steps(cfg.steps, cfg.checkpoint_every))
 
@@ -319,7 +321,8 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, threads: int
         state = {"step": step, "config_hash": cfg.hash(), "model": model.state_dict(), "optimizer": opt.state_dict(),
                  "scheduler": sched.state_dict(), "rng_cpu": torch.get_rng_state(),
                  "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-                 "eval_rows": eval_rows, "log_rows": log_rows, "wall_s": wall_before + time.time() - t_start}
+                 "eval_rows": eval_rows, "log_rows": log_rows, "wall_s": wall_before + time.time() - t_start,
+                 "loss_acc": loss_acc, "loss_n": loss_n}
         pio.atomic_torch_save(last, state)
         pio.atomic_write_table(run.path / "eval.csv", pd.DataFrame(eval_rows))
         pio.atomic_write_table(run.path / "train_log.csv", pd.DataFrame(log_rows, columns=["step", "loss", "lr"]))
@@ -334,7 +337,6 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, threads: int
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.steps, initial=step, desc=f"{cfg.task} seed {cfg.seed}", leave=False)
     perm, perm_epoch = None, -1
-    loss_acc, loss_n = 0.0, 0
     while step < cfg.steps:
         if stop_after is not None and step >= stop_after:
             break
