@@ -11,14 +11,19 @@ import sys
 from pathlib import Path
 
 
-def _int_list(s: str) -> list[int]:
+def _int_list(s: str, name: str = "--seed") -> list[int]:
     out = []
-    for part in s.split(","):
-        if "-" in part:
-            a, b = part.split("-")
-            out.extend(range(int(a), int(b) + 1))
-        else:
-            out.append(int(part))
+    try:
+        for part in s.split(","):
+            if "-" in part:
+                a, b = part.split("-")
+                out.extend(range(int(a), int(b) + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, a list (0,2) or a range (0-4), got {s!r}") from None
+    if not out:
+        raise ValueError(f"{name} {s!r} is an empty range")
     return out
 
 
