@@ -1,0 +1,122 @@
+# posym: environment, tests and the companion book.  `make help` lists the targets.
+#
+#   make test                  everything CI checks (see below)
+#   make book                  the book readers see: chapters at the `paper` scale + HTML in _build/html
+#   make book PARAMS=smoke     the same, recomputed from scratch at small scale
+#
+# Chapters are MyST notebooks in book/; they are executed with papermill into
+# _build/executed/$(PARAMS)/ and the HTML is built from those copies (scripts/build_book.py).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PARAMS ?= paper
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+STAMP := $(VENV)/.posym-installed
+REQUIREMENTS := requirements.txt $(wildcard requirements-cluster.txt)
+MATHJAX_VERSION := 3.2.2
+MATHJAX := _mathjax/mathjax/tex-mml-chtml.js
+CHROMIUM ?= /usr/bin/chromium
+NBVAL_RUNS ?= 1
+EXECUTED = _build/executed/$(PARAMS)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Determinism for the kernels papermill and nbval start, and always the venv's own kernel.
+export PYTHONHASHSEED := 0
+export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
+
+.PHONY: help venv test pytest chapters nbval html book mathjax chromium browser-check runtimes exercises \
+        clean distclean
+
+help:
+	@echo "make venv            create $(VENV) from requirements.txt and install posym (editable)"
+	@echo "make test            pytest tests/, smoke chapters, nbval, HTML build (-W), headless-browser check"
+	@echo "make book [PARAMS=]  execute the chapters (default PARAMS=paper) and build _build/html"
+	@echo "make chapters        execute the chapters only, into _build/executed/\$$PARAMS"
+	@echo "make html            build _build/html from _build/executed/\$$PARAMS"
+	@echo "make nbval           validate the executed chapters with nbval (NBVAL_RUNS=3 repeats it)"
+	@echo "make browser-check   load every page of _build/html in headless chromium, offline"
+	@echo "make mathjax         fetch MathJax $(MATHJAX_VERSION) from npm into _mathjax/ (served locally)"
+	@echo "make runtimes        execute every chapter at every scale and record book/runtimes.csv"
+	@echo "make exercises       student copies of the chapters without solutions, in _build/exercises"
+	@echo "make clean           remove _build/ (distclean also removes $(VENV), node_modules, _mathjax)"
+
+# --- environment -------------------------------------------------------------------------------
+venv: $(STAMP)
+
+$(STAMP): $(REQUIREMENTS) pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q $(addprefix -r ,$(REQUIREMENTS))
+	$(PY) -m pip install --disable-pip-version-check -q -e . --no-deps
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (posym)" >/dev/null
+	@touch $@
+
+mathjax: $(MATHJAX)
+
+$(MATHJAX):
+	@command -v npm >/dev/null || { echo "error: npm is needed to fetch MathJax (apt-get install -y npm)" >&2; exit 1; }
+	npm install --prefix "$(CURDIR)" --no-save --no-package-lock --no-audit --no-fund --loglevel=error \
+	    mathjax@$(MATHJAX_VERSION)
+	rm -rf _mathjax && mkdir -p _mathjax
+	cp -r node_modules/mathjax/es5 _mathjax/mathjax
+
+chromium:
+	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
+
+# --- tests ---------------------------------------------------------------------------------------
+# Every stage exits non-zero on failure; stage times are collected in _build/timings.txt.
+test:
+	@mkdir -p _build && rm -f _build/timings.txt
+	@scripts/timed venv $(MAKE) --no-print-directory venv
+	@scripts/timed mathjax $(MAKE) --no-print-directory mathjax
+	@scripts/timed chromium $(MAKE) --no-print-directory chromium
+	@scripts/timed pytest $(MAKE) --no-print-directory pytest
+	@scripts/timed chapters $(PY) scripts/run_chapters.py --params smoke
+	@scripts/timed nbval $(MAKE) --no-print-directory nbval PARAMS=smoke
+	@scripts/timed html $(PY) scripts/build_book.py --params smoke
+	@scripts/timed browser-check $(PY) scripts/check_html.py
+	@echo "== make test: all stages passed ==" && cat _build/timings.txt
+
+pytest: venv
+	$(PY) -m pytest tests/ -q -p no:cacheprovider
+
+nbval: venv
+	@ls $(EXECUTED)/*.ipynb >/dev/null 2>&1 || \
+	    { echo "error: no executed chapters in $(EXECUTED); run make chapters PARAMS=$(PARAMS)" >&2; exit 1; }
+	@for i in $$(seq 1 $(NBVAL_RUNS)); do \
+	    echo "[nbval] run $$i of $(NBVAL_RUNS) on $(EXECUTED)"; \
+	    $(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	        -p no:cacheprovider -q $(EXECUTED)/*.ipynb || exit 1; \
+	done
+
+# --- book ----------------------------------------------------------------------------------------
+chapters: venv
+	$(PY) scripts/run_chapters.py --params $(PARAMS)
+
+html: venv mathjax
+	$(PY) scripts/build_book.py --params $(PARAMS)
+
+book: venv mathjax
+	$(PY) scripts/run_chapters.py --params $(PARAMS)
+	$(PY) scripts/build_book.py --params $(PARAMS)
+
+browser-check: venv chromium
+	$(PY) scripts/check_html.py
+
+runtimes: venv
+	@for s in smoke teaching paper; do $(PY) scripts/run_chapters.py --params $$s --record; done
+	@cat book/runtimes.csv
+
+exercises: venv
+	$(PY) scripts/make_exercises.py
+
+clean:
+	rm -rf _build .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV) node_modules _mathjax
