@@ -1,0 +1,395 @@
+"""The book's chapter machinery: parameter validation, setup, runtimes, chapter sources, plotting,
+the papermill runner (bad parameters leave nothing behind), the nbval sanitizer and the HTML checker."""
+from __future__ import annotations
+
+import importlib.util
+import random
+import re
+import sys
+from pathlib import Path
+
+import jupytext
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from posym import book, plotting, tasks  # noqa: E402
+from posym.book import ChapterSpec, Param, ParameterError, Required  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+
+
+def load_script(name: str):
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+
+def chapter_sources() -> list[Path]:
+    return load_script("bookutil").notebook_chapters(REPO)
+
+
+# -----------------------------------------------------------------------------
+# Parameter validation
+
+@pytest.mark.parametrize("scale", book.SCALES)
+def test_every_scale_has_valid_defaults(scale):
+    for name, spec in book.CHAPTERS.items():
+        params = book.validate(name, scale, {})
+        assert set(params) == set(spec.params)
+
+
+def test_none_means_scale_default_and_explicit_values_win():
+    assert book.validate("data", "smoke", {"n_samples": None})["n_samples"] == 4_000
+    assert book.validate("data", "paper", {})["n_samples"] == 432_000
+    assert book.validate("data", "smoke", {"n_samples": 123})["n_samples"] == 123
+    assert book.validate("data", "smoke", {"n_samples": np.int64(7)})["n_samples"] == 7
+
+
+BAD_VALUES = [
+    # (scale, params, parameter the message must name, words the message must contain)
+    ("huge", {}, "scale", ["'smoke'", "make book PARAMS=smoke"]),
+    (None, {}, "scale", ["'paper'"]),
+    (3, {}, "scale", ["one of"]),
+    ("smoke", {"n_samples": "many"}, "n_samples", ["an integer", "'many'"]),
+    ("smoke", {"n_samples": 3.5}, "n_samples", ["an integer", "float"]),
+    ("smoke", {"n_samples": 1000.0}, "n_samples", ["an integer"]),
+    ("smoke", {"n_samples": True}, "n_samples", ["an integer", "bool"]),
+    ("smoke", {"n_samples": -5}, "n_samples", [">= 1", "-5"]),
+    ("smoke", {"n_samples": 0}, "n_samples", [">= 1"]),
+    ("smoke", {"split": "val", "n_samples": 5000}, "n_samples", ["at most", "2400"]),
+    ("paper", {"split": "test"}, "n_samples", ["at most", "45_600"]),
+    ("smoke", {"n_examples": 9}, "n_examples", ["[1, 8]", "9"]),
+    ("smoke", {"n_swap": -1}, "n_swap", ["got -1"]),
+    ("smoke", {"seed": -1}, "seed", ["[0,", "got -1"]),
+    ("smoke", {"seed": "0"}, "seed", ["an integer"]),
+    ("smoke", {"split": "training"}, "split", ["'train'", "'training'"]),
+    ("smoke", {"split": 1}, "split", ["one of"]),
+    ("smoke", {"n_sample": 10}, "n_sample", ["unknown parameter", "n_samples"]),
+]
+
+
+@pytest.mark.parametrize("scale, params, name, words", BAD_VALUES)
+def test_bad_parameters_raise_one_clear_error(scale, params, name, words):
+    with pytest.raises(ParameterError) as err:
+        book.validate("data", scale, params)
+    e = err.value
+    assert e.param == name
+    msg = str(e)
+    assert f"'{name}'" in msg, msg
+    for w in words:
+        assert w.replace("_", "") in msg.replace("_", ""), (w, msg)
+    assert isinstance(e, ValueError)
+
+
+def test_setup_raises_before_touching_anything(monkeypatch):
+    touched = []
+    monkeypatch.setattr(plotting, "apply_style", lambda: touched.append("style"))
+    monkeypatch.setattr(book, "seed_everything", lambda s: touched.append("seed"))
+    with pytest.raises(ParameterError):
+        book.setup("data", "smoke", n_samples=-1)
+    assert touched == []
+
+
+def test_unknown_chapter():
+    with pytest.raises(ParameterError, match="unknown chapter 'nope'"):
+        book.validate("nope", "smoke", {})
+
+
+@pytest.fixture
+def results_chapter(monkeypatch):
+    """A chapter that reads a committed result at the paper scale."""
+    spec = ChapterSpec(
+        name="results-demo",
+        params={"steps": Param(int, {"smoke": 10, "teaching": 100, "paper": 6750}, min=1),
+                "lr": Param(float, 1e-4, min=0.0, max=1.0)},
+        requires={"paper": (Required("runs/number/metrics.csv", "posym reproduce --scale paper",
+                                     "positional/symbolic scores of the paper-scale runs"),)},
+    )
+    monkeypatch.setitem(book.CHAPTERS, spec.name, spec)
+    return spec
+
+
+def test_missing_data_file_names_scale_file_and_command(results_chapter, tmp_path):
+    book.validate("results-demo", "smoke", {}, data_root=tmp_path)  # smoke trains, needs nothing
+    with pytest.raises(ParameterError) as err:
+        book.validate("results-demo", "paper", {}, data_root=tmp_path)
+    msg = str(err.value)
+    assert err.value.param == "scale"
+    assert "runs/number/metrics.csv" in msg and "missing" in msg
+    assert "posym reproduce --scale paper" in msg and "PARAMS=smoke" in msg
+    (tmp_path / "runs" / "number").mkdir(parents=True)
+    (tmp_path / "runs" / "number" / "metrics.csv").write_text("step\n")
+    assert book.validate("results-demo", "paper", {}, data_root=tmp_path)["steps"] == 6750
+
+
+def test_data_dir_follows_environment(results_chapter, tmp_path, monkeypatch):
+    monkeypatch.setenv("POSYM_DATA_DIR", str(tmp_path))
+    assert book.data_dir() == tmp_path.resolve()
+    with pytest.raises(ParameterError, match=re.escape(str(tmp_path))):
+        book.validate("results-demo", "paper", {})
+
+
+@pytest.mark.parametrize("params, name", [({"steps": 0}, "steps"), ({"steps": -100}, "steps"),
+                                          ({"lr": -1e-3}, "lr"), ({"lr": float("nan")}, "lr"),
+                                          ({"lr": "fast"}, "lr"), ({"steps": 2.5}, "steps")])
+def test_steps_and_rates(results_chapter, params, name):
+    with pytest.raises(ParameterError) as err:
+        book.validate("results-demo", "smoke", params)
+    assert err.value.param == name
+    assert book.validate("results-demo", "smoke", {"lr": 1})["lr"] == 1.0  # int accepted for float
+
+
+def test_spec_must_give_every_scale():
+    with pytest.raises(ValueError, match="every scale"):
+        ChapterSpec(name="x", params={"n": Param(int, {"smoke": 1, "paper": 2})})
+    with pytest.raises(ValueError, match="reserved"):
+        ChapterSpec(name="x", params={"scale": Param(str, "smoke")})
+
+
+def test_setup_returns_config_and_seeds(monkeypatch):
+    cfg = book.setup("data", "smoke", seed=3)
+    assert cfg.chapter == "data" and cfg.scale == "smoke" and cfg.seed == 3 and cfg.n_samples == 4000
+    a = (random.random(), np.random.rand())
+    book.setup("data", "smoke", seed=3)
+    assert (random.random(), np.random.rand()) == a
+    with pytest.raises(AttributeError):
+        cfg.not_a_parameter  # noqa: B018
+    assert cfg.elapsed() >= 0
+
+
+# -----------------------------------------------------------------------------
+# Runtimes
+
+def test_runtime_table_records_and_replaces(tmp_path):
+    path = tmp_path / "runtimes.csv"
+    assert "not measured yet" in book.runtime_table("data", path)
+    book.record_runtime("data", "smoke", 12.34, path)
+    book.record_runtime("data", "smoke", 10.0, path)
+    book.record_runtime("data", "paper", 600.0, path)
+    rows = book.read_runtimes(path)
+    assert [(r["scale"], r["seconds"]) for r in rows] == [("smoke", "10.0"), ("paper", "600.0")]
+    table = book.runtime_table("data", path)
+    assert "10 s" in table and "10.0 min" in table and "`teaching`" in table
+    assert "not measured yet" in table  # teaching
+
+
+def test_committed_runtimes_cover_every_chapter_and_scale():
+    rows = book.read_runtimes(REPO / "book" / "runtimes.csv")
+    have = {(r["chapter"], r["scale"]) for r in rows}
+    for src in chapter_sources():
+        for scale in book.SCALES:
+            assert (src.stem, scale) in have, f"book/runtimes.csv lacks {src.stem}/{scale}: run `make runtimes`"
+
+
+# -----------------------------------------------------------------------------
+# Chapter sources
+
+def code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def test_toc_lists_existing_pages():
+    bookutil = load_script("bookutil")
+    for f in bookutil.toc_files(REPO):
+        assert (REPO / f"{f}.md").is_file(), f
+
+
+@pytest.mark.parametrize("src", chapter_sources(), ids=lambda p: p.stem)
+def test_chapter_structure(src):
+    """Parameters cell first, every parameter None by default, setup next with the shared install line."""
+    nb = jupytext.read(src)
+    name = src.stem
+    assert name in book.CHAPTERS, f"register a ChapterSpec for {name!r} in posym/book.py"
+    spec = book.CHAPTERS[name]
+    cells = code_cells(nb)
+    assert "parameters" in cells[0].metadata.get("tags", []), "the first code cell must be tagged parameters"
+    assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1
+    ns: dict = {}
+    exec(cells[0].source, ns)
+    assert ns["scale"] == "smoke"
+    for p in spec.params:
+        assert p in ns and ns[p] is None, f"parameter {p!r} must default to None (the scale's default)"
+    setup = cells[1].source
+    assert "!" + book.COLAB_INSTALL in setup, "setup cell must run posym.book.COLAB_INSTALL verbatim"
+    call = re.search(r"book\.setup\(([^)]*)\)", setup, re.S)
+    assert call and call.group(1).split(",")[0].strip().strip("\"'") == name
+    for p in spec.params:
+        assert re.search(rf"\b{p}\s*=\s*{p}\b", call.group(1)), f"setup() must receive {p}"
+    # no cell writes files relative to the working directory
+    for c in cells:
+        assert "savefig(" not in c.source and "to_csv(" not in c.source
+
+
+@pytest.mark.parametrize("src", chapter_sources(), ids=lambda p: p.stem)
+def test_chapter_has_learning_note_runtime_and_exercise(src):
+    text = src.read_text()
+    assert "What you will learn" in text
+    assert f'book.runtime_note("{src.stem}")' in text
+    nb = jupytext.read(src)
+    solution = [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
+    assert solution, "mark exercise solutions with the tag `solution`"
+    for c in solution:
+        if c.cell_type == "code":
+            assert "hide-cell" in c.metadata.get("tags", []) or "remove-cell" in c.metadata.get("tags", [])
+
+
+def test_exercises_strip_solutions(tmp_path):
+    mod = load_script("make_exercises")
+    assert mod.main(["--out", str(tmp_path)]) == 0
+    import nbformat
+    for src in chapter_sources():
+        nb = nbformat.read(tmp_path / f"{src.stem}.ipynb", as_version=4)
+        assert not any("solution" in c.metadata.get("tags", []) for c in nb.cells)
+        assert any("Exercise" in c.source for c in nb.cells)
+
+
+# -----------------------------------------------------------------------------
+# Executing a chapter with bad parameters (papermill, a real kernel)
+
+def _snapshot(*folders: Path) -> dict[str, float]:
+    out = {}
+    for f in folders:
+        for p in f.rglob("*"):
+            if "__pycache__" not in p.parts and ".ipynb_checkpoints" not in p.parts:
+                out[str(p)] = p.stat().st_mtime
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scale, overrides, name", [
+    ("smoke", {"n_samples": -5}, "n_samples"),
+    ("gigantic", {}, "scale"),
+])
+def test_bad_parameters_stop_the_chapter_and_write_nothing(tmp_path, scale, overrides, name):
+    out_dir = tmp_path / "executed"
+    before = _snapshot(REPO / "book", REPO / "data") if (REPO / "data").exists() else _snapshot(REPO / "book")
+    with pytest.raises(book.ChapterError) as err:
+        book.execute_chapter(REPO / "book" / "data.md", out_dir / "data.ipynb", scale, overrides)
+    e = err.value
+    assert e.ename == "ParameterError"
+    assert f"parameter '{name}'" in e.evalue
+    assert not out_dir.exists(), "a failed chapter must not leave an output notebook"
+    assert list(tmp_path.iterdir()) == []
+    after = _snapshot(REPO / "book", REPO / "data") if (REPO / "data").exists() else _snapshot(REPO / "book")
+    assert after == before, "a failed chapter must not write into book/ or data/"
+
+
+# -----------------------------------------------------------------------------
+# Plotting
+
+def test_palette_is_okabe_ito_and_semantic():
+    assert plotting.COLORS["positional"] == plotting.COLORS["number"] == "#0072B2"
+    assert plotting.COLORS["symbolic"] == plotting.COLORS["letter"] == "#D55E00"
+    assert len(set(plotting.PALETTE)) == len(plotting.PALETTE)
+    assert set(plotting.HOP_COLORS) == {1, 2, 3, 4}
+    with pytest.raises(ValueError):
+        plotting.task_color("words")
+    plotting.apply_style()
+    first = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"][0]
+    assert matplotlib.colors.to_hex(first) == "#0072b2"
+
+
+@pytest.mark.parametrize("task_name", tasks.TASK_NAMES)
+def test_draw_hop_chain_draws_one_arc_per_hop(task_name):
+    task = tasks.get_task(task_name)
+    for s in tasks.balanced_eval_set(task, 4, split="val"):
+        fig, ax = plt.subplots()
+        plotting.draw_hop_chain(s, ax)
+        assert len(plotting.chain_arrows(ax)) == s.hops
+        texts = [t.get_text() for t in ax.texts]
+        for tok in s.tokens:
+            assert tok in texts
+        boxes = [p for p in ax.patches if type(p).__name__ == "Rectangle"]
+        assert len(boxes) == len(s.tokens)
+        assert str(s.answer_pos) in ax.get_title(loc="left")
+        plt.close(fig)
+
+
+def test_draw_hop_chain_paper_figure_and_longer_prompts():
+    task = tasks.get_task("number")
+    toks = "C B A 1 4 1 3 2 1".split()
+    s = tasks.Sample(tuple(toks), *task.solve(toks))
+    ax = plotting.draw_hop_chain(s, target_window=3)
+    labels = [t.get_text() for t in ax.texts]
+    assert {"\u22124", "\u22121", "\u22122"} <= set(labels)
+    plt.close(ax.figure)
+    long = task.extend_target_window(tasks.TaskDataset("number", "val")[0], 20, np.random.default_rng(0))
+    ax = plotting.draw_hop_chain(long)
+    assert len(plotting.chain_arrows(ax)) == long.hops
+    plt.close(ax.figure)
+    with pytest.raises(ValueError):
+        plotting.draw_hop_chain(tasks.Sample(("a", "1"), "a", 1, (1, 5)))
+
+
+# -----------------------------------------------------------------------------
+# nbval sanitizer
+
+def test_sanitizer_rounds_floats_and_strips_volatile_text():
+    from nbval.plugin import get_sanitize_patterns
+
+    patterns = get_sanitize_patterns((REPO / "tests" / "nbval_sanitize.cfg").read_text())
+
+    def clean(s: str) -> str:
+        for rx, rep in patterns:
+            s = re.sub(rx, rep, s)
+        return s
+
+    assert clean("0.33333333333333337") == clean("0.3333333333333333")
+    assert clean("loss 1.23456789e-05") == clean("loss 1.23451111e-05")
+    assert clean("0.1235") != clean("0.1245")
+    assert clean("<Figure at 0x7f3a2b1c9d90>") == clean("<Figure at 0x7f00aa11bb22>")
+    assert clean("ran in 3.9 s") == clean("ran in 12.0 s")
+    assert clean("2026-05-29T10:11:12.5") == clean("2027-01-01 00:00:00")
+    assert clean(" 45%|####5     | 45/100 [00:01<00:02, 30.12it/s]") == \
+        clean(" 46%|####6     | 46/100 [00:02<00:01, 29.00it/s]")
+    assert clean("hops 1 2 3 4") == "hops 1 2 3 4"  # plain integers are kept
+
+
+# -----------------------------------------------------------------------------
+# HTML checker (pure parts; the browser itself runs in `make browser-check`)
+
+def test_check_html_static_rules(tmp_path):
+    ch = load_script("check_html")
+    assert ch.is_external("https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js")
+    assert ch.is_external("//fonts.googleapis.com/css")
+    for local in ("_static/x.js", "../_images/a.png", "http://127.0.0.1:8000/a", "data:image/png;base64,xx",
+                  "#top", "http://localhost/x"):
+        assert not ch.is_external(local), local
+    (tmp_path / "_static").mkdir()
+    (tmp_path / "_static" / "ok.js").write_text("")
+    (tmp_path / "index.html").write_text(
+        '<html><head><title>t</title><script src="_static/ok.js"></script>'
+        '<script src="https://cdn.example.org/x.js"></script>'
+        '<link rel="stylesheet" href="https://fonts.example.org/f.css"></head>'
+        '<body><a href="https://arxiv.org/abs/2605.31558">paper</a><img src="missing.png"></body></html>')
+    problems, pages, n_links = ch.static_check(tmp_path)
+    text = "\n".join(problems)
+    assert "cdn.example.org" in text and "fonts.example.org" in text and "missing.png" in text
+    assert "arxiv.org" not in text and n_links == 1
+    assert len(problems) == 3
+
+
+def test_check_html_detects_unrendered_math():
+    ch = load_script("check_html")
+    src = ch.parse('<html><title>t</title><main><span class="math">\\(x\\)</span>'
+                   '<div class="proof definition">d</div></main></html>')
+    net = {"page": {"http://127.0.0.1:1/a.js"}, "background": set(), "connected": set(), "udp_probes": set()}
+    good = '<html><title>t</title><main><span class="math"><mjx-container>x</mjx-container></span>' \
+           '<div class="proof definition">d</div><pre>$not math$ in code</pre></main></html>'
+    assert ch.check_page("p.html", src, good, net, set())[0] == []
+    bad = '<html><title>t</title><main><span class="math">\\(x\\)</span> and $y$</main></html>'
+    problems = "\n".join(ch.check_page("p.html", src, bad, net, set())[0])
+    assert "MathJax typeset 0 of 1" in problems and "raw" in problems and "proof" in problems
+    leaky = dict(net, page={"https://cdn.example.org/x.js"}, connected={"93.184.216.34:443"})
+    problems = "\n".join(ch.check_page("p.html", src, good, leaky, set())[0])
+    assert "cdn.example.org" in problems and "93.184.216.34" in problems
