@@ -132,6 +132,21 @@ def test_missing_data_file_names_scale_file_and_command(results_chapter, tmp_pat
     assert book.validate("results-demo", "paper", {}, data_root=tmp_path)["steps"] == 6750
 
 
+def test_optional_results_are_listed_not_fatal(monkeypatch, tmp_path):
+    spec = ChapterSpec(name="optional-demo", params={},
+                       requires={"paper": (Required("runs/x.csv", "posym reproduce --scale paper", optional=True),)})
+    monkeypatch.setitem(book.CHAPTERS, spec.name, spec)
+    monkeypatch.setenv("POSYM_DATA_DIR", str(tmp_path))
+    cfg = book.setup("optional-demo", "paper")
+    assert [r.path for r in cfg.missing] == ["runs/x.csv"]
+    note = book.missing_note(cfg).data
+    assert "data/runs/x.csv" in note and "posym reproduce --scale paper" in note
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "x.csv").write_text("")
+    assert book.setup("optional-demo", "paper").missing == ()
+    assert book.missing_note(book.setup("optional-demo", "paper")) is None
+
+
 def test_data_dir_follows_environment(results_chapter, tmp_path, monkeypatch):
     monkeypatch.setenv("POSYM_DATA_DIR", str(tmp_path))
     assert book.data_dir() == tmp_path.resolve()
@@ -231,13 +246,14 @@ def test_chapter_structure(src):
 
 
 @pytest.mark.parametrize("src", chapter_sources(), ids=lambda p: p.stem)
-def test_chapter_has_learning_note_runtime_and_exercise(src):
+def test_chapter_has_learning_note_runtime_and_hidden_solutions(src):
     text = src.read_text()
     assert "What you will learn" in text
     assert f'book.runtime_note("{src.stem}")' in text
     nb = jupytext.read(src)
     solution = [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
-    assert solution, "mark exercise solutions with the tag `solution`"
+    if "Exercise" in text:
+        assert solution, "mark exercise solutions with the tag `solution`"
     for c in solution:
         if c.cell_type == "code":
             assert "hide-cell" in c.metadata.get("tags", []) or "remove-cell" in c.metadata.get("tags", [])

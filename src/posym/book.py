@@ -104,11 +104,17 @@ class Param:
 
 @dataclass(frozen=True)
 class Required:
-    """A file or folder, relative to ``data/``, that a chapter needs at some scale."""
+    """A file or folder, relative to ``data/``, that a chapter needs at some scale.
+
+    A missing required result stops the chapter with a :class:`ParameterError`. With
+    ``optional=True`` the chapter runs anyway: the result is listed in ``cfg.missing`` and
+    :func:`missing_note` tells the reader which result is missing and how to produce it.
+    """
 
     path: str
     how: str  # the command that produces it
     what: str = ""  # what it is, for the error message
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -273,7 +279,7 @@ def validate(chapter: str, scale: Any, params: Mapping[str, Any] | None = None,
             raise ParameterError(f"chapter {chapter!r}: parameter {name!r} {why}.", param=name)
     root = data_root if data_root is not None else data_dir()
     for req in spec.requires.get(scale, ()):
-        if not (root / req.path).exists():
+        if not req.optional and not (root / req.path).exists():
             what = f" ({req.what})" if req.what else ""
             raise ParameterError(
                 f"chapter {chapter!r}: parameter 'scale' is {scale!r}, which reads {root / req.path}{what}, "
@@ -291,6 +297,7 @@ class ChapterConfig:
     params: dict[str, Any]
     data_dir: Path
     started: float = field(default_factory=time.perf_counter)
+    missing: tuple[Required, ...] = ()  # optional results absent from data_dir
 
     def __getattr__(self, name: str) -> Any:
         params = self.__dict__.get("params", {})
@@ -343,7 +350,24 @@ def setup(chapter: str, scale: str, **params: Any) -> ChapterConfig:
     except ImportError:  # pragma: no cover
         pass
     seed_everything(int(full.get("seed", 0)))
-    return ChapterConfig(chapter=chapter, scale=scale, params=full, data_dir=data_dir())
+    root = data_dir()
+    missing = tuple(r for r in CHAPTERS[chapter].requires.get(scale, ()) if r.optional and not (root / r.path).exists())
+    return ChapterConfig(chapter=chapter, scale=scale, params=full, data_dir=root, missing=missing)
+
+
+def missing_note(cfg: ChapterConfig):
+    """A warning (Markdown) listing the optional results missing at this scale, or ``None``."""
+    if not cfg.missing:
+        return None
+    from IPython.display import Markdown
+
+    lines = [f":::{{warning}} Missing results for scale `{cfg.scale}`",
+             "This chapter shows what it can without them. To produce them:", ""]
+    for r in cfg.missing:
+        what = f" ({r.what})" if r.what else ""
+        lines.append(f"* `data/{r.path}`{what}: run `{r.how}`")
+    lines.append(":::")
+    return Markdown("\n".join(lines))
 
 
 # -----------------------------------------------------------------------------
@@ -404,7 +428,7 @@ def runtime_table(chapter: str, path: Path | None = None) -> str:
     for s in SCALES:
         r = rows.get(s)
         if r:
-            when = f"{_human(float(r['seconds']))} on {r['cores']} cores ({r['cpu']}, {r['date']})"
+            when = f"{_human(float(r['seconds']))} on {r['cores']} CPU cores (measured {r['date']})"
         else:
             when = "not measured yet (`make runtimes`)"
         lines.append(f"| `{s}` | {SCALE_HELP[s]} | {when} |")
