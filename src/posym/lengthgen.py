@@ -35,7 +35,7 @@ def extended_prompts(task: str, seed: int, length: int, n: int, split: str = "te
 def auto_batch(length: int, device: str, budget_tokens: int | None = None) -> int:
     """Prompts per forward pass so that one batch holds about ``budget_tokens`` tokens."""
     if budget_tokens is None:
-        budget_tokens = 2_000_000 if str(device).startswith("cuda") else 60_000
+        budget_tokens = 400_000 if str(device).startswith("cuda") else 60_000
     return max(1, budget_tokens // length)
 
 

@@ -55,10 +55,15 @@ def swap_scores(D: torch.Tensor, Dp_i: torch.Tensor, Dp_j: torch.Tensor, pairs: 
     Dp_i, Dp_j = Dp_i.double(), Dp_j.double()
     Di, Dj = D[..., pairs[:, 0]], D[..., pairs[:, 1]]
     alpha = torch.softmax((Di - Dj).abs() / tau, dim=-1)
-    norm_p = torch.sqrt(Dp_i ** 2 + Dp_j ** 2)
-    norm_o = torch.sqrt(Di ** 2 + Dj ** 2)
-    cos_pos = (Dp_i * Di + Dp_j * Dj) / (norm_p * norm_o)
-    cos_sym = (Dp_i * Dj + Dp_j * Di) / (norm_p * norm_o)
+    # cosines of 2-vectors from unit vectors (hypot: no underflow for tiny attention values).  A zero vector
+    # has no direction: a swap whose original and swapped pairs are both (0, 0) moved nothing and counts 1 for
+    # both scores; a zero and a non-zero pair count 0.  (Such swaps get alpha ~ 0 unless all swaps do.)
+    norm_p, norm_o = torch.hypot(Dp_i, Dp_j), torch.hypot(Di, Dj)
+    ui, uj, oi, oj = Dp_i / norm_p, Dp_j / norm_p, Di / norm_o, Dj / norm_o
+    zero_p, zero_o = norm_p == 0, norm_o == 0
+    degenerate, fill = zero_p | zero_o, (zero_p & zero_o).to(D.dtype)
+    cos_pos = torch.where(degenerate, fill, ui * oi + uj * oj)
+    cos_sym = torch.where(degenerate, fill, ui * oj + uj * oi)
     return (alpha * cos_pos).sum(-1), (alpha * cos_sym).sum(-1)
 
 
@@ -116,13 +121,16 @@ def rerun_rows(model: GPTJ, layer: int, resid: torch.Tensor, pairs: torch.Tensor
 # Fast exact version: one "content b at position a" logit matrix per prompt and layer
 # ---------------------------------------------------------------------------------------------
 @torch.no_grad()
-def content_position_logits(model: GPTJ, layer: int, resid: torch.Tensor, per_frequency: bool = False):
-    """``M[..., a, b]``: the last query's logit for the key built from the content at position b,
-    rotated to position a.  resid (N, T, D) -> M (N, H, T, T) [and M_f (N, H, F, T, T)].
+def rope_terms(model: GPTJ, layer: int, resid: torch.Tensor):
+    """The factors of the last query's logits in ``layer``, in float64.
 
-    Each RoPE pair is a complex number and rotating by ``p * g_f`` multiplies it by ``exp(i p g_f)``, so
-    ``M_f[a, b] = Re(c_f[b] exp(i (n - a) g_f))`` with ``c_f[b] = q_f conj(k_f[b])``: an outer product of a
-    content term and a position term, with no tensor of all (a, b, dim) triples.
+    Each RoPE pair is a complex number and rotating by ``p * g_f`` multiplies it by ``exp(i p g_f)``, so the
+    logit of frequency f for the content at position b placed at position a is
+    ``M_f[a, b] = Re(c_f[b] exp(i (n - a) g_f)) = cr[b, f] cos[a, f] - ci[b, f] sin[a, f]`` with
+    ``c_f[b] = q_f conj(k_f[b]) / sqrt(d_head)``: a content term times a position term.
+
+    Returns ``cr, ci`` (N, H, T, F), ``rest`` (N, H, T) (the non-rotary dims: position-free) and
+    ``cos, sin`` (T, F) of ``(n - a) g_f``.  q and k are computed in the model's dtype, the rest in float64.
     """
     block = model.blocks[layer]
     attn = block.attn
@@ -132,22 +140,76 @@ def content_position_logits(model: GPTJ, layer: int, resid: torch.Tensor, per_fr
     k = attn.split_heads(attn.k_proj(h))  # (N, H, T, Dh)
     if attn.dim_mask is not None:
         q, k = q * attn.dim_mask, k * attn.dim_mask
+    q, k = q.double(), k.double()
     R = attn.cfg.rotary_dim
     scale = 1.0 / math.sqrt(attn.d_head)
-    # non-rotary dims: position-independent dot product, the same for every a
-    rest = (k[..., R:] * q[:, :, None, R:]).sum(-1) * scale  # (N, H, Tb)
-    qc = torch.complex(q[..., 0:R:2], q[..., 1:R:2])  # (N, H, F)
-    kc = torch.complex(k[..., 0:R:2], k[..., 1:R:2])  # (N, H, Tb, F)
-    c = (qc[:, :, None, :] * kc.conj()) * scale  # (N, H, Tb, F)
+    rest = (k[..., R:] * q[:, :, None, R:]).sum(-1) * scale  # (N, H, T)
+    qr, qi = q[:, :, None, 0:R:2], q[:, :, None, 1:R:2]  # (N, H, 1, F)
+    kr, ki = k[..., 0:R:2], k[..., 1:R:2]  # (N, H, T, F)
+    cr = (qr * kr + qi * ki) * scale  # Re(q conj(k))
+    ci = (qi * kr - qr * ki) * scale  # Im(q conj(k))
     rel = (T - 1 - torch.arange(T, device=resid.device, dtype=torch.float64))[:, None] * attn.angles[None, :]
-    cos, sin = rel.cos().to(q.dtype), rel.sin().to(q.dtype)  # (Ta, F)
-    # M[a, b] = sum_f Re(c[b, f]) cos[a, f] - Im(c[b, f]) sin[a, f]
-    M = cos @ c.real.transpose(-1, -2) - sin @ c.imag.transpose(-1, -2) + rest[:, :, None, :]
+    return cr, ci, rest, rel.cos(), rel.sin()
+
+
+@torch.no_grad()
+def content_position_logits(model: GPTJ, layer: int, resid: torch.Tensor, per_frequency: bool = False):
+    """``M[..., a, b]``: the last query's logit for the key built from the content at position b,
+    rotated to position a.  resid (N, T, D) -> M (N, H, T, T) [and M_f (N, H, F, T, T)], float64.
+
+    ``M = sum_f M_f + rest``; see :func:`rope_terms`.  The scores need only the diagonal and the swapped
+    entries, which :func:`layer_scores` takes without building ``M_f``.
+    """
+    cr, ci, rest, cos, sin = rope_terms(model, layer, resid)
+    # M[a, b] = sum_f cr[b, f] cos[a, f] - ci[b, f] sin[a, f]
+    M = cos @ cr.transpose(-1, -2) - sin @ ci.transpose(-1, -2) + rest[:, :, None, :]
     if not per_frequency:
         return M
-    Mf = (c.real.transpose(-1, -2)[:, :, :, None, :] * cos.t()[None, None, :, :, None]
-          - c.imag.transpose(-1, -2)[:, :, :, None, :] * sin.t()[None, None, :, :, None])  # (N, H, F, Ta, Tb)
+    Mf = (cr.transpose(-1, -2)[:, :, :, None, :] * cos.t()[None, None, :, :, None]
+          - ci.transpose(-1, -2)[:, :, :, None, :] * sin.t()[None, None, :, :, None])  # (N, H, F, Ta, Tb)
     return M, Mf
+
+
+def _outside(T: int, pairs: torch.Tensor, dtype, device) -> torch.Tensor:
+    """(T, S) matrix with 0 at rows i and j of swap s, 1 elsewhere."""
+    S = len(pairs)
+    out = torch.ones(T, S, dtype=dtype, device=device)
+    s = torch.arange(S, device=device)
+    out[pairs[:, 0], s] = 0.0
+    out[pairs[:, 1], s] = 0.0
+    return out
+
+
+def swap_rows(diag: torch.Tensor, m_ij: torch.Tensor, m_ji: torch.Tensor, pairs: torch.Tensor,
+              outside: torch.Tensor | None = None):
+    """Attention rows from logits: original ``D`` (..., T) and, for every swap s = (i, j), the swapped
+    row's values at i and j (..., S).  float64.
+
+    ``diag`` (..., T): the original logits (``M[a, a]``); ``m_ij`` (..., S): logit at position i of the content
+    from j (``M[i, j]``); ``m_ji``: ``M[j, i]``.  The swapped row is the diagonal with entries i, j replaced by
+    ``m_ij, m_ji``; its normaliser is summed directly (``Z - e_ii - e_jj`` would cancel catastrophically when
+    the swap removes the key that held nearly all the mass) and every row gets its own max-shift, so nothing
+    overflows or underflows to 0/0 whatever the logit range.
+    """
+    diag, m_ij, m_ji = diag.double(), m_ij.double(), m_ji.double()
+    T = diag.shape[-1]
+    if outside is None:
+        outside = _outside(T, pairs, diag.dtype, diag.device)
+    i, j = pairs[:, 0], pairs[:, 1]
+    K = min(3, T)
+    top, arg = diag.topk(K, dim=-1)  # (..., K)
+    # r_s = max of the diagonal outside {i, j}: the first of the top 3 whose index is neither i nor j
+    ok = (arg[..., None, :] != i[:, None]) & (arg[..., None, :] != j[:, None])  # (..., S, K)
+    first = ok.to(torch.uint8).argmax(-1)  # (..., S)
+    r = top.gather(-1, first)
+    # sum over a outside {i, j} of exp(diag_a - r_s), for each of the K possible shifts; the exponents above
+    # a shift are clamped, and those terms are exactly the ones excluded wherever that shift is used
+    Ek = torch.exp((diag[..., None, :] - top[..., :, None]).clamp(max=0.0))  # (..., K, T)
+    Zr = (Ek @ outside).gather(-2, first[..., None, :]).squeeze(-2)  # (..., S), >= 1
+    m = torch.maximum(r, torch.maximum(m_ij, m_ji))
+    e_ij, e_ji = torch.exp(m_ij - m), torch.exp(m_ji - m)
+    Zp = torch.exp(r - m) * Zr + e_ij + e_ji
+    return torch.softmax(diag, dim=-1), e_ij / Zp, e_ji / Zp
 
 
 def rows_from_matrix(M: torch.Tensor, pairs: torch.Tensor):
@@ -155,17 +217,8 @@ def rows_from_matrix(M: torch.Tensor, pairs: torch.Tensor):
 
     The query (last position) attends to every position 0..T-1 including itself; pairs only cover 0..T-2.
     """
-    M = M.double()
     i, j = pairs[:, 0], pairs[:, 1]
-    m = M.amax(dim=(-1, -2), keepdim=True)
-    E = torch.exp(M - m)
-    diag = torch.diagonal(E, dim1=-2, dim2=-1)  # (..., T)
-    Z = diag.sum(-1, keepdim=True)
-    e_ii, e_jj = diag[..., i], diag[..., j]
-    e_ij, e_ji = E[..., i, j], E[..., j, i]
-    Zp = Z - e_ii - e_jj + e_ij + e_ji
-    D = diag / Z
-    return D, e_ij / Zp, e_ji / Zp
+    return swap_rows(torch.diagonal(M, dim1=-2, dim2=-1), M[..., i, j], M[..., j, i], pairs)
 
 
 @dataclass
@@ -193,19 +246,52 @@ def layer_scores(model: GPTJ, layer: int, resid: torch.Tensor, tau: float = TAU,
         if per_frequency:
             raise ValueError("per-frequency scores are only implemented by the fast method")
     elif method == "fast":
-        out = content_position_logits(model, layer, resid, per_frequency=per_frequency)
-        M, Mf = out if per_frequency else (out, None)
+        cr, ci, rest, cos, sin = rope_terms(model, layer, resid)
+        M = cos @ cr.transpose(-1, -2) - sin @ ci.transpose(-1, -2) + rest[:, :, None, :]  # (N, H, T, T)
         D, Dp_i, Dp_j = rows_from_matrix(M, pairs)
     else:
         raise ValueError(f"unknown metric method {method!r}: choose 'fast' or 'rerun'")
     pos, sym = swap_scores(D, Dp_i, Dp_j, pairs, tau)
     res = LayerScores(pos=pos.float(), sym=sym.float(), entropy=attention_entropy(D).float())
     if per_frequency:
-        Df, Df_i, Df_j = rows_from_matrix(Mf, pairs)
-        fp, fs = swap_scores(Df, Df_i, Df_j, pairs, tau)
-        res.freq_pos, res.freq_sym = fp.float(), fs.float()
-        res.freq_maxlogit = torch.diagonal(Mf, dim1=-2, dim2=-1).amax(-1).float()
+        res.freq_pos, res.freq_sym, res.freq_maxlogit = frequency_scores(cr, ci, cos, sin, pairs, tau)
     return res
+
+
+@torch.no_grad()
+def frequency_scores(cr, ci, cos, sin, pairs, tau: float = TAU, chunk: int = 4096):
+    """Scores of every RoPE frequency as a 2-D head of its own (logits ``M_f``, see :func:`rope_terms`).
+
+    Only the diagonal and the swapped entries of each ``M_f`` are formed, in chunks of rows that stay in
+    cache.  Returns ``(pos, sym, maxlogit)``, each (N, H, F) float32; maxlogit = max over keys of ``M_f[a, a]``.
+    """
+    N, H, T, F = cr.shape
+    if F == 0:
+        empty = torch.zeros(N, H, 0)
+        return empty, empty.clone(), empty.clone()
+    i, j = pairs[:, 0], pairs[:, 1]
+    rows_r = cr.transpose(-1, -2).reshape(-1, T)  # (N*H*F, T): row r is frequency r % F
+    rows_i = ci.transpose(-1, -2).reshape(-1, T)
+    cos_t, sin_t = cos.t().contiguous(), sin.t().contiguous()  # (F, T)
+    per = max(1, chunk // F)  # (n, h) rows per chunk, so a chunk holds whole blocks of F frequencies
+    tiles = {}
+    outside = _outside(T, pairs, torch.float64, cr.device)
+    pos, sym, maxl = (torch.empty(N * H * F, dtype=torch.float64, device=cr.device) for _ in range(3))
+    for s0 in range(0, N * H * F, per * F):
+        s1 = min(s0 + per * F, N * H * F)
+        reps = (s1 - s0) // F
+        if reps not in tiles:
+            c, sn = cos_t.repeat(reps, 1), sin_t.repeat(reps, 1)
+            tiles[reps] = (c, sn, c[:, i], sn[:, i], c[:, j], sn[:, j])
+        c, sn, c_i, s_i, c_j, s_j = tiles[reps]
+        a, b = rows_r[s0:s1], rows_i[s0:s1]
+        diag = a * c - b * sn
+        m_ij = a[:, j] * c_i - b[:, j] * s_i  # content j at position i
+        m_ji = a[:, i] * c_j - b[:, i] * s_j
+        D, Dp_i, Dp_j = swap_rows(diag, m_ij, m_ji, pairs, outside)
+        pos[s0:s1], sym[s0:s1] = swap_scores(D, Dp_i, Dp_j, pairs, tau)
+        maxl[s0:s1] = diag.amax(-1)
+    return tuple(t.view(N, H, F).float() for t in (pos, sym, maxl))
 
 
 @torch.no_grad()
@@ -222,7 +308,7 @@ def model_scores(model: GPTJ, x: torch.Tensor, tau: float = TAU, method: str = "
     for chunks in per_layer:
         cat = {f: (torch.cat([getattr(c, f) for c in chunks]) if getattr(chunks[0], f) is not None else None)
                for f in LayerScores.__dataclass_fields__}
-        out.append(LayerScores(**cat))
+        out.append(LayerScores(**{f: (v.cpu() if v is not None else None) for f, v in cat.items()}))
     return out
 
 

@@ -201,7 +201,7 @@ def load_checkpoint(path: str | Path, expect_hash: str | None = None, map_locati
         model.load_state_dict(obj["state_dict"])
     except RuntimeError as e:
         raise pio.ResultError(f"checkpoint {path} does not match its own model config: {e}") from e
-    return model.eval(), obj
+    return model.to(map_location).eval(), obj
 
 
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:

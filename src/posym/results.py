@@ -1,0 +1,91 @@
+"""Committed results in ``data/``: packaging runs with provenance, and loading them for the book.
+
+Layout (see data/README.md)::
+
+    data/paper/{task}-s{seed}/   one folder per run: config.json, eval.csv, train_log.csv, scores.parquet,
+                                 freq_scores.parquet, test_accuracy.csv, length.parquet, geometry.parquet,
+                                 flow.parquet, prompts.json, manifest.json [, final.pt for seed 0]
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from . import io as pio
+
+RESULT_FILES = ("config.json", "eval.csv", "train_log.csv", "scores.parquet", "freq_scores.parquet",
+                "test_accuracy.csv", "length.parquet", "geometry.parquet", "flow.parquet", "prompts.json")
+TABLES = {"eval": "eval.csv", "train_log": "train_log.csv", "scores": "scores.parquet",
+          "freq_scores": "freq_scores.parquet", "test_accuracy": "test_accuracy.csv", "length": "length.parquet",
+          "geometry": "geometry.parquet", "flow": "flow.parquet"}
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+
+
+def package_run(run_dir: str | Path, dest: str | Path, final_checkpoint: bool = False, **extra_info) -> dict:
+    """Copy a finished run's result files to ``dest`` and write a manifest there with the run's
+    provenance (seed, config hash, git commit, versions, machine, wall time) and checksums."""
+    from .train import list_checkpoints
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    src_manifest = pio.read_json(run_dir / "manifest.json")
+    if not src_manifest.get("complete"):
+        raise pio.ResultError(f"{run_dir} is not a complete run (no complete manifest)")
+    missing = [f for f in RESULT_FILES if not (run_dir / f).exists()]
+    if missing:
+        raise pio.ResultError(f"{run_dir} lacks {missing}: run `posym analyze` and the final analyses first")
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in RESULT_FILES:
+        pio.atomic_write_bytes(dest / f, (run_dir / f).read_bytes())
+    if final_checkpoint:
+        step, path = list_checkpoints(run_dir)[-1]
+        pio.atomic_write_bytes(dest / "final.pt", path.read_bytes())
+    info = {k: v for k, v in src_manifest.items() if k != "files"}
+    info.update(extra_info)
+    return pio.write_manifest(dest, info)
+
+
+def run_dirs(root: str | Path, task: str | None = None) -> list[Path]:
+    root = Path(root)
+    if not root.exists():
+        raise pio.ResultError(f"results folder {root} does not exist; produce it with scripts/paper_runs.py "
+                              f"(see data/README.md)")
+    dirs = sorted(p for p in root.iterdir() if (p / "config.json").exists())
+    if task is not None:
+        dirs = [d for d in dirs if pio.read_json(d / "config.json")["train"]["task"] == task]
+    if not dirs:
+        raise pio.ResultError(f"no runs under {root}" + (f" for task {task!r}" if task else ""))
+    return dirs
+
+
+def load_table(root: str | Path, table: str, task: str | None = None) -> pd.DataFrame:
+    """One table of every run under ``root`` stacked, with ``task`` and ``seed`` columns first."""
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}: choose one of {', '.join(TABLES)}")
+    frames = []
+    for d in run_dirs(root, task):
+        cfg = pio.read_json(d / "config.json")["train"]
+        df = pio.read_table(d / TABLES[table])
+        if "hop" in df.columns:
+            df["hop"] = df["hop"].astype(str)
+        df.insert(0, "seed", cfg["seed"])
+        df.insert(0, "task", cfg["task"])
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def copy_tree_results(src_root: str | Path, dest_root: str | Path, checkpoint_seeds=(0,), **extra_info) -> list[Path]:
+    """Package every complete run under ``src_root`` into ``dest_root`` (used to refresh data/)."""
+    out = []
+    for d in sorted(Path(src_root).iterdir()):
+        if not (d / "manifest.json").exists():
+            continue
+        cfg = pio.read_json(d / "config.json")["train"]
+        dest = Path(dest_root) / d.name
+        if dest.exists():
+            shutil.rmtree(dest)
+        package_run(d, dest, final_checkpoint=cfg["seed"] in checkpoint_seeds, **extra_info)
+        out.append(dest)
+    return out
