@@ -66,7 +66,7 @@ $(MATHJAX):
 
 chromium:
 	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -q && \
-	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium; }
 
 # --- tests ---------------------------------------------------------------------------------------
 # Every stage exits non-zero on failure; stage times are collected in _build/timings.txt.

@@ -211,7 +211,7 @@ def _check_value(chapter: str, name: str, p: Param, value: Any) -> Any:
         return ParameterError(
             f"chapter {chapter!r}: parameter {name!r} must be {p.describe()}, {why}.\n"
             f"  Leave it as None to use the scale's default, or pass a valid value, e.g. "
-            f"`papermill ... -p {name} {_fmt(p.default_for('smoke'))}`.", param=name)
+            f"`-p {name} {p.default_for('smoke')!r}` to scripts/run_chapters.py or papermill.", param=name)
 
     got = f"got {value!r} ({type(value).__name__})"
     if p.kind is bool:
