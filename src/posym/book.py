@@ -185,6 +185,10 @@ register(ChapterSpec(
 ))
 
 
+# The other chapters register their specs from posym/chapters/<name>.py (one module per chapter);
+# they are imported at the end of this module.
+
+
 # -----------------------------------------------------------------------------
 # Validation and setup
 
@@ -510,3 +514,7 @@ def git_commit(root: Path | None = None) -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+# Chapter specifications that live in their own modules (see posym/chapters/__init__.py).
+from . import chapters as _chapters  # noqa: E402,F401  (import for the side effect of registering)
