@@ -109,7 +109,8 @@ def rerun_rows(model: GPTJ, layer: int, resid: torch.Tensor, pairs: torch.Tensor
         model.eval()
         for s in range(0, len(batch), chunk):
             block(batch[s:s + chunk], positions)
-            rows.append(captured["p"][:, :, -1].float())  # (b, H, T)
+            p = captured["p"][:, :, -1]
+            rows.append(p.to(torch.promote_types(p.dtype, torch.float32)))  # (b, H, T); float64 kept
         model.train(was_training)
     finally:
         handle.remove()
