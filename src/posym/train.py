@@ -182,11 +182,25 @@ def save_checkpoint(run_dir: Path, step: int, model: GPTJ, cfg: TrainConfig) -> 
                                                       "model_config": model.cfg.to_dict(), "state_dict": sd})
 
 
+def check_manifest_entry(path: Path) -> None:
+    """If the run folder's manifest (in this or the parent folder) lists ``path``, its checksum must match:
+    torch.load accepts a checkpoint with a flipped byte in a tensor without complaint."""
+    for folder in (path.parent, path.parent.parent):
+        man = folder / "manifest.json"
+        if man.exists():
+            entry = pio.read_json(man).get("files", {}).get(path.relative_to(folder).as_posix())
+            if entry is not None and pio.sha256_file(path) != entry["sha256"]:
+                raise pio.ResultError(f"checkpoint {path} does not match its checksum in {man}: the file is corrupt "
+                                      f"or was changed after the run finished")
+            return
+
+
 def load_checkpoint(path: str | Path, expect_hash: str | None = None, map_location="cpu") -> tuple[GPTJ, dict]:
     """Load a checkpoint into a fresh model; refuses corrupt files and other configs with a clear error."""
     path = Path(path)
     if not path.exists():
         raise pio.ResultError(f"checkpoint {path} does not exist")
+    check_manifest_entry(path)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001
