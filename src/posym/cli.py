@@ -3,6 +3,8 @@
     posym train   --task number --scale paper --seed 0 --out runs/number-paper-s0
     posym analyze runs/number-paper-s0
     posym verify  data/
+    posym reproduce --scale smoke --engine local       # train + analyse every run, chapters, book, claims
+    posym export-hf runs/smoke/number-s0 --out number-hf
 """
 from __future__ import annotations
 
@@ -71,6 +73,29 @@ def cmd_verify(a) -> int:
     return 0
 
 
+def cmd_reproduce(a) -> int:
+    from .reproduce import main_reproduce
+
+    return main_reproduce(a)
+
+
+def cmd_export_hf(a) -> int:
+    from .export import export_hf
+
+    out = export_hf(a.run, out=a.out, step=a.step, task=a.task, n_positions=a.n_positions)
+    print(f"{out}: GPTJForCausalLM (config.json, model.safetensors, tokenizer.json, README.md); "
+          f"load with GPTJForCausalLM.from_pretrained({str(out)!r})")
+    return 0
+
+
+def cmd_import_hf(a) -> int:
+    from .export import import_hf
+
+    out = import_hf(a.folder, a.out)
+    print(f"{out}: posym checkpoint (load with posym.train.load_checkpoint)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .tasks import TASK_NAMES
     from .train import SCALES
@@ -107,6 +132,40 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check every manifest.json under a folder (checksums)")
     v.add_argument("path")
     v.set_defaults(func=cmd_verify)
+
+    from .reproduce import ENGINES
+
+    r = sub.add_parser("reproduce", help="train, analyse and evaluate every run of a scale, then the chapters, "
+                                         "the book and the headline claims (skips what is complete and valid)")
+    r.add_argument("--scale", default="smoke", help=f"{' | '.join(SCALES)} (default: smoke)")
+    r.add_argument("--tasks", default=",".join(TASK_NAMES), help="comma-separated (default: all tasks)")
+    r.add_argument("--seeds", default=None, help="a count N (seeds 0..N-1), a range 0-4 (2-2: seed 2 only) or a list 0,2 "
+                                                  "(default: 5 at paper scale, else 1)")
+    r.add_argument("--engine", default="serial", help=f"{' | '.join(ENGINES)} (default: serial)")
+    r.add_argument("--address", default=None, help="Ray cluster address for --engine ray (auto, ray://host:10001); "
+                                                    "default: start a local Ray instance")
+    r.add_argument("--jobs", type=int, default=None, help="--engine local: worker processes (default: cores/threads)")
+    r.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1; results depend on it)")
+    r.add_argument("--device", default="cpu", help="cpu or cuda (cuda: num_gpus per Ray task, see --gpus-per-job)")
+    r.add_argument("--gpus-per-job", type=float, default=None, help="Ray GPU share per job (default 1 with cuda)")
+    r.add_argument("--out", default=None, help="run folders (default: runs/<scale>)")
+    r.add_argument("--publish", default=None, help="package the results into this folder, e.g. data/paper")
+    r.add_argument("--no-book", action="store_true", help="do not execute the chapters nor build the book")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_reproduce)
+
+    e = sub.add_parser("export-hf", help="write a checkpoint as a Hugging Face GPTJForCausalLM folder")
+    e.add_argument("run", help="run folder (final checkpoint or --step), results folder with final.pt, or a .pt file")
+    e.add_argument("--out", default=None, help="output folder (default: RUN/hf)")
+    e.add_argument("--step", type=int, default=None, help="checkpoint step (default: the last)")
+    e.add_argument("--task", default=None, choices=TASK_NAMES, help="only when RUN has no config.json")
+    e.add_argument("--n-positions", type=int, default=8192, help="RoPE table length of the HF model (default 8192)")
+    e.set_defaults(func=cmd_export_hf)
+
+    im = sub.add_parser("import-hf", help="read a GPTJForCausalLM folder back into a posym checkpoint")
+    im.add_argument("folder")
+    im.add_argument("--out", required=True, help="checkpoint file to write (.pt)")
+    im.set_defaults(func=cmd_import_hf)
     return p
 
 
