@@ -1306,6 +1306,10 @@ def variant_accuracy(models, task: str, regularities: Sequence[str] | None = Non
 # =============================================================================
 # Learning curves against the shortcut floors (all seeds: eval.csv is committed for every run)
 
+HOP1_CHAIN_READERS = {"number": ("query_only", "query_then_votes", "table_bag_of_pointers"),
+                      "letter": ("query_only",)}
+
+
 def curves_vs_floors(task: str, root: str | Path | None = None, n_train: int = DEFAULT_N_TRAIN,
                      solvers: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Each committed run's validation accuracy per hop at every checkpoint (``eval.csv``, the whole val split
@@ -1313,6 +1317,9 @@ def curves_vs_floors(task: str, root: str | Path | None = None, n_train: int = D
 
     Returns (long table: seed, step, hop, model accuracy, best solver and its accuracy; summary per seed and
     hop: the first checkpoint at which the model beats the best solver's Wilson upper bound).
+
+    On one-hop prompts, reading the query *is* following the chain, so the solvers that read the query's
+    pointer or right letter (``HOP1_CHAIN_READERS``) are left out of the one-hop floor.
     """
     root = Path(root) if root is not None else AUDIT_DIR.parent / "paper"
     rows, first = [], []
@@ -1326,6 +1333,7 @@ def curves_vs_floors(task: str, root: str | Path | None = None, n_train: int = D
         data = {"train": split_arrays(task, "train", seed, n_train), "val": split_arrays(task, "val", seed)}
         floors = shortcut_accuracy(task, seed=seed, n_train=n_train, splits=("val",), data=data)
         floors = floors[floors.solver.isin(names)]
+        floors = floors[~((floors.hop == "1") & floors.solver.isin(HOP1_CHAIN_READERS[task]))]
         best = floors.loc[floors.groupby("hop")["accuracy"].idxmax()].set_index("hop")
         for _, r in ev.iterrows():
             b = best.loc[r["hop"]]
@@ -1347,8 +1355,12 @@ def curves_vs_floors(task: str, root: str | Path | None = None, n_train: int = D
 
 def run_audit(out: str | Path = AUDIT_DIR, seed: int = 0, n_train: int = DEFAULT_N_TRAIN, device: str = "cpu",
               model_root: str | Path | None = None, variant_n: int | None = None, verify: int = 2000,
-              log=print) -> dict:
-    """Compute every audit table for both tasks and write them, with a manifest, to ``out``."""
+              shortcut_splits: Sequence[str] = EVAL_SPLITS, extra_info: dict | None = None, log=print) -> dict:
+    """Compute every audit table for both tasks and write them, with a manifest, to ``out``.
+
+    Statistics use data seed ``seed`` (train: first ``n_train``; val and test whole); every committed final
+    model under ``model_root`` is evaluated on its own data seed's ``shortcut_splits`` (shortcut use) and on
+    the variants of the first ``variant_n`` test prompts (all when None)."""
     out = Path(out)
     t_start = time.time()
     tables: dict[str, list[pd.DataFrame]] = {}
@@ -1386,7 +1398,7 @@ def run_audit(out: str | Path = AUDIT_DIR, seed: int = 0, n_train: int = DEFAULT
         models = load_models(task, model_root, map_location=device)
         if models:
             t0 = time.time()
-            per, summ = shortcut_use(models, task, device=device, n_train=n_train)
+            per, summ = shortcut_use(models, task, splits=shortcut_splits, device=device, n_train=n_train)
             put("shortcut_use", per)
             put("shortcut_use_summary", summ)
             log(f"[audit] {task}: shortcut use ({len(models)} model(s)) in {time.time() - t0:.1f}s")
@@ -1409,7 +1421,9 @@ def run_audit(out: str | Path = AUDIT_DIR, seed: int = 0, n_train: int = DEFAULT
     info = {"what": "data audit of the Number and Letter tasks (posym.audit.run_audit)", "data_seed": seed,
             "n_train_slice": n_train, "eval_splits": list(EVAL_SPLITS), "variant_split": "test",
             "variant_n": variant_n, "verified_variant_prompts_per_variant": verify,
+            "shortcut_use_splits": list(shortcut_splits),
             "models": {t: [s for s, _ in load_models(t, model_root)] for t in TASK_NAMES},
+            **(extra_info or {}),
             "wall_time_s": round(time.time() - t_start, 1), **pio.provenance(device)}
     stale = [p.name for p in out.glob("*") if p.is_file() and p.name != "manifest.json" and p.name not in files]
     for p in stale:
@@ -1426,8 +1440,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model-root", default=None, help="folder with {task}-s{seed}/final.pt (default data/paper)")
     ap.add_argument("--variant-n", type=int, default=None, help="prompts per variant (default: whole test split)")
     ap.add_argument("--verify", type=int, default=2000, help="variant prompts checked with the task's solver")
+    ap.add_argument("--shortcut-splits", default="val,test", help="comma-separated held-out splits for shortcut use")
+    ap.add_argument("--code-commit", default=None, help="record this commit in the manifest (when run outside git)")
     a = ap.parse_args(argv)
-    run_audit(a.out, a.seed, a.n_train, a.device, a.model_root, a.variant_n, a.verify)
+    extra = {"code_commit": a.code_commit} if a.code_commit else None
+    run_audit(a.out, a.seed, a.n_train, a.device, a.model_root, a.variant_n, a.verify,
+              tuple(a.shortcut_splits.split(",")), extra)
 
 
 if __name__ == "__main__":
