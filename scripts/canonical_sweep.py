@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import sys
 import time
 from dataclasses import replace
@@ -29,7 +30,7 @@ import pandas as pd  # noqa: E402
 from posym import io as pio  # noqa: E402
 from posym.canonical import TASKS, Settings, _report, _run_job, head_spec  # noqa: E402
 
-DEFAULT_FREQS = "0,2,4,6,8,10,12,14,16,20,31,nope"
+DEFAULT_FREQS = "0,1,2,3,4,5,6,7,8,9,10,11,12,14,16,20,24,31,nope"
 
 
 def parse_seeds(s: str) -> list[int]:
@@ -140,13 +141,16 @@ def main(argv=None):
     frames = [done[k] for k in sorted(done, key=lambda k: order.get(k, len(order))) if k in order]
     df = pd.concat(frames, ignore_index=True)
     pio.atomic_write_table(out / "sweep.parquet", df)
-    prev_wall = 0.0
     info = {"what": "Paper 1 canonical tasks: frequency-restricted 1-layer attention-only RoPE heads",
             "config": config, "config_hash": chash, "seeds": seeds, "n_jobs": len(jobs),
             "device": a.device, "workers": a.workers, "threads_per_worker": a.threads,
-            "wall_time_s": round(wall + prev_wall, 1), "resumed_jobs": len(jobs) - len(todo),
+            "wall_time_s": round(wall, 1), "resumed_jobs": len(jobs) - len(todo),
             "command": " ".join(["python", "scripts/canonical_sweep.py", *(argv if argv is not None else sys.argv[1:])]),
             **pio.provenance(a.device)}
+    if info["git_commit"] == "unknown" and os.environ.get("POSYM_GIT_COMMIT"):
+        # run on a copy of the tree without .git (e.g. a lent GPU machine): the caller names the commit
+        info["git_commit"] = os.environ["POSYM_GIT_COMMIT"]
+        info["git_commit_source"] = "POSYM_GIT_COMMIT"
     pio.write_manifest(out, info, files=["sweep.parquet"])
     partial.unlink(missing_ok=True)
     if not a.quiet:
