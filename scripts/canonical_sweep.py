@@ -30,7 +30,7 @@ import pandas as pd  # noqa: E402
 from posym import io as pio  # noqa: E402
 from posym.canonical import TASKS, Settings, _report, _run_job, head_spec  # noqa: E402
 
-DEFAULT_FREQS = "0,1,2,3,4,5,6,7,8,9,10,11,12,14,16,20,24,31,nope"
+DEFAULT_FREQS = "0,2,4,6,8,10,12,14,16,31,nope"
 
 
 def parse_seeds(s: str) -> list[int]:
