@@ -94,6 +94,9 @@ def export_hf(run: str | Path, out: str | Path | None = None, step: int | None =
     hf = to_hf(model, n_positions=n_positions)
     hf.config.posym_task = task
     out.mkdir(parents=True, exist_ok=True)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     hf.save_pretrained(out, safe_serialization=True)
     word_tokenizer(vocab).save_pretrained(out)
     step_no = obj.get("step")
@@ -110,7 +113,7 @@ def export_hf(run: str | Path, out: str | Path | None = None, step: int | None =
 def _readme(task, step, train_cfg, mc, n_positions, name, task_obj) -> str:
     from .tasks import balanced_eval_set
 
-    s = balanced_eval_set(task_obj, 1, seed=0, split="test")[0]
+    s = balanced_eval_set(task_obj, 4, seed=0, split="test")[0]
     prompt = " ".join(s.tokens)
     return f"""# posym `{task}` model ({name})
 
