@@ -11,7 +11,8 @@ symbolic scores.  Partial induction is run twice per frequency: one angle alone,
 
 Writes OUT/sweep.parquet (see posym.canonical.sweep for the columns) and OUT/manifest.json (configuration,
 seeds, git commit, package versions, machine, wall time, checksum).  Finished jobs are kept in
-OUT/.sweep.partial.parquet, so an interrupted sweep with the same configuration resumes where it stopped.
+OUT/.sweep.partial.parquet, so an interrupted sweep with the same settings resumes where it stopped (and one
+extended by more seeds, frequencies or tasks only trains the new heads).
 """
 from __future__ import annotations
 
@@ -105,7 +106,9 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     config = {"tasks": tasks, "freqs": [str(f) for f in freqs], "seeds": seeds, "settings": settings.to_dict(),
               "pi_zero_channel": not a.no_pi_zero}
-    chash = pio.config_hash(config)
+    # what changes the numbers of a job (the job key adds task, spec, zero channel and seed), so a sweep can be
+    # extended with more seeds / frequencies / tasks and reuse the finished jobs
+    chash = pio.config_hash({"settings": settings.to_dict(), "device": a.device})
     partial = out / ".sweep.partial.parquet"
     done: dict[str, pd.DataFrame] = {}
     if partial.exists():

@@ -248,9 +248,13 @@ class HeadSpec:
 
 
 def head_spec(spec, n_freqs: int, zero_channel: bool = False) -> HeadSpec:
-    """Parse a spec (int, tuple of ints, or ``"nope"``) for a head with ``n_freqs`` RoPE frequencies."""
+    """Parse a spec for a head with ``n_freqs`` RoPE frequencies: an index, a tuple of indices (a band: see
+    :func:`band`), a string ``"k"`` / ``"k1+k2"``, ``"nope"``, or a :class:`HeadSpec`.  ``zero_channel`` adds the
+    slowest frequency ``n_freqs - 1`` (a near-zero angle) to any spec but NoPE."""
     if isinstance(spec, HeadSpec):
-        return spec
+        if spec.nope or not zero_channel:
+            return spec
+        spec = spec.freqs
     if isinstance(spec, str):
         if spec.lower() == "nope":
             return HeadSpec(nope=True)
@@ -269,6 +273,11 @@ def head_spec(spec, n_freqs: int, zero_channel: bool = False) -> HeadSpec:
     return HeadSpec(freqs=tuple(sorted(set(int(k) for k in ks))))
 
 
+def band(lo: int, hi: int) -> tuple[int, ...]:
+    """The frequency indices ``lo..hi-1`` as one spec (a head restricted to a band of frequencies)."""
+    return tuple(range(lo, hi))
+
+
 @dataclass
 class Settings:
     """Model and training settings of the canonical sweep (AdamW, linear warm-up/decay, final-token loss).
@@ -278,7 +287,7 @@ class Settings:
     """
     d_model: int = 64
     rope_base: float = 10000.0
-    steps: int = 800
+    steps: int = 600
     batch_size: int = 64
     lr: float = 3e-3
     betas: tuple[float, float] = (0.9, 0.99)
@@ -286,7 +295,7 @@ class Settings:
     warmup_steps: int = 100
     grad_clip: float = 1.0
     eval_size: int = 4096
-    score_size: int = 256
+    score_size: int = 128
     zero_channel: bool = False
     task_params: dict = field(default_factory=dict)
 
