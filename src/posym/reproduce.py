@@ -467,6 +467,17 @@ def _run_job(job: Job, on_step) -> dict:
     return res
 
 
+def _trained_steps(job: Job) -> int:
+    """Last checkpoint step of a running job (the last line of its eval.csv; 0 before the first)."""
+    try:
+        with open(Path(job.run_dir) / "eval.csv", "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 256))
+            return int(f.read().decode().strip().splitlines()[-1].split(",")[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _adopt(job: Job) -> None:
     """Record the valid steps of a complete job that have no record yet (results of an older driver)."""
     have = read_steps(job.run_dir)
@@ -670,6 +681,7 @@ def run_plan(plan: Plan, engine: str = "serial", address: str | None = None, wor
         return result
 
     finished: set[str] = set()
+    shown = [None]  # what the bar shows, to redraw only on change
 
     def refresh(running: Iterable[Job] = ()):
         if bar is None:
@@ -680,15 +692,20 @@ def run_plan(plan: Plan, engine: str = "serial", address: str | None = None, wor
                 n += sum(status[j.name].values())
             else:
                 n += sum(step_status(j, deep=False).values())
-        bar.n = n
         now = []
         for j in running:
             st = step_status(j, deep=False)
             nxt = next((s for s in STEPS if not st[s]), None)
-            if nxt:
+            if nxt == "train":
+                now.append(f"{j.name}:train {_trained_steps(j)}/{j.train['steps']}")
+            elif nxt:
                 now.append(f"{j.name}:{nxt}")
-        bar.set_postfix_str(" ".join(now[:4]) + (" ..." if len(now) > 4 else ""), refresh=False)
-        bar.refresh()
+        post = " ".join(now[:4]) + (" ..." if len(now) > 4 else "")
+        if (n, post) != shown[0]:
+            shown[0] = (n, post)
+            bar.n = n
+            bar.set_postfix_str(post, refresh=False)
+            bar.refresh()
 
     def on_step(job, step):
         refresh([job])
@@ -786,18 +803,27 @@ def _repo_root() -> Path | None:
     return repo_root()
 
 
-def stage_data_dir(published: Path) -> Path:
-    """A data folder in which ``paper/`` is ``published`` and every other entry of the repository's
-    ``data/`` is linked, so the chapters read exactly what this plan computed."""
+def stage_data_dir(published: Path, stage: Path) -> Path:
+    """The data folder the chapters should read so that ``paper/`` is ``published``.
+
+    That is the repository's ``data/`` when ``published`` is ``data/paper``; otherwise ``stage`` is filled
+    with links: ``paper`` -> ``published`` and every other entry of ``data/`` -> itself.
+    """
     published = Path(published).resolve()
-    root = published.parent
     repo = _repo_root()
-    if repo is not None and (repo / "data").is_dir() and root != (repo / "data").resolve():
-        for entry in (repo / "data").iterdir():
-            link = root / entry.name
-            if entry.name != published.name and not link.exists() and not link.is_symlink():
-                link.symlink_to(entry.resolve())
-    return root
+    data = (repo / "data").resolve() if repo is not None else None
+    if data is not None and published == data / "paper":
+        return data
+    stage = Path(stage)
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    (stage / "paper").symlink_to(published)
+    if data is not None and data.is_dir():
+        for entry in data.iterdir():
+            if entry.name != "paper":
+                (stage / entry.name).symlink_to(entry.resolve())
+    return stage
 
 
 def execute_chapters(scale: str, data_root: Path | None = None, out_dir: Path | None = None,
@@ -852,18 +878,18 @@ def build_book(scale: str) -> None:
 # Headline claims
 # ---------------------------------------------------------------------------------------------
 #: The paper's headline values (shared paper notes §2.5 and §2.9, read from Paper 2's text and figures).
-PAPER_CLAIMS = {
-    ("best_step", "number"): (4800, "Fig. 2A: maximal accuracy at about 4.8k steps"),
-    ("best_step", "letter"): (3400, "Fig. 2A: maximal accuracy at about 3.4k steps"),
-    ("test_accuracy", "number"): (1.0, "Fig. 2A: about 100 % test accuracy"),
-    ("test_accuracy", "letter"): (1.0, "Fig. 2A: about 100 % test accuracy"),
-    ("pure_positional", "number"): (4, "Fig. 2C (gamma 0.1): 4 pure positional heads, L0-L3"),
-    ("pure_positional", "letter"): (0, "Fig. 2C (gamma 0.1): no positional head"),
-    ("pure_symbolic", "number"): (8, "Fig. 2C (gamma 0.1): 8 pure symbolic heads, L4-L11"),
-    ("pure_symbolic", "letter"): (11, "Fig. 2C (gamma 0.1): 11 pure symbolic heads, L1-L11"),
-    ("length_below_half", "number"): (250, "Fig. 5B: about 0.5 by 200-300 tokens"),
-    ("length_below_half", "letter"): (5000, "Fig. 5B: 0.48 at 5,000 tokens"),
-    ("accuracy_at_850", "letter"): (0.9, "Sec. 3.6: above 90 % up to length 850"),
+PAPER_CLAIMS = {  # (value compared with, as the paper states it, where)
+    ("best_step", "number"): (4800, "~4,800", "Fig. 2A: maximal accuracy at about 4.8k steps"),
+    ("best_step", "letter"): (3400, "~3,400", "Fig. 2A: maximal accuracy at about 3.4k steps"),
+    ("test_accuracy", "number"): (1.0, "~1.0", "Fig. 2A: about 100 % test accuracy"),
+    ("test_accuracy", "letter"): (1.0, "~1.0", "Fig. 2A: about 100 % test accuracy"),
+    ("pure_positional", "number"): (4, "4 (L0-L3)", "Fig. 2C (gamma 0.1): 4 pure positional heads, L0-L3"),
+    ("pure_positional", "letter"): (0, "0", "Fig. 2C (gamma 0.1): no positional head"),
+    ("pure_symbolic", "number"): (8, "8 (L4-L11)", "Fig. 2C (gamma 0.1): 8 pure symbolic heads, L4-L11"),
+    ("pure_symbolic", "letter"): (11, "11 (L1-L11)", "Fig. 2C (gamma 0.1): 11 pure symbolic heads, L1-L11"),
+    ("length_below_half", "number"): (250, "~200-300", "Fig. 5B: about 0.5 by 200-300 tokens"),
+    ("length_below_half", "letter"): (5000, "~5,000", "Fig. 5B: 0.48 at 5,000 tokens"),
+    ("accuracy_at_850", "letter"): (0.9, "> 0.9", "Sec. 3.6: above 90 % up to length 850"),
 }
 GAMMA = 0.1
 
@@ -882,7 +908,7 @@ def _claim_rows(root: Path, tasks: list[str], seeds: list[int] | None) -> list[d
     rows = []
 
     def add(claim, task, ours, agree, ours_text, criterion):
-        paper, where = PAPER_CLAIMS[(claim, task)]
+        _, paper, where = PAPER_CLAIMS[(claim, task)]
         rows.append({"claim": claim, "task": task, "paper": paper, "ours": ours, "agree": bool(agree),
                      "ours_detail": ours_text, "criterion": criterion, "source": where})
 
@@ -995,6 +1021,15 @@ def format_claims(df) -> str:
         return "(no claims: no complete results)"
     cols = [c for c in ("claim", "task", "paper", "ours", "agree") if c in df.columns]
     show = df[cols].copy()
+
+    def num(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return v
+        return f"{int(v):,}" if float(v).is_integer() and abs(v) >= 2 else (f"{v:.4g}" if v else "0")
+
+    for c in ("paper", "ours"):
+        if c in show:
+            show[c] = show[c].map(num).astype(str)
     if "agree" in show:
         show["agree"] = show["agree"].map(lambda a: "yes" if a is True or a == 1 else ("no" if a in (False, 0) else a))
     return show.to_string(index=False)
@@ -1020,11 +1055,11 @@ def main_reproduce(a) -> int:
                 f"{pio.git_commit()} on device {a.device}")
         dests = publish(plan, a.publish, note=note)
         print(f"published {len(dests)} run(s) into {a.publish}", flush=True)
-        data_root = stage_data_dir(Path(a.publish))
+        data_root = stage_data_dir(Path(a.publish), plan.out / "_data")
     elif plan.scale == "paper" and not a.no_book:
         staged = plan.out / "_published" / "paper"
         publish(plan, staged)
-        data_root = stage_data_dir(staged)
+        data_root = stage_data_dir(staged, plan.out / "_data")
         print(f"the chapters read this plan's results from {data_root} (pass --publish data/paper to refresh data/)")
     if not a.no_book:
         execute_chapters(plan.scale, data_root=data_root)
