@@ -7,9 +7,14 @@ accuracy; what breaks it is attention dispersing over more keys, and RoPE rotati
 
 Evaluation is batched, uses the fused attention path (no T x T matrix is materialised on CPU), and
 computes only the last query's row in the final block, so 5,000-token prompts fit in a few hundred MB.
+
+Beyond the paper, :func:`margin_analysis` measures the discrepancy (Def. 3.1) and the margin of the trained
+model's key heads as the prompts grow, and :func:`predicted_breaks` compares the length at which they
+collapse with the length at which accuracy breaks (the paper names this as future work).
 """
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -76,3 +81,354 @@ def length_curve(model, task: str, seed: int, lengths=DEFAULT_LENGTHS, n: int = 
     for k, v in keys.items():
         out.insert(0, k, v)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Summaries and the paper's curve
+# ---------------------------------------------------------------------------------------------
+
+#: Paper 2, Fig. 5B (controlled GPT-J, one run per task): accuracy vs input length read off the plot, as
+#: transcribed in /work/shared/paper-notes.md §2.9.  Number: "about 0.5 by 200-300 tokens" is entered at 250.
+#: Letter: "above 90 % up to length 850" is the paper's own text (Sec. 3.6); the rest are plot read-offs,
+#: good to about +-0.05.
+PAPER_FIG5B = {
+    "number": {250: 0.5, 500: 0.35, 1000: 0.2, 2000: 0.1, 5000: 0.03},
+    "letter": {500: 0.95, 850: 0.90, 1500: 0.8, 3000: 0.65, 5000: 0.48},
+}
+
+
+def paper_points(task: str | None = None) -> pd.DataFrame:
+    """:data:`PAPER_FIG5B` as a table: task, length, accuracy."""
+    rows = [{"task": t, "length": L, "accuracy": a} for t, pts in PAPER_FIG5B.items() for L, a in pts.items()
+            if task in (None, t)]
+    return pd.DataFrame(rows)
+
+
+def length_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean accuracy and 95 % t-interval half-width over seeds, per task, length and hop.
+
+    ``table`` is a stack of :func:`length_curve` tables with ``task`` and ``seed`` columns (for example
+    ``posym.results.load_table(root, "length")``).  Columns: task, hop, length, mean, ci, lo, hi, seeds.
+    """
+    from .geometry import mean_ci
+
+    rows = []
+    for (task, hop, L), g in table.groupby(["task", "hop", "length"]):
+        m, h = mean_ci(g["accuracy"])
+        hh = 0.0 if not np.isfinite(h) else h
+        rows.append({"task": task, "hop": str(hop), "length": int(L), "mean": m, "ci": h,
+                     "lo": max(0.0, m - hh), "hi": min(1.0, m + hh), "seeds": len(g)})
+    return pd.DataFrame(rows).sort_values(["task", "hop", "length"]).reset_index(drop=True)
+
+
+def break_length(lengths, accuracy, threshold: float, interpolate: bool = True) -> float | None:
+    """The length at which an accuracy curve first falls below ``threshold``.
+
+    With ``interpolate`` the crossing is placed between the last length at or above the threshold and the
+    first one below, linearly in log(length); otherwise the first length below is returned.  Returns
+    ``None`` when the curve never falls below the threshold, and the first length when it starts below.
+    """
+    L = np.asarray(lengths, dtype=float)
+    a = np.asarray(accuracy, dtype=float)
+    if L.shape != a.shape or L.ndim != 1 or len(L) == 0:
+        raise ValueError("lengths and accuracy must be 1-D arrays of the same, non-zero length")
+    order = np.argsort(L, kind="stable")
+    L, a = L[order], a[order]
+    below = np.flatnonzero(a < threshold)
+    if not below.size:
+        return None
+    i = int(below[0])
+    if i == 0 or not interpolate:
+        return float(L[i])
+    x0, x1, y0, y1 = np.log(L[i - 1]), np.log(L[i]), a[i - 1], a[i]
+    x = x0 + (y0 - threshold) / (y0 - y1) * (x1 - x0)
+    return float(np.exp(x))
+
+
+def break_table(table: pd.DataFrame, thresholds=(0.9, 0.5), hop: str = "all") -> pd.DataFrame:
+    """Break length (:func:`break_length`, interpolated) of every task x seed curve at each threshold."""
+    t = table[table["hop"].astype(str) == hop]
+    keys = [c for c in ("task", "seed") if c in t.columns]
+    rows = []
+    for key, g in t.groupby(keys):
+        key = key if isinstance(key, tuple) else (key,)
+        for thr in thresholds:
+            rows.append({**dict(zip(keys, key)), "threshold": thr,
+                         "break_length": break_length(g["length"], g["accuracy"], thr)})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Discrepancy of the trained heads vs length (beyond the paper)
+# ---------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def last_query_scores(model, x: torch.Tensor, layers) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """Output logits of the last position (B, V) and, for each layer in ``layers``, the attention scores of the
+    last query over every key (B, H, T): ``q.k / sqrt(d_head)`` after RoPE, as ``hook_attn_scores`` shows them.
+
+    Runs the fused fast path (no T x T matrix on any layer) and adds, at the chosen layers only, one key
+    projection of the whole sequence and one query projection of the last row.  Memory is O(B T D).
+    """
+    from .rope import apply_rope, rope_cos_sin
+
+    model.check_input(x)
+    layers = {int(l) for l in layers}
+    bad = [l for l in layers if not 0 <= l < model.cfg.n_layer]
+    if bad:
+        raise ValueError(f"layers {sorted(bad)} out of range for a {model.cfg.n_layer}-layer model")
+    was_training = model.training
+    model.eval()
+    try:
+        B, T = x.shape
+        h = model.drop(model.wte(x))
+        cos, sin = rope_cos_sin(torch.arange(T, device=x.device), model.blocks[0].attn.angles, dtype=h.dtype)
+        scores: dict[int, torch.Tensor] = {}
+        n = len(model.blocks)
+        for i, blk in enumerate(model.blocks):
+            if i in layers:
+                a = blk.attn
+                hn = blk.ln_1(h)
+                q, k = a.split_heads(a.q_proj(hn[:, -1:])), a.split_heads(a.k_proj(hn))
+                if a.dim_mask is not None:
+                    q, k = q * a.dim_mask, k * a.dim_mask
+                q, k = apply_rope(q, cos[-1:], sin[-1:]), apply_rope(k, cos, sin)
+                scores[i] = (q @ k.transpose(-1, -2))[:, :, 0] / math.sqrt(a.d_head)
+            h = blk.forward_fast(h, cos, sin, last_only=i == n - 1)
+        return model.lm_head(model.ln_f(h))[:, -1], scores
+    finally:
+        model.train(was_training)
+
+
+#: Which key positions count as "right" for the last query of a task's key heads (see :func:`target_mask`).
+DEFAULT_TARGETS = {"number": "chain", "letter": "answer"}
+
+
+def target_mask(samples, kind: str) -> np.ndarray:
+    """(B, T) boolean mask of the positions a key head of the last query should attend to.
+
+    ``"answer"``: the answer's position; ``"first"``: the first hop's target (for the Number task the
+    position the query number points at); ``"chain"``: every position of the chain after the query (in the
+    trained Number model the positional layers of the last query read the first hop or, on some prompts,
+    a later node of the same chain).
+    """
+    if kind not in ("answer", "first", "chain"):
+        raise ValueError(f"target kind must be 'answer', 'first' or 'chain', got {kind!r}")
+    T = len(samples[0].tokens)
+    m = np.zeros((len(samples), T), dtype=bool)
+    for i, s in enumerate(samples):
+        if len(s.tokens) != T:
+            raise ValueError("all samples must have the same length")
+        pos = {"answer": [s.chain[-1]], "first": [s.chain[1]], "chain": list(s.chain[1:])}[kind]
+        m[i, pos] = True
+    return m
+
+
+def _margins(scores: np.ndarray, mask: np.ndarray):
+    """Per row: margin (best target - best other), Def. 3.1 discrepancy (top-1 - top-2), softmax weight on
+    the targets, and whether the arg-max is a target."""
+    s = scores.astype(np.float64)
+    good = np.where(mask, s, -np.inf).max(-1)
+    bad = np.where(~mask, s, -np.inf).max(-1)
+    top2 = np.sort(s, axis=-1)[:, -2:]
+    e = np.exp(s - s.max(-1, keepdims=True))
+    w = (e * mask).sum(-1) / e.sum(-1)
+    return good - bad, top2[:, 1] - top2[:, 0], w, good > bad, good, bad
+
+
+@torch.no_grad()
+def margin_analysis(model, task: str, seed: int, lengths, n: int = 64, layers=None, targets: str | None = None,
+                    batch_size: int | None = None, progress: bool = False, device: str = "cpu") -> pd.DataFrame:
+    """For prompts lengthened to each of ``lengths``, the attention logits of the last query in ``layers`` (all
+    by default) and the model's answer, from one forward pass per batch.
+
+    One row per length x prompt x layer: length, prompt, hop, correct (the model's answer), layer, margin
+    (logit of the best target key minus the best other key, :func:`target_mask`), discrepancy (Def. 3.1:
+    top-1 minus top-2 logit), weight (softmax attention on the targets), hit (arg-max on a target),
+    target_logit and other_logit (the two terms of the margin).  The prompts are those of
+    :func:`accuracy_at_length` for the same seed.
+    """
+    task_obj = get_task(task)
+    targets = targets or DEFAULT_TARGETS[task_obj.name]
+    layers = list(range(model.cfg.n_layer)) if layers is None else [int(l) for l in layers]
+    frames = []
+    it = lengths
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(lengths, desc=f"margins {task}", leave=False)
+    for L in it:
+        samples = extended_prompts(task, seed, int(L), n)
+        x, y, hops = to_tensors(samples, task_obj.vocab)
+        mask = target_mask(samples, targets)
+        bs = batch_size or auto_batch(int(L), device)
+        for b0 in range(0, len(x), bs):
+            logits, sc = last_query_scores(model, x[b0:b0 + bs].to(device), layers)
+            correct = (logits.argmax(-1).cpu() == y[b0:b0 + bs]).numpy()
+            m = mask[b0:b0 + bs]
+            for l in layers:
+                s = sc[l][:, 0].double().cpu().numpy()
+                mg, disc, w, hit, good, bad = _margins(s, m)
+                frames.append(pd.DataFrame({"length": int(L), "prompt": np.arange(b0, b0 + len(s)),
+                                            "hop": hops[b0:b0 + bs].numpy(), "correct": correct, "layer": l,
+                                            "margin": mg, "discrepancy": disc, "weight": w, "hit": hit,
+                                            "target_logit": good, "other_logit": bad}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def key_layers(analysis: pd.DataFrame, min_rate: float = 0.9, length: int | None = None) -> list[int]:
+    """Layers whose last-query arg-max is on a target in at least ``min_rate`` of the prompts at ``length``
+    (default: the shortest length analysed); the single best layer if none reaches it."""
+    L = int(analysis["length"].min()) if length is None else int(length)
+    rate = analysis[analysis["length"] == L].groupby("layer")["hit"].mean()
+    chosen = sorted(int(l) for l in rate.index[rate >= min_rate])
+    return chosen or [int(rate.idxmax())]
+
+
+def margin_summary(analysis: pd.DataFrame, layers) -> pd.DataFrame:
+    """Per length: measured accuracy on the analysed prompts and what the key heads' logits predict.
+
+    * ``acc``: the model's accuracy;
+    * ``kept``: fraction of prompts whose weakest key head (smallest margin over ``layers``) still has its
+      arg-max on a target (margin > 0) -- "the head still points at the right key";
+    * ``guaranteed``: fraction whose weakest margin is at least log(n - 1), so that Lemma F.1 guarantees
+      more than half of that head's attention on the targets whatever the other logits are;
+    * ``median_margin``, ``median_discrepancy`` (Def. 3.1 top-1 - top-2) of the weakest key head, the
+      threshold ``log(n - 1)`` and ``median_weight``, the actual softmax weight on the targets.
+    """
+    a = analysis[analysis["layer"].isin(list(layers))]
+    per = a.groupby(["length", "prompt"]).agg(correct=("correct", "first"), margin=("margin", "min"),
+                                              discrepancy=("discrepancy", "min"), weight=("weight", "min"))
+    per = per.reset_index()
+    per["need"] = np.log(np.maximum(per["length"] - 1, 1))
+    out = per.groupby("length").agg(acc=("correct", "mean"), kept=("margin", lambda m: float((m > 0).mean())),
+                                    median_margin=("margin", "median"),
+                                    median_discrepancy=("discrepancy", "median"),
+                                    median_weight=("weight", "median"), n=("correct", "size")).reset_index()
+    g = per.assign(ok=per["margin"] >= per["need"]).groupby("length")["ok"].mean()
+    out["guaranteed"] = out["length"].map(g)
+    out["need"] = np.log(np.maximum(out["length"] - 1, 1))
+    return out
+
+
+def logit_terms(analysis: pd.DataFrame, layers) -> pd.DataFrame:
+    """Per length and key layer: median logit of the best target key and of the best other key (the two
+    terms of the margin), to see which of them moves as prompts grow."""
+    a = analysis[analysis["layer"].isin(list(layers))]
+    return a.groupby(["length", "layer"])[["target_logit", "other_logit"]].median().reset_index()
+
+
+def predicted_breaks(summary: pd.DataFrame, static: pd.DataFrame | None = None, thresholds=(0.9, 0.5),
+                     measured: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Break lengths (:func:`break_length`, interpolated in log-length) of the measured accuracy and of the
+    predictions, one row per accuracy threshold:
+
+    * ``measured`` -- the model's accuracy (``measured``: a curve with columns length, accuracy, e.g. the
+      committed 500-prompt one; default: the analysed prompts' own accuracy in ``summary``);
+    * ``static`` -- :func:`static_summary`'s ``kept_static``: from 17-token prompts only;
+    * ``at_length`` -- :func:`margin_summary`'s ``kept``: the key heads measured on the long prompts;
+    * ``lemma_f1`` -- :func:`margin_summary`'s ``guaranteed`` (worst case over the other keys);
+    * ``median_discrepancy`` -- the first length where the median Def. 3.1 discrepancy of the weakest key head
+      falls below log(n - 1) (:func:`posym.theory.discrepancy_break_length`); the same at every threshold.
+    """
+    from .theory import discrepancy_break_length
+
+    s = summary.sort_values("length")
+    acc_L, acc = (s["length"], s["acc"]) if measured is None else (measured["length"], measured["accuracy"])
+    disc_break = discrepancy_break_length((s["length"].to_numpy(), s["median_discrepancy"].to_numpy()),
+                                          lambda n: math.log(max(n - 1, 1)))
+    rows = []
+    for thr in thresholds:
+        row = {"threshold": thr, "measured": break_length(acc_L, acc, thr)}
+        if static is not None:
+            row["static"] = break_length(static["length"], static["kept_static"], thr)
+        row["at_length"] = break_length(s["length"], s["kept"], thr)
+        row["lemma_f1"] = break_length(s["length"], s["guaranteed"], thr)
+        row["median_discrepancy"] = disc_break
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def prompt_agreement(analysis: pd.DataFrame, layers) -> pd.DataFrame:
+    """Per length: how well "the weakest key head lost its target" (margin <= 0) flags the prompts the model
+    gets wrong.  Columns: length, wrong, flagged, p_wrong_if_flagged, p_wrong_if_not, recall (share of wrong
+    prompts that are flagged)."""
+    a = analysis[analysis["layer"].isin(list(layers))]
+    per = a.groupby(["length", "prompt"]).agg(correct=("correct", "first"), margin=("margin", "min")).reset_index()
+    per["flag"] = per["margin"] <= 0
+    per["wrong"] = ~per["correct"].astype(bool)
+    rows = []
+    for L, g in per.groupby("length"):
+        f, w = g["flag"], g["wrong"]
+        rows.append({"length": int(L), "wrong": float(w.mean()), "flagged": float(f.mean()),
+                     "p_wrong_if_flagged": float(w[f].mean()) if f.any() else float("nan"),
+                     "p_wrong_if_not": float(w[~f].mean()) if (~f).any() else float("nan"),
+                     "recall": float(f[w].mean()) if w.any() else float("nan")})
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def static_margins(model, task: str, seed: int, layers, lengths, n: int = 200, targets: str | None = None,
+                   extra_from: str = "target_window") -> pd.DataFrame:
+    """Predict the key heads' margins at long lengths from 17-token prompts only (no long forward pass).
+
+    RoPE makes a head's logit a function of the key's content and its distance ``d`` to the query:
+    ``L_b(d) = sum_f Re(c_f[b] exp(i d g_f))`` (:func:`posym.metrics.rope_terms`).  Lengthening a prompt
+    keeps the distances of the original keys and adds keys at distances 17..n-1 that hold fresh
+    target-window tokens.  We take the last query and the keys of each 17-token prompt at ``layer`` and
+    assume that the added keys look like the prompt's own target-window keys other than the targets
+    (``extra_from``; the task's generator never repeats the answer's content there in the Letter task), placed
+    at every new distance.  The predicted margin at length ``n`` is
+
+        (best target key) - max(best other original key, max over d in 17..n-1 and over those contents of L_b(d)).
+
+    This ignores what long contexts do to the residual stream *before* the layer (upstream attention
+    disperses too), which :func:`margin_analysis` measures.  One row per length x prompt x layer:
+    length, prompt, hop, layer, margin.
+    """
+    from .metrics import residual_inputs, rope_terms
+
+    if extra_from != "target_window":
+        raise ValueError("only extra_from='target_window' is implemented")
+    task_obj = get_task(task)
+    targets = targets or DEFAULT_TARGETS[task_obj.name]
+    samples = extended_prompts(task, seed, QUERY_POS + 1, n)
+    x, _, hops = to_tensors(samples, task_obj.vocab)
+    mask = torch.from_numpy(target_mask(samples, targets))
+    T = x.shape[1]
+    lengths = np.asarray(sorted(int(L) for L in lengths))
+    if lengths.min() < T:
+        raise ValueError(f"lengths must be at least {T}")
+    was_training = model.training
+    model.eval()
+    try:
+        resid = residual_inputs(model, x)
+        frames = []
+        d_far = torch.arange(T, int(lengths.max()), dtype=torch.float64)  # distances of the added keys
+        tw = slice(0, 8)  # the target window of a 17-token prompt
+        for l in [int(v) for v in layers]:
+            cr, ci, rest, cos, sin = rope_terms(model, l, resid[l])  # (N, H, T, F), (N, H, T), (T, F)
+            cr, ci, rest = cr[:, 0], ci[:, 0], rest[:, 0]
+            diag = (cr * cos[None] - ci * sin[None]).sum(-1) + rest  # (N, T): the prompt's own logits
+            good = diag.masked_fill(~mask, -math.inf).amax(-1)
+            bad = diag.masked_fill(mask, -math.inf).amax(-1)
+            ang = d_far[:, None] * model.blocks[l].attn.angles.double()[None, :]  # (D, F)
+            far = (torch.einsum("nbf,df->nbd", cr[:, tw], ang.cos()) - torch.einsum("nbf,df->nbd", ci[:, tw], ang.sin())
+                   + rest[:, tw, None])  # (N, 8, D)
+            far = far.masked_fill(mask[:, tw, None], -math.inf)  # added tokens never repeat a target's content
+            run = torch.cummax(far.amax(1), dim=-1).values  # (N, D): best added key up to each distance
+            for L in lengths:
+                worst = bad if L == T else torch.maximum(bad, run[:, L - T - 1])
+                frames.append(pd.DataFrame({"length": int(L), "prompt": np.arange(len(x)), "hop": hops.numpy(),
+                                            "layer": l, "margin": (good - worst).numpy()}))
+        return pd.concat(frames, ignore_index=True)
+    finally:
+        model.train(was_training)
+
+
+def static_summary(static: pd.DataFrame, layers) -> pd.DataFrame:
+    """Per length: fraction of prompts whose weakest key head keeps a positive predicted margin
+    (``kept_static``) and the median of that weakest margin."""
+    a = static[static["layer"].isin(list(layers))]
+    per = a.groupby(["length", "prompt"])["margin"].min().reset_index()
+    return per.groupby("length").agg(kept_static=("margin", lambda m: float((m > 0).mean())),
+                                     median_static_margin=("margin", "median")).reset_index()
