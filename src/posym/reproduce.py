@@ -892,6 +892,14 @@ PAPER_CLAIMS = {  # (value compared with, as the paper states it, where)
     ("accuracy_at_850", "letter"): (0.9, "> 0.9", "Sec. 3.6: above 90 % up to length 850"),
 }
 GAMMA = 0.1
+CLAIM_LABELS = {
+    "best_step": "step of best validation accuracy",
+    "test_accuracy": "test accuracy (whole test split)",
+    "pure_positional": f"pure positional heads at the final step (γ = {GAMMA})",
+    "pure_symbolic": f"pure symbolic heads at the final step (γ = {GAMMA})",
+    "length_below_half": "length where accuracy falls below 0.5",
+    "accuracy_at_850": "accuracy at 850 tokens",
+}
 
 
 def _claim_rows(root: Path, tasks: list[str], seeds: list[int] | None) -> list[dict]:
@@ -909,7 +917,7 @@ def _claim_rows(root: Path, tasks: list[str], seeds: list[int] | None) -> list[d
 
     def add(claim, task, ours, agree, ours_text, criterion):
         _, paper, where = PAPER_CLAIMS[(claim, task)]
-        rows.append({"claim": claim, "task": task, "paper": paper, "ours": ours, "agree": bool(agree),
+        rows.append({"claim": CLAIM_LABELS[claim], "task": task, "paper": paper, "ours": ours, "agree": bool(agree),
                      "ours_detail": ours_text, "criterion": criterion, "source": where})
 
     ev = table("eval")
@@ -979,47 +987,85 @@ def _claim_rows(root: Path, tasks: list[str], seeds: list[int] | None) -> list[d
 
 
 def headline_claims(root: str | Path, tasks=None, seeds=None):
-    """A table of the headline claims: ``claim, task, paper, ours, agree, ours_detail, criterion, source``.
+    """The headline claims of the paper against the runs under ``root`` (a plan's ``--out`` or ``data/paper``).
 
-    Computed from the run folders under ``root`` (a plan's ``--out`` or ``data/paper``). Chapter modules
-    that define their own claim tables (``posym.dynamics.claims``, ``posym.geometry.claims``) are appended
-    when present.
+    Columns: ``from, task, claim, paper, ours, agree, detail``. The chapter modules' own tables are used where
+    they exist: :func:`posym.dynamics.claims_table` (learning dynamics, the book's table) and a summary of
+    :func:`posym.geometry.table1_comparison` (RoPE frequency per layer). The rest, and everything when those
+    modules are absent, comes from this module (:data:`PAPER_CLAIMS`): best step and pure-head counts at the
+    final step, test accuracy, the length where accuracy falls below 0.5.
     """
     import importlib
 
     import pandas as pd
 
+    from .results import load_table
+
     root = Path(root)
     task_list = parse_tasks(tasks)
-    rows = _claim_rows(root, task_list, list(seeds) if seeds is not None else None)
-    df = pd.DataFrame(rows, columns=["claim", "task", "paper", "ours", "agree", "ours_detail", "criterion", "source"])
-    extra = []
-    for mod in ("dynamics", "geometry"):
+    seed_list = list(seeds) if seeds is not None else None
+
+    def table(name):
+        df = load_table(root, name)
+        df = df[df["task"].isin(task_list)]
+        return (df[df["seed"].isin(seed_list)] if seed_list is not None else df).reset_index(drop=True)
+
+    def module(name):
         try:
-            m = importlib.import_module(f"posym.{mod}")
+            return importlib.import_module(f"posym.{name}")
         except ImportError:
-            continue
-        fn = getattr(m, "claims", None)
-        if callable(fn):
-            try:
-                t = fn(root)
-            except Exception as e:  # noqa: BLE001 - a chapter's table must not hide ours
-                print(f"[claims] posym.{mod}.claims({root}) failed: {type(e).__name__}: {e}", file=sys.stderr)
-                continue
-            if isinstance(t, pd.DataFrame) and not t.empty:
-                t = t.copy()
-                t.insert(0, "from", mod)
-                extra.append(t)
-    if extra:
-        df.insert(0, "from", "reproduce")
-        df = pd.concat([df, *extra], ignore_index=True)
-    return df
+            return None
+
+    cols = ["from", "task", "claim", "paper", "ours", "agree", "detail"]
+    frames = []
+    dyn = module("dynamics")
+    dyn_rows = None
+    if dyn is not None and hasattr(dyn, "claims_table"):
+        try:
+            t = dyn.claims_table(table("eval"), table("scores"), gamma=GAMMA)
+            dyn_rows = pd.DataFrame({"from": "dynamics", "task": t["task"], "claim": t["claim"], "paper": t["paper"],
+                                     "ours": t["ours"], "agree": t["agree"].astype(bool), "detail": t["note"]})
+        except Exception as e:  # noqa: BLE001 - fall back to our own rows
+            print(f"[claims] posym.dynamics.claims_table failed ({type(e).__name__}: {e}); using reproduce's rows",
+                  file=sys.stderr)
+    own = pd.DataFrame(_claim_rows(root, task_list, seed_list))
+    if not own.empty:
+        own = own.rename(columns={"ours_detail": "detail"})
+        own["detail"] = own["detail"] + "; agree: " + own["criterion"] + "; paper: " + own["source"]
+        own.insert(0, "from", "reproduce")
+        if dyn_rows is not None:  # the chapter's table covers best step and purity, with intervals
+            own = own[~own["claim"].isin([CLAIM_LABELS[k] for k in ("best_step", "pure_positional", "pure_symbolic")])]
+            frames.append(dyn_rows)
+        frames.append(own[cols])
+    elif dyn_rows is not None:
+        frames.append(dyn_rows)
+    geo = module("geometry")
+    if geo is not None and hasattr(geo, "table1_comparison"):
+        try:
+            t1 = geo.table1_comparison(table("freq_scores"))
+            rows = []
+            for task, g in t1.groupby("task", sort=False):
+                n_yes, n_close = int((g["agree"] == "yes").sum()), int((g["agree"] == "close").sum())
+                worst = g.loc[g["agree"] == "no", "layer"].tolist()
+                rows.append({"from": "geometry", "task": task, "claim": "RoPE frequency per layer (Table 1)",
+                             "paper": "Table 1", "ours": f"{n_yes}/{len(g)} layers agree, {n_close} close",
+                             "agree": n_yes + n_close == len(g),
+                             "detail": "weighted-average frequency ID per layer (final step); layers that differ "
+                                       f"by more than a factor 2 in angle: {worst or 'none'}"})
+            frames.append(pd.DataFrame(rows, columns=cols))
+        except Exception as e:  # noqa: BLE001
+            print(f"[claims] posym.geometry.table1_comparison failed ({type(e).__name__}: {e})", file=sys.stderr)
+    if not frames:
+        return pd.DataFrame(columns=cols)
+    out = pd.concat(frames, ignore_index=True)
+    order = {t: i for i, t in enumerate(TASK_NAMES)}
+    return out.sort_values("task", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
 
 
 def format_claims(df) -> str:
     if df.empty:
         return "(no claims: no complete results)"
-    cols = [c for c in ("claim", "task", "paper", "ours", "agree") if c in df.columns]
+    cols = [c for c in ("task", "claim", "paper", "ours", "agree") if c in df.columns]
     show = df[cols].copy()
 
     def num(v):
