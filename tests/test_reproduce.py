@@ -237,3 +237,14 @@ def test_plan_api_validates_too():
     with pytest.raises(rp.PlanError, match="--jobs must be a positive integer"):
         rp.run_plan(tiny_plan("/nonexistent/never"), engine="local", workers=0)
     assert rp.parse_seeds("0-2,7") == [0, 1, 2, 7] and rp.parse_seeds(None, "paper") == [0, 1, 2, 3, 4]
+
+
+def test_chapter_requirements_are_listed_before_the_chapters_run(tmp_path):
+    """A paper-scale plan that lacks results the chapters read is stopped with the list (not mid-chapter)."""
+    from posym import book
+
+    needs = [r for spec in book.CHAPTERS.values() for r in spec.requires.get("paper", ()) if not r.optional]
+    missing = rp.missing_requirements("paper", tmp_path)
+    assert len(missing) == len(needs)
+    assert all(str(tmp_path) in m for m in missing)
+    assert rp.missing_requirements("smoke", tmp_path) == []

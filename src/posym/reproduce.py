@@ -584,6 +584,7 @@ class RayEngine:
                 ray.init(address=address, log_to_driver=False)
             self.owns = True
         self.gpus = float(gpus_per_job or 0.0)
+        self.submitted: list = []
         self.remote = ray.remote(run_job)
         if probe_dir is not None:
             self._check_shared(probe_dir)
@@ -602,7 +603,9 @@ class RayEngine:
                             f"by every node of the cluster (e.g. NFS)")
 
     def submit(self, job: Job):
-        return self.remote.options(num_cpus=job.threads, num_gpus=self.gpus, name=f"posym:{job.name}").remote(job)
+        ref = self.remote.options(num_cpus=job.threads, num_gpus=self.gpus, name=f"posym:{job.name}").remote(job)
+        self.submitted.append(ref)
+        return ref
 
     def wait(self, handles, timeout):
         handles = list(handles)
@@ -613,6 +616,13 @@ class RayEngine:
         return self.ray.get(h)
 
     def close(self, cancel=False):
+        if cancel:  # interrupted: stop the tasks still queued or running (they resume from last.pt next time)
+            ready, rest = self.ray.wait(self.submitted, num_returns=len(self.submitted), timeout=0)
+            for ref in rest:
+                try:
+                    self.ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 - best effort
+                    pass
         if self.owns:
             self.ray.shutdown()
 
@@ -826,6 +836,20 @@ def stage_data_dir(published: Path, stage: Path) -> Path:
     return stage
 
 
+def missing_requirements(scale: str, data_root: Path | None = None) -> list[str]:
+    """Results in ``data_root`` (default: the book's data folder) that a chapter requires at ``scale`` but
+    that are missing, one line each, with the command that produces them."""
+    from . import book
+
+    root = Path(data_root) if data_root is not None else book.data_dir()
+    out = []
+    for name, spec in sorted(book.CHAPTERS.items()):
+        for req in spec.requires.get(scale, ()):
+            if not req.optional and not (root / req.path).exists():
+                out.append(f"chapter {name!r} needs {root / req.path}: {req.how}")
+    return out
+
+
 def execute_chapters(scale: str, data_root: Path | None = None, out_dir: Path | None = None,
                      timeout: int = 3600) -> dict[str, float]:
     """Execute every notebook chapter at ``scale`` (``scripts/run_chapters.py``'s logic) into
@@ -872,6 +896,7 @@ def build_book(scale: str) -> None:
     if p.returncode != 0:
         raise PlanError(f"the book build failed (scripts/build_book.py --params {scale}, exit {p.returncode}); "
                         f"`make mathjax` first if _mathjax/ is missing")
+    print(f"[book] {repo / '_build' / 'html' / 'index.html'} (chapters at scale {scale!r})", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1107,12 +1132,25 @@ def main_reproduce(a) -> int:
         publish(plan, staged)
         data_root = stage_data_dir(staged, plan.out / "_data")
         print(f"the chapters read this plan's results from {data_root} (pass --publish data/paper to refresh data/)")
+    book_error = None
     if not a.no_book:
-        execute_chapters(plan.scale, data_root=data_root)
-        build_book(plan.scale)
+        try:
+            missing = missing_requirements(plan.scale, data_root)
+            if missing:
+                more = f" ... and {len(missing) - 8} more" if len(missing) > 8 else ""
+                raise PlanError("the chapters cannot run at this scale without these results (the plan has fewer "
+                                "tasks or seeds than the book reads); run the full plan or pass --no-book:\n  "
+                                + "\n  ".join(missing[:8]) + more)
+            execute_chapters(plan.scale, data_root=data_root)
+            build_book(plan.scale)
+        except PlanError as e:
+            book_error = e
     claims = headline_claims(plan.out, tasks=a.tasks, seeds=sorted({j.seed for j in plan.jobs}))
     pio.atomic_write_table(plan.out / "claims.csv", claims)
     note = "" if plan.scale == "paper" else f"  (scale {plan.scale!r}: small models, agreement is not expected)"
     print(f"\nHeadline claims: paper vs ours{note}\n" + format_claims(claims))
     print(f"(details, criteria and sources in {plan.out / 'claims.csv'})")
+    if book_error is not None:
+        print(f"posym reproduce: error: {book_error}", file=sys.stderr)
+        return 1
     return 0
