@@ -358,7 +358,21 @@ def test_train_runs_writes_loadable_runs(tmp_path):
     sc = results.load_table(tmp_path, "scores")
     assert set(sc["task"]) == {"number", "letter"} and sorted(sc["step"].unique()) == [0, 1, 2, 4]
     assert len(results.load_table(tmp_path, "eval")) > 0
-    # final_only: the metric at the last checkpoint only; a finished run is not retrained
-    D.train_runs(tmp_path, "smoke", tasks=("number",), seeds=(0,), n_prompts=8, final_only=True, steps=4,
-                 checkpoint_every=2, train_size=64, eval_size=8, batch_size=8)
+    kw = dict(tasks=("number",), seeds=(0,), steps=4, checkpoint_every=2, train_size=64, eval_size=8, batch_size=8)
+    scores = tmp_path / "number-s0" / "scores.parquet"
+    before = scores.stat().st_mtime_ns
+    # a finished run is neither retrained nor re-analysed when its scores cover what is asked (shared folders)
+    D.train_runs(tmp_path, "smoke", n_prompts=8, final_only=True, **kw)
+    assert scores.stat().st_mtime_ns == before
+    # other prompts: re-analysed; final_only computes the metric at the last checkpoint only
+    D.train_runs(tmp_path, "smoke", n_prompts=12, final_only=True, **kw)
     assert sorted(results.load_table(tmp_path, "scores", task="number")["step"].unique()) == [4]
+    # a full trajectory is asked again: recomputed at every checkpoint
+    D.train_runs(tmp_path, "smoke", n_prompts=12, **kw)
+    assert sorted(results.load_table(tmp_path, "scores", task="number")["step"].unique()) == [0, 1, 2, 4]
+
+
+def test_run_cache_is_under_the_build_folder():
+    path = D.run_cache("teaching")
+    assert path == REPO / "_build" / "runs" / "teaching"
+    assert not path.exists() or path.is_dir()

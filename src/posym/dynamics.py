@@ -686,10 +686,13 @@ def train_runs(root, scale: str, tasks: Sequence[str] = ("number", "letter"), se
     reads it) and gets the metric of :func:`posym.analyze.analyze_run` on ``n_prompts`` test prompts, at every
     checkpoint or, with ``final_only``, at the last one; no per-frequency scores.  ``threads`` sets torch's
     thread count (1 is fastest for these tiny models on a shared machine); ``overrides`` go to the preset.
-    A finished run is not retrained (:func:`posym.train.train` returns it as it is).  Returns the run folders.
+    A finished run is not retrained (:func:`posym.train.train` returns it as it is), and its metric is not
+    recomputed when ``scores.parquet`` already covers the wanted checkpoints with the same prompts, so a folder
+    can be shared by several chapters (see :func:`run_cache`).  Returns the run folders.
     """
     from pathlib import Path
 
+    from . import io as pio
     from .analyze import analyze_run
     from .train import TrainConfig, list_checkpoints, train
 
@@ -699,10 +702,32 @@ def train_runs(root, scale: str, tasks: Sequence[str] = ("number", "letter"), se
         for seed in seeds:
             cfg = TrainConfig.preset(scale, task=task, seed=int(seed), **overrides)
             run = train(cfg, root / f"{task}-s{seed}", progress=False, threads=threads)
-            steps = [list_checkpoints(run.path)[-1][0]] if final_only else None
-            analyze_run(run.path, n_prompts=n_prompts, per_frequency=False, progress=False, steps=steps)
+            have = [s for s, _ in list_checkpoints(run.path)]
+            want = have[-1:] if final_only else have
+            done = False
+            if (run.path / "scores.parquet").exists() and (run.path / "prompts.json").exists():
+                meta = pio.read_json(run.path / "prompts.json")
+                got = set(pio.read_table(run.path / "scores.parquet")["step"].unique())
+                done = meta.get("n") == n_prompts and set(want) <= got
+            if not done:
+                analyze_run(run.path, n_prompts=n_prompts, per_frequency=False, progress=False,
+                            steps=None if not final_only else want)
             out.append(run.path)
     return out
+
+
+def run_cache(scale: str):
+    """A folder for runs the chapters train at ``scale`` and may share: ``<repo>/_build/runs/<scale>`` (a
+    temporary folder when the package is not in a checkout).  Nothing is written into ``data/``."""
+    import tempfile
+    from pathlib import Path
+
+    from .book import repo_root
+
+    root = repo_root()
+    if root is None:
+        return Path(tempfile.mkdtemp(prefix=f"posym-runs-{scale}-"))
+    return root / "_build" / "runs" / scale
 
 
 def compare_rules(traj: pd.DataFrame, gamma: float, group: Sequence[str] = ("task", "seed")) -> pd.DataFrame:

@@ -15,7 +15,7 @@ def _checks(p: dict):
 register(ChapterSpec(
     name="dynamics",
     params={
-        "n_seeds": Param(int, {"smoke": 2, "teaching": 2, "paper": 5},
+        "n_seeds": Param(int, {"smoke": 2, "teaching": 1, "paper": 5},
                          "training seeds per task (trained at smoke/teaching, read from data/paper at paper)",
                          min=1, max=5),
         "seed": Param(int, 0, "the run drawn boldly and annotated in the purity figures", min=0, max=4),
