@@ -118,6 +118,9 @@ def test_snapshot_steps():
     assert s["early"] == 100 and s["final"] == 1000
     assert s["accuracy 0.5"] == 450          # median of 400 and 500, a checkpoint both runs have
     assert s["best accuracy"] == 650
+    never = pd.DataFrame(rows).assign(accuracy=0.1)
+    s = G.snapshot_steps(never)
+    assert "accuracy 0.5" not in s and s["final"] == 1000 and s["early"] == 100
 
 
 # -----------------------------------------------------------------------------------------------
@@ -197,6 +200,9 @@ def test_plots_draw(disc):
     ax = G.plot_fig4a(G.fig4a_vectors(), 0.8)
     plt.close(ax.figure)
     ax = G.plot_discrepancy(disc, "index")
+    assert ax.get_yscale() == "log"
+    plt.close(ax.figure)
+    ax = G.plot_discrepancy(disc, "retrieval")
     assert ax.get_yscale() == "symlog"
     plt.close(ax.figure)
     geo = pd.DataFrame({"prompt": np.repeat([0, 1], 34), "position": np.tile(np.arange(17), 4),
@@ -224,3 +230,23 @@ def test_committed_results_table1():
     assert (num.loc[1:3, "our_id"] < num.loc[5:, "our_id"].min()).all()
     let = t[t.task == "letter"]
     assert (let.our_id > 30).all()                                # slow frequencies throughout
+
+
+def test_table1_comparison_for_a_smaller_rope():
+    """A model with 16 RoPE pairs (rotary_dim 32): angles are compared, so the paper's ID 2 (0.866 rad/token)
+    corresponds to ID 1.25 here."""
+    fs = fake_freq_scores({("number", 1): 0}, F=16)
+    t = G.table1_comparison(fs, rotary_dim=32).set_index(["task", "layer"])
+    r = t.loc[("number", 1)]
+    assert r.paper_id_here == pytest.approx(1.25) and r.our_id == 1.0
+    assert r.agree == "close"   # |1 - 1.25| > 0.5 * 32 / 128 (the paper rounding), angles within 2x
+    assert r.freq_ratio == pytest.approx(1 / 0.8660, rel=1e-3)
+
+
+def test_train_models_restores_threads(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    runs = G.train_models("smoke", 0, tmp_path, tasks=("number",), steps=4, checkpoint_every=2, eval_size=40)
+    assert set(runs) == {"number"} and (runs["number"] / "config.json").exists()
+    assert torch.get_num_threads() == before

@@ -30,7 +30,7 @@ __all__ = [
     "PAPER_TABLE1", "PAPER_FIG5A", "PAPER_PEAK_LOGIT", "rope_frequency", "check_paper_ids", "t_quantile", "mean_ci",
     "final_rows", "weighted_frequency_table", "table1_comparison", "frequency_use_curves", "snapshot_steps",
     "pos_sym_by_frequency", "frequency_roles", "construction_checks", "discrepancy_table", "bound_report",
-    "rational_angle_demo", "fig4a_vectors", "plot_frequency_use", "plot_pos_sym_heatmaps", "plot_fig4a",
+    "rational_angle_demo", "fig4a_vectors", "plot_frequency_use", "plot_retrieval_plane", "train_models", "plot_pos_sym_heatmaps", "plot_fig4a",
     "plot_trained_geometry", "plot_discrepancy", "role_cmap",
 ]
 
@@ -116,9 +116,11 @@ def final_rows(table: pd.DataFrame, step: int | None = None) -> pd.DataFrame:
 # -----------------------------------------------------------------------------------------------
 # frequency use (Fig. 8, Table 1)
 
-def weighted_frequency_table(freq_scores: pd.DataFrame, step: int | None = None, head: int = 0) -> pd.DataFrame:
+def weighted_frequency_table(freq_scores: pd.DataFrame, step: int | None = None, head: int = 0,
+                             rotary_dim: int = ROTARY_DIM, base: float = ROPE_BASE) -> pd.DataFrame:
     """Per run and layer: the weighted-average frequency index (weights = positive part of the mean max logit,
-    :func:`posym.metrics.weighted_frequency`), its paper ID and angle, and the peak frequency.
+    :func:`posym.metrics.weighted_frequency`), its paper-style ID and angle, and the peak frequency.
+    ``rotary_dim``/``base`` are the model's (the angle of an index depends on them).
 
     Columns: [task, seed,] layer, wavg_index, wavg_id, wavg_freq, peak_index, peak_id, peak_value.
     """
@@ -133,31 +135,41 @@ def weighted_frequency_table(freq_scores: pd.DataFrame, step: int | None = None,
         w = weighted_frequency(u)
         k = int(np.argmax(u))
         rows.append({**dict(zip(keys + ["layer"], key)), "wavg_index": w, "wavg_id": w + 1,
-                     "wavg_freq": float(rope_frequency(w)), "peak_index": k, "peak_id": k + 1,
+                     "wavg_freq": float(rope_frequency(w, rotary_dim, base)), "peak_index": k, "peak_id": k + 1,
                      "peak_value": float(u[k])})
     return pd.DataFrame(rows)
 
 
-def table1_comparison(freq_scores: pd.DataFrame, step: int | None = None, close_factor: float = 2.0) -> pd.DataFrame:
+def table1_comparison(freq_scores: pd.DataFrame, step: int | None = None, close_factor: float = 2.0,
+                      rotary_dim: int = ROTARY_DIM, base: float = ROPE_BASE) -> pd.DataFrame:
     """Our weighted-average frequency per layer (mean and 95 % CI over seeds) beside the paper's Table 1.
 
-    ``agree`` is ``"yes"`` when the paper's ID lies in our interval widened by the paper's rounding (0.5),
-    ``"close"`` when the angles differ by less than ``close_factor`` (either way), ``"no"`` otherwise.
-    Angles are compared at our mean ID: ``freq_ratio`` = ours / paper.
+    The comparison is made on the angle (rad/token), so it also works for models whose RoPE has fewer
+    pairs than the paper's 64 (``rotary_dim``): the paper's angle is converted to the fractional ID it
+    would have in our model (``paper_id_here``).  ``agree`` is ``"yes"`` when that ID lies in our interval
+    widened by the paper's rounding (half an ID of the paper's model), ``"close"`` when the angles differ
+    by less than ``close_factor`` (either way), ``"no"`` otherwise.  ``freq_ratio`` = our angle (at our
+    mean ID) / the paper's.
     """
-    w = weighted_frequency_table(freq_scores, step)
+    w = weighted_frequency_table(freq_scores, step, rotary_dim=rotary_dim, base=base)
     if "task" not in w.columns:
         raise ValueError("freq_scores needs a 'task' column (use posym.results.load_table)")
     rows = []
     for (task, layer), g in w.groupby(["task", "layer"]):
+        if int(layer) >= len(PAPER_TABLE1[task]):
+            continue
         m, h = mean_ci(g["wavg_id"])
         pid, pf = PAPER_TABLE1[task][int(layer)]
-        ours_f = float(rope_frequency(m - 1))
-        ratio = ours_f / pf
-        half = (0.0 if not math.isfinite(h) else h) + 0.5
-        agree = "yes" if abs(m - pid) <= half else ("close" if 1 / close_factor <= ratio <= close_factor else "no")
+        # the paper's angle, unrounded, and the fractional ID it has in a RoPE with our rotary_dim and base
+        pf_exact = float(rope_frequency(pid - 1))
+        pid_here = 1 + (pid - 1) * (rotary_dim / ROTARY_DIM) * (math.log(ROPE_BASE) / math.log(base))
+        ours_f = float(rope_frequency(m - 1, rotary_dim, base))
+        ratio = ours_f / pf_exact
+        half = (0.0 if not math.isfinite(h) else h) + 0.5 * rotary_dim / ROTARY_DIM
+        agree = "yes" if abs(m - pid_here) <= half else ("close" if 1 / close_factor <= ratio <= close_factor else "no")
         peaks = sorted(set(int(p) for p in g["peak_id"]))
-        rows.append({"task": task, "layer": int(layer), "paper_id": pid, "paper_freq": pf, "our_id": m,
+        rows.append({"task": task, "layer": int(layer), "paper_id": pid, "paper_freq": pf,
+                     "paper_id_here": pid_here, "our_id": m,
                      "our_id_ci": h, "our_freq": ours_f, "freq_ratio": ratio, "our_peak_id": "/".join(map(str, peaks)),
                      "seeds": len(g), "agree": agree})
     out = pd.DataFrame(rows)
@@ -187,7 +199,8 @@ def snapshot_steps(eval_table: pd.DataFrame, early_fraction: float = 0.1) -> dic
     """A few checkpoints that summarise a run: early, first step with accuracy >= 0.5, best accuracy, last.
 
     ``eval_table`` has step, hop, accuracy (one run, or several: the median step over runs is taken and
-    snapped to a checkpoint that every run has).  Returns {label: step} in training order, without duplicates.
+    snapped to a checkpoint that every run has; "accuracy 0.5" is left out if no run reaches it).  Returns
+    {label: step} in training order, without duplicate steps.
     """
     e = eval_table[eval_table["hop"].astype(str) == "all"]
     keys = _group_cols(e)
@@ -201,20 +214,21 @@ def snapshot_steps(eval_table: pd.DataFrame, early_fraction: float = 0.1) -> dic
     def first_at(g, thr):
         g = g.sort_values("step")
         hit = g[g["accuracy"] >= thr]
-        return int(hit["step"].iloc[0]) if len(hit) else int(g["step"].iloc[-1])
+        return int(hit["step"].iloc[0]) if len(hit) else None
 
     def best(g):
         return int(g.sort_values("step").loc[lambda d: d["accuracy"] == d["accuracy"].max(), "step"].iloc[0])
 
-    cand = {"early": snap(early_fraction * last),
-            "accuracy 0.5": snap(float(np.median([first_at(g, 0.5) for g in groups]))),
-            "best accuracy": snap(float(np.median([best(g) for g in groups]))),
-            "final": last}
+    cand = {"final": last, "early": snap(early_fraction * last)}
+    half = [s for s in (first_at(g, 0.5) for g in groups) if s is not None]
+    if half:  # runs that never reach 0.5 have no such step
+        cand["accuracy 0.5"] = snap(float(np.median(half)))
+    cand["best accuracy"] = snap(float(np.median([best(g) for g in groups])))
     out: dict[str, int] = {}
-    for label, s in sorted(cand.items(), key=lambda kv: kv[1]):
+    for label, s in cand.items():  # on a tie the label listed first wins
         if s not in out.values():
             out[label] = s
-    return out
+    return dict(sorted(out.items(), key=lambda kv: kv[1]))
 
 
 def pos_sym_by_frequency(freq_scores: pd.DataFrame, steps: Sequence[int], head: int = 0) -> pd.DataFrame:
@@ -231,11 +245,13 @@ def pos_sym_by_frequency(freq_scores: pd.DataFrame, steps: Sequence[int], head: 
     return out
 
 
-def frequency_roles(freq_scores: pd.DataFrame, step: int | None = None, threshold: float = 0.25,
+def frequency_roles(freq_scores: pd.DataFrame, step: int | None = None, threshold: float = 0.05,
                     head: int = 0) -> pd.DataFrame:
     """Which frequencies do positional and which symbolic work, per task and layer (mean over runs).
 
     A frequency is *positional* where pos - sym > ``threshold``, *symbolic* where sym - pos > ``threshold``.
+    (A single frequency's logits are small, so its 2-D head is close to uniform and both of its scores are
+    close to 1: the differences are small, hence the low default threshold.)
     Columns: task, layer, positional (ID range text), symbolic (ID range text), n_pos, n_sym, and the
     max-logit share of each group (``pos_share``, ``sym_share``: their part of the layer's positive max logit).
     """
@@ -254,7 +270,11 @@ def frequency_roles(freq_scores: pd.DataFrame, step: int | None = None, threshol
         rows.append({**dict(zip(keys + ["layer"], key)), "positional": _ranges(ids[P]), "symbolic": _ranges(ids[S]),
                      "n_pos": int(P.sum()), "n_sym": int(S.sum()), "pos_share": float(u[P].sum() / tot),
                      "sym_share": float(u[S].sum() / tot)})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if "task" in out.columns:
+        out = out.sort_values(["task", "layer"], key=lambda c: c.map({"number": 0, "letter": 1}) if c.name == "task"
+                              else c, kind="stable").reset_index(drop=True)
+    return out
 
 
 def _ranges(ids: Iterable[int]) -> str:
@@ -276,21 +296,24 @@ def _ranges(ids: Iterable[int]) -> str:
 # -----------------------------------------------------------------------------------------------
 # theory tables
 
-def construction_checks(n_samples: int, lengths: Sequence[int] = (17, 64, 256), seed: int = 0) -> pd.DataFrame:
+def construction_checks(n_samples: int, lengths: Sequence[int] = (17, 64, 256), seed: int = 0,
+                        n_all: int | None = None) -> pd.DataFrame:
     """Theorem 3.1 on random valid task inputs: the fraction of checks passed by each construction.
 
-    Rows: kind (index/retrieval) x what (``argmax, last query``; ``argmax + output, every position``).
-    ``n_prompts`` = n_samples x len(lengths) prompts per row, fresh for every row (seeded).
+    Rows: kind (index/retrieval) x what (``arg-max, last query`` on ``n_samples`` prompts per length;
+    ``arg-max and output, every position`` on ``n_all`` prompts per length, default ``n_samples``).
+    ``n_prompts`` is the number of prompts of each row, fresh for every row (seeded).
     """
+    n_all = n_samples if n_all is None else n_all
     rows = []
     for i, kind in enumerate(("index", "retrieval")):
-        for j, (positions, output, what) in enumerate((("last", False, "arg-max, last query"),
-                                                         ("all", True, "arg-max and output, every position"))):
+        for j, (positions, output, what, n) in enumerate((("last", False, "arg-max, last query", n_samples),
+                                                            ("all", True, "arg-max and output, every position", n_all))):
             rng = np.random.default_rng([seed, i, j])
-            frac = theory.check_construction(kind, n_samples=n_samples, lengths=lengths, rng=rng,
+            frac = theory.check_construction(kind, n_samples=n, lengths=lengths, rng=rng,
                                              positions=positions, output=output)
             rows.append({"construction": kind, "check": what, "lengths": ", ".join(map(str, lengths)),
-                         "n_prompts": n_samples * len(lengths), "passed": frac})
+                         "n_prompts": n * len(lengths), "passed": frac})
     return pd.DataFrame(rows)
 
 
@@ -479,6 +502,31 @@ def plot_fig4a(vectors: pd.DataFrame, theta: float, ax=None):
     return ax
 
 
+def plot_retrieval_plane(theta: float = theory.RETRIEVAL_THETA, ax=None):
+    """The Retrieval head's plane: one key direction per left letter (multiples of omega = 2 pi / 8) and the
+    query of the token ``ac`` (which asks for the letter ``c``), from :func:`posym.theory.plane_vectors`."""
+    import matplotlib.pyplot as plt
+
+    from .plotting import COLORS
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.2, 4.2))
+    pv = theory.plane_vectors(theory.retrieval_head(theta))
+    tok = list(pv["tokens"])
+    t = np.linspace(0, 2 * np.pi, 200)
+    ax.plot(np.cos(t), np.sin(t), color=COLORS["neutral"], lw=0.6)
+    for letter in "abcdefgh":
+        k = pv["k"][tok.index(letter + "1")]
+        ax.annotate("", (k[0], k[1]), (0, 0), arrowprops=dict(arrowstyle="-|>", color=COLORS["neutral"], lw=1.2))
+        ax.text(1.13 * k[0], 1.13 * k[1], f"{letter}*", fontsize=8, ha="center", va="center")
+    q = pv["q"][tok.index("ac")]
+    ax.annotate("", (0.8 * q[0], 0.8 * q[1]), (0, 0), arrowprops=dict(arrowstyle="-|>", color=COLORS["symbolic"], lw=2))
+    ax.text(0.55 * q[0] + 0.12, 0.55 * q[1], "query ac", color=COLORS["symbolic"], fontsize=8)
+    ax.set_aspect("equal")
+    ax.set(xlim=(-1.35, 1.35), ylim=(-1.35, 1.35), xlabel="plane coordinate 1", ylabel="plane coordinate 2",
+           title="Retrieval head: keys by left letter")
+    return ax
+
+
 def plot_trained_geometry(geo: pd.DataFrame, ax=None, rotated: bool = False, max_points: int | None = None):
     """Fig. 4B: queries and keys of one layer on its dominant RoPE plane, coloured by position."""
     import matplotlib.pyplot as plt
@@ -504,7 +552,7 @@ def plot_trained_geometry(geo: pd.DataFrame, ax=None, rotated: bool = False, max
     ax.axvline(0, color="#999999", lw=0.5)
     ax.legend(loc="best", fontsize=8)
     freq = int(g["freq"].iloc[0])
-    ax.set(xlabel=f"pair {freq} coordinate 1", ylabel=f"pair {freq} coordinate 2",
+    ax.set(xlabel=f"plane ID {freq + 1}, coordinate 1", ylabel=f"plane ID {freq + 1}, coordinate 2",
            title=f"{'after' if rotated else 'before'} RoPE, frequency ID {freq + 1}")
     plt.colorbar(sc, ax=ax, label="position")
     return ax
@@ -513,23 +561,63 @@ def plot_trained_geometry(geo: pd.DataFrame, ax=None, rotated: bool = False, max
 def plot_discrepancy(table: pd.DataFrame, kind: str, ax=None, thetas: Sequence[float] | None = None,
                      show_best: bool = True):
     """Fig. 5A for one construction: exact worst-case margin (solid), Def. 3.1's maximum (thin), the printed
-    bound (dashed) and our proved bound (dotted), against n, for each theta."""
+    bound (dashed) and our proved bound (dotted), against n, for each theta.  Index is drawn on a log scale;
+    Retrieval on a symmetric-log scale, because its worst-case margin turns negative once n theta is too large."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     from .plotting import PALETTE
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 3.6))
     d = table[table["kind"] == kind]
     th_all = list(dict.fromkeys(d["theta"]))
+    handles = []
     for th, c in zip(thetas or th_all, PALETTE):
         g = d[d["theta"] == th]
-        ax.plot(g["n"], g["worst"], color=c, lw=1.6, label=f"theta={th:g}: worst input (exact)")
+        ax.plot(g["n"], g["worst"], color=c, lw=1.6)
         if show_best:
             ax.plot(g["n"], g["best"], color=c, lw=0.7, alpha=0.6)
         ax.plot(g["n"], g["paper_bound"], color=c, ls="--", lw=1.0)
         ax.plot(g["n"], g["proved_bound"], color=c, ls=":", lw=1.2)
-    ax.set(xlabel="sequence length n", ylabel="discrepancy (logit units)",
-           title=f"{kind.capitalize()} head")
-    ax.set_yscale("symlog", linthresh=1e-3)
-    ax.legend(fontsize=7, loc="lower left")
+        handles.append(Line2D([], [], color=c, lw=1.6, label=f"theta = {th:g}"))
+    grey = "#555555"
+    handles += [Line2D([], [], color=grey, lw=1.6, label="worst input (exact)"),
+                Line2D([], [], color=grey, lw=0.7, label="best input (exact)"),
+                Line2D([], [], color=grey, lw=1.0, ls="--", label="printed bound"),
+                Line2D([], [], color=grey, lw=1.2, ls=":", label="proved bound")]
+    ax.set(xlabel="sequence length n", ylabel="discrepancy (logit units)", title=f"{kind.capitalize()} head")
+    if kind == "index":
+        ax.set_yscale("log")
+        ax.set_ylim(max(1e-6, float(d["worst"][d["worst"] > 0].min()) / 3), 1.0)
+    else:
+        ax.set_yscale("symlog", linthresh=1e-2)
+    ax.legend(handles=handles, fontsize=7, loc="upper right" if kind == "index" else "lower left", ncol=2)
     return ax
+
+
+# -----------------------------------------------------------------------------------------------
+# small models for the smoke and teaching scales
+
+def train_models(scale: str, seed: int, root, tasks: Sequence[str] = ("number", "letter"), threads: int | None = 1,
+                 **overrides) -> dict:
+    """Train one model per task at ``scale`` (``TrainConfig.preset``) into ``root/<task>-s<seed>``.
+
+    Small models train fastest on one thread (and do not fight other processes for cores); the previous
+    torch thread count is restored afterwards.  Returns ``{task: run folder}``.
+    """
+    from pathlib import Path
+
+    import torch
+
+    from .train import TrainConfig, train
+
+    before = torch.get_num_threads()
+    out = {}
+    try:
+        for task in tasks:
+            cfg = TrainConfig.preset(scale, task=task, seed=seed, **overrides)
+            out[task] = Path(root) / f"{task}-s{seed}"
+            train(cfg, out[task], progress=False, threads=threads)
+    finally:
+        torch.set_num_threads(before)
+    return out
