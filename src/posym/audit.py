@@ -1228,7 +1228,11 @@ def shortcut_use(models, task: str, splits: Sequence[str] = EVAL_SPLITS, solvers
 
 def letter_conditions(v: dict) -> dict[str, np.ndarray]:
     """Letter task: per-prompt flags for the ways a prompt can break the generator's extra regularities
-    (all allowed by the task's rule). Used to break a model's accuracy on a variant down by cause."""
+    (all allowed by the task's rule). Used to break a model's accuracy on a variant down by cause.
+
+    In a valid prompt an off-chain instruction can start with a chain letter only if it sits after the
+    position where that letter is read (``chain_letter_left_of_offchain``): the rule looks only at earlier
+    tokens, but a lookup over the whole prompt then finds two tokens starting with that letter."""
     p = letter_parts(v["x"])
     n = len(v["x"])
     rows_ = np.arange(n)
@@ -1237,9 +1241,12 @@ def letter_conditions(v: dict) -> dict[str, np.ndarray]:
     off = ~onc[:, TARGET_WINDOW:QUERY_POS]
     A = p["tl"][rows_, v["answer_pos"]]
     il, ir = p["il"][:, :-1], p["ir"][:, :-1]
+    q, r0 = p["il"][:, -1], p["ir"][:, -1]
     return {
-        "query_left_is_answer_letter": p["il"][:, -1] == A,
-        "query_left_is_chain_letter": chain[rows_, p["il"][:, -1]],
+        "query_left_is_answer_letter": q == A,
+        "query_left_is_chain_letter": chain[rows_, q],
+        "query_left_is_own_right_letter": q == r0,   # the query starts with the letter it reads ("xx")
+        "query_left_is_other_chain_letter": chain[rows_, q] & (q != r0),
         "answer_letter_right_of_offchain": ((ir == A[:, None]) & off).any(1),
         "chain_letter_right_of_offchain": (np.take_along_axis(chain, ir, 1) & off).any(1),
         "answer_letter_left_of_offchain": ((il == A[:, None]) & off).any(1),
@@ -1425,7 +1432,7 @@ def run_audit(out: str | Path = AUDIT_DIR, seed: int = 0, n_train: int = DEFAULT
             "models": {t: [s for s, _ in load_models(t, model_root)] for t in TASK_NAMES},
             **(extra_info or {}),
             "wall_time_s": round(time.time() - t_start, 1), **pio.provenance(device)}
-    stale = [p.name for p in out.glob("*") if p.is_file() and p.name != "manifest.json" and p.name not in files]
+    stale = [p.name for p in out.glob("*") if p.is_file() and p.suffix in (".csv", ".parquet") and p.name not in files]
     for p in stale:
         (out / p).unlink()
     return pio.write_manifest(out, info, sorted(files))
