@@ -372,6 +372,20 @@ def test_train_runs_writes_loadable_runs(tmp_path):
     assert sorted(results.load_table(tmp_path, "scores", task="number")["step"].unique()) == [0, 1, 2, 4]
 
 
+def test_train_runs_in_parallel_processes_gives_the_same_runs(tmp_path):
+    from posym import results
+
+    kw = dict(tasks=("number", "letter"), seeds=(0,), n_prompts=8, steps=4, checkpoint_every=2, train_size=64,
+              eval_size=8, batch_size=8)
+    D.train_runs(tmp_path / "serial", "smoke", **kw)
+    dirs = D.train_runs(tmp_path / "parallel", "smoke", jobs=2, **kw)
+    assert [d.name for d in dirs] == ["number-s0", "letter-s0"]
+    for table in ("scores", "eval"):
+        a = results.load_table(tmp_path / "serial", table)
+        b = results.load_table(tmp_path / "parallel", table)
+        pd.testing.assert_frame_equal(a, b)
+
+
 def test_run_cache_is_under_the_build_folder():
     path = D.run_cache("teaching")
     assert path == REPO / "_build" / "runs" / "teaching"
