@@ -121,6 +121,7 @@ def main(argv=None):
         print(f"{len(jobs)} jobs ({len(jobs) - len(todo)} already done), {a.workers} worker(s) on {a.device}",
               flush=True)
 
+    prov = pio.provenance(a.device)  # at launch: the code that trains is the code checked out now
     t0 = time.time()
 
     def save(df: pd.DataFrame, i: int):
@@ -149,7 +150,7 @@ def main(argv=None):
             "device": a.device, "workers": a.workers, "threads_per_worker": a.threads,
             "wall_time_s": round(wall, 1), "resumed_jobs": len(jobs) - len(todo),
             "command": " ".join(["python", "scripts/canonical_sweep.py", *(argv if argv is not None else sys.argv[1:])]),
-            **pio.provenance(a.device)}
+            **prov}
     if info["git_commit"] == "unknown" and os.environ.get("POSYM_GIT_COMMIT"):
         # run on a copy of the tree without .git (e.g. a lent GPU machine): the caller names the commit
         info["git_commit"] = os.environ["POSYM_GIT_COMMIT"]

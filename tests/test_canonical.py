@@ -126,6 +126,8 @@ def test_head_uses_only_the_chosen_frequencies():
     cfgz = C.model_config("partial_induction", 3, C.Settings(d_model=16, zero_channel=True))
     assert [k for k, m in enumerate(cfgz.freq_mask) if m] == [3, 7]  # plus the slowest (near-zero) angle
     assert C.angles(C.Settings(d_model=16))[7] < 0.02
+    assert C.head_spec(C.HeadSpec(freqs=(3,)), 8, zero_channel=True).freqs == (3, 7)
+    assert C.head_spec(C.band(2, 5), 8).freqs == (2, 3, 4) and C.head_spec("2+4", 8).label == "2+4"
     nope = C.model_config("index", "nope", s)
     assert nope.rotary_dim == 0 and nope.freq_mask is None
     # the masked model's queries and keys really live in the chosen pair only
