@@ -1,0 +1,244 @@
+"""The teaching-scale search as a short appendix of the book (issue 11).
+
+``scripts/teaching_search.py`` trained every configuration of the search and wrote one row per run to
+``data/teaching/search.csv`` (schema in ``data/teaching/README.md``). This module only *reads* that table and
+summarises it for ``book/teaching.md``; it trains nothing, so the appendix is the same at every scale.
+
+The head classes are recomputed here from the per-layer scores stored in the table (``pos``/``sym``, three
+decimals), so the chapter can show them at any purity tolerance ``gamma``; at ``gamma = 0.1`` they agree with
+the table's own ``classes`` column (checked in ``tests/test_teaching_summary.py``).
+
+Vocabulary used below:
+
+* a run *has positional heads* when at least one layer's head is pure positional (class ``P``);
+* a run *passes the head criterion* (:func:`heads_ok`) when, for the Number task, its pure heads read
+  ``P…PS…S`` with at least two ``P`` and one ``S`` (mixed layers ignored), and for the Letter task when no head
+  is positional and at most one layer is not pure symbolic — the criteria of the search script;
+* the *hop capacity* of a run is the largest ``h`` such that every hop count ``1..h`` reaches the accuracy
+  threshold.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from .metrics import classify
+
+HOPS = (1, 2, 3, 4)
+HOP_COLS = tuple(f"val_acc_h{h}" for h in HOPS)
+CONFIG_COLS = ["n_layer", "d_model", "d_mlp", "dropout", "steps", "batch_size", "lr", "warmup_steps"]
+_LETTER = {"positional": "P", "symbolic": "S", "mixed": "m"}
+
+
+def search_path(root: str | Path | None = None) -> Path:
+    """``data/teaching/search.csv`` under ``root`` (default: :func:`posym.book.data_dir`)."""
+    if root is None:
+        from .book import data_dir
+
+        root = data_dir()
+    return Path(root) / "teaching" / "search.csv"
+
+
+def load_search(path: str | Path | None = None) -> pd.DataFrame:
+    """The committed search table, with ``preset`` as a string ('' or 'teaching') and boolean criteria."""
+    p = Path(path) if path is not None else search_path()
+    df = pd.read_csv(p)
+    df["preset"] = df["preset"].fillna("").astype(str)
+    for col in ("pass_acc", "pass_heads", "pass_heads_g20", "pass"):
+        if df[col].dtype != bool:
+            df[col] = df[col].astype(str).str.lower().map({"true": True, "false": False})
+    return df
+
+
+# -----------------------------------------------------------------------------
+# Criteria
+
+def layer_classes(pos: str, sym: str, gamma: float = 0.1) -> list[str]:
+    """Per-layer classes ``P``/``S``/``m`` from the space-separated scores of one run."""
+    ps = [float(v) for v in str(pos).split()]
+    ss = [float(v) for v in str(sym).split()]
+    if len(ps) != len(ss):
+        raise ValueError(f"pos and sym give {len(ps)} and {len(ss)} layers")
+    return [_LETTER[classify(p, s, gamma)] for p, s in zip(ps, ss)]
+
+
+def heads_ok(task: str, classes: list[str]) -> bool:
+    """The search's head criterion (see the module docstring)."""
+    if task == "number":
+        pure = "".join(c for c in classes if c != "m")
+        return re.fullmatch(r"P{2,}S+", pure) is not None
+    if task == "letter":
+        return classes.count("P") == 0 and classes.count("S") >= len(classes) - 1
+    raise ValueError(f"unknown task {task!r}")
+
+
+def hop_capacity(accuracies, threshold: float = 0.9) -> int:
+    """Largest ``h`` such that the accuracies of hop counts ``1..h`` all reach ``threshold`` (0 if hop 1 fails)."""
+    h = 0
+    for a in accuracies:
+        if a < threshold:
+            break
+        h += 1
+    return h
+
+
+def with_criteria(table: pd.DataFrame, gamma: float = 0.1, threshold: float = 0.9) -> pd.DataFrame:
+    """Add the criteria at tolerance ``gamma`` and accuracy ``threshold``.
+
+    New columns: ``heads`` (classes, layer 0 first), ``n_P``/``n_S``, ``has_positional``, ``accurate`` (every hop
+    ≥ threshold), ``heads_pass``, ``passes`` (both) and ``hop_capacity``.
+    """
+    t = table.copy()
+    cls = [layer_classes(p, s, gamma) for p, s in zip(t["pos"], t["sym"])]
+    t["heads"] = [" ".join(c) for c in cls]
+    t["n_P"] = [c.count("P") for c in cls]
+    t["n_S"] = [c.count("S") for c in cls]
+    t["has_positional"] = t["n_P"] > 0
+    t["accurate"] = t[list(HOP_COLS)].min(axis=1) >= threshold
+    t["heads_pass"] = [heads_ok(task, c) for task, c in zip(t["task"], cls)]
+    t["passes"] = t["accurate"] & t["heads_pass"]
+    t["hop_capacity"] = [hop_capacity(r, threshold) for r in t[list(HOP_COLS)].to_numpy()]
+    return t
+
+
+# -----------------------------------------------------------------------------
+# Summaries shown in the appendix
+
+def where_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """Runs per stage and place of training (``cuda-device``: the lent GPU; ``cpu-here``: the 2-core machine)."""
+    out = table.groupby(["stage", "where"]).agg(runs=("seed", "size"),
+                                                 tasks=("task", lambda s: ", ".join(sorted(set(s)))))
+    return out.reset_index()
+
+
+def depth_table(table: pd.DataFrame, steps: int = 3000, batch_size: int = 128, lr: float = 0.002,
+                dropout: float = 0.1, seed: int = 0) -> pd.DataFrame:
+    """Per-hop accuracy against depth (and width) at one recipe, seed ``seed``: one row per task × layers × d.
+
+    Needs :func:`with_criteria` columns (``hop_capacity``, ``heads``)."""
+    m = ((table["steps"] == steps) & (table["batch_size"] == batch_size) & (table["lr"] == lr)
+         & (table["dropout"] == dropout) & (table["seed"] == seed))
+    t = table[m].drop_duplicates(["task", "n_layer", "d_model"])
+    cols = ["task", "n_layer", "d_model", *HOP_COLS, "hop_capacity", "heads"]
+    return t[cols].sort_values(["task", "d_model", "n_layer"]).reset_index(drop=True)
+
+
+def accuracy_grid(table: pd.DataFrame, task: str, n_layer: int = 6, batch_size: int = 128,
+                  dropout: float = 0.1, seed: int = 0) -> pd.DataFrame:
+    """Worst per-hop accuracy of seed ``seed`` at depth ``n_layer``: rows (d_model, steps), columns lr."""
+    m = ((table["task"] == task) & (table["n_layer"] == n_layer) & (table["batch_size"] == batch_size)
+         & (table["dropout"] == dropout) & (table["seed"] == seed))
+    t = table[m].drop_duplicates(["d_model", "steps", "lr"])
+    return t.pivot_table(index=["d_model", "steps"], columns="lr", values="val_acc_min_hop", aggfunc="first")
+
+
+def positional_by_recipe(table: pd.DataFrame, task: str = "number") -> pd.DataFrame:
+    """For each recipe (layers, d, dropout, steps, batch, lr): runs, accurate runs, runs with a pure positional
+    head, runs passing the head criterion. Needs :func:`with_criteria` columns."""
+    t = table[table["task"] == task]
+    keys = ["n_layer", "d_model", "dropout", "steps", "batch_size", "lr"]
+    out = t.groupby(keys).agg(runs=("seed", "size"), accurate=("accurate", "sum"),
+                              with_positional=("has_positional", "sum"), heads_pass=("heads_pass", "sum"))
+    return out.reset_index().astype({c: int for c in ("runs", "accurate", "with_positional", "heads_pass")})
+
+
+def positional_by_factor(table: pd.DataFrame, task: str = "number") -> pd.DataFrame:
+    """Runs with a pure positional head, split by one factor of the recipe at a time (all runs of ``task``).
+
+    Long table: factor, value, runs, with_positional, share."""
+    t = table[table["task"] == task]
+    rows = []
+    for factor in ("n_layer", "d_model", "steps", "lr", "dropout", "batch_size"):
+        for value, g in t.groupby(factor):
+            rows.append({"factor": factor, "value": value, "runs": len(g),
+                         "with_positional": int(g["has_positional"].sum()),
+                         "share": float(g["has_positional"].mean())})
+    return pd.DataFrame(rows)
+
+
+def positional_envelope(table: pd.DataFrame, task: str = "number") -> dict:
+    """The smallest and largest values of each recipe factor among the runs with a pure positional head, and
+    how many runs lie outside that envelope (all of them without one)."""
+    t = table[table["task"] == task]
+    hit = t[t["has_positional"]]
+    env = {}
+    if len(hit):
+        for f in ("n_layer", "d_model", "steps", "lr", "dropout", "batch_size"):
+            env[f] = (hit[f].min(), hit[f].max())
+    inside = pd.Series(True, index=t.index)
+    for f, (lo, hi) in env.items():
+        inside &= t[f].between(lo, hi)
+    return {"envelope": env, "runs": len(t), "with_positional": len(hit), "inside": int(inside.sum()),
+            "outside_with_positional": int((~inside & t["has_positional"]).sum())}
+
+
+def is_preset(table: pd.DataFrame) -> pd.Series:
+    """True for the rows trained with exactly ``TrainConfig.teaching(task, seed)`` (same config hash)."""
+    from .train import TrainConfig
+
+    return pd.Series([h == TrainConfig.teaching(task=t, seed=int(s)).hash()
+                      for h, t, s in zip(table["config_hash"], table["task"], table["seed"])], index=table.index)
+
+
+def seed_robustness(table: pd.DataFrame) -> pd.DataFrame:
+    """The chosen configuration, every run: task, seed, where, accuracy, classes and the criteria.
+    Needs :func:`with_criteria` columns."""
+    t = table[is_preset(table)]
+    cols = ["task", "seed", "where", "val_acc", "val_acc_min_hop", "accurate", "heads", "has_positional",
+            "heads_pass", "passes"]
+    return t[cols].sort_values(["task", "where", "seed"]).reset_index(drop=True)
+
+
+def seed_tally(robust: pd.DataFrame, where: str = "cuda-device") -> pd.DataFrame:
+    """Per task, among the chosen configuration's runs made ``where`` (one per seed): seeds run, accurate and
+    passing seeds, against the issue's target of 4 of 5."""
+    rows = []
+    for task, g in robust[robust["where"] == where].groupby("task", sort=False):
+        g = g.drop_duplicates("seed")
+        rows.append({"task": task, "where": where, "seeds": " ".join(str(s) for s in sorted(g["seed"])),
+                     "seeds_run": len(g), "accurate": int(g["accurate"].sum()),
+                     "passing": int(g["passes"].sum()), "target": "4 of 5",
+                     "target_met": bool(len(g) >= 5 and g["passes"].sum() >= 4)})
+    return pd.DataFrame(rows)
+
+
+def chosen_cost(table: pd.DataFrame, speedup_2t: float = 1.5) -> pd.DataFrame:
+    """The chosen configuration's runs timed on the 2-core machine (``cpu-here``): one-thread CPU seconds, the
+    wall seconds on the loaded machine, the load, and the estimated wall time on an idle 2-core laptop
+    (CPU seconds / ``speedup_2t``, an assumed 2-thread speed-up)."""
+    t = table[is_preset(table) & (table["where"] == "cpu-here")]
+    out = t[["task", "seed", "steps", "cpu_seconds", "wall_seconds", "load_start", "load_end"]].copy()
+    out["est_wall_2core_min"] = out["cpu_seconds"] / speedup_2t / 60
+    out["cpu_min"] = out["cpu_seconds"] / 60
+    out["wall_min"] = out["wall_seconds"] / 60
+    return out.reset_index(drop=True)
+
+
+def class_matrix(table: pd.DataFrame, order: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Per-run head classes as integers for a heat map (rows: runs, columns: layers 0..L-1; -1 = no layer).
+
+    Codes: 0 = positional, 1 = mixed, 2 = symbolic. Returns (matrix, row labels)."""
+    code = {"P": 0, "m": 1, "S": 2}
+    t = table if order is None else table.loc[order]
+    width = int(t["n_layer"].max())
+    rows = [[code[c] for c in h.split()] + [-1] * (width - len(h.split())) for h in t["heads"]]
+    labels = [f"{r.task[0].upper()} L{r.n_layer} d{r.d_model} {r.steps} st lr {r.lr:g}"
+              f"{' no-drop' if r.dropout == 0 else ''}{' b' + str(r.batch_size) if r.batch_size != 128 else ''}"
+              f" s{r.seed}{' cpu' if r.where == 'cpu-here' else ''}" for r in t.itertuples()]
+    return pd.DataFrame(rows, index=t.index, columns=range(width)), labels
+
+
+def layer_scores(table: pd.DataFrame) -> pd.DataFrame:
+    """Long table of the per-layer scores of every run: run (the table's index), task, layer, pos, sym, entropy,
+    class. Needs :func:`with_criteria` columns."""
+    rows = []
+    for idx, r in table.iterrows():
+        pos, sym, cls = str(r["pos"]).split(), str(r["sym"]).split(), r["heads"].split()
+        ent = str(r["entropy"]).split() if isinstance(r.get("entropy"), str) else [None] * len(pos)
+        for layer, (p, s, e, c) in enumerate(zip(pos, sym, ent, cls)):
+            rows.append({"run": idx, "task": r["task"], "layer": layer, "pos": float(p), "sym": float(s),
+                         "entropy": float(e) if e is not None else float("nan"), "class": c,
+                         "has_positional": bool(r["has_positional"]), "accurate": bool(r["accurate"])})
+    return pd.DataFrame(rows)

@@ -1,0 +1,155 @@
+"""posym.teaching: the summaries of the teaching-scale search shown in book/teaching.md.
+
+Hand-built rows check each helper; the committed table checks that the classes and criteria recomputed from the
+stored scores agree with the ones the search script wrote.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from posym import teaching as T
+
+SEARCH = Path(__file__).resolve().parents[1] / "data" / "teaching" / "search.csv"
+
+
+def row(task="number", n_layer=3, d_model=64, steps=3000, lr=0.002, dropout=0.1, batch_size=128, seed=0,
+        where="cuda-device", pos="0.5 0.97 0.02", sym="0.5 0.03 0.99", accs=(1.0, 1.0, 1.0, 1.0), **kw):
+    r = {"task": task, "n_layer": n_layer, "d_model": d_model, "d_mlp": 4 * d_model, "steps": steps, "lr": lr,
+         "dropout": dropout, "batch_size": batch_size, "warmup_steps": 200, "seed": seed, "where": where,
+         "pos": pos, "sym": sym, "entropy": np.nan, "config_hash": "x", "preset": "", "stage": "s",
+         **{f"val_acc_h{h}": a for h, a in zip(T.HOPS, accs)}}
+    r["val_acc_min_hop"] = min(accs)
+    r["val_acc"] = float(np.mean(accs))
+    r.update(kw)
+    return r
+
+
+def test_layer_classes_thresholds():
+    assert T.layer_classes("0.95 0.1 0.5", "0.05 0.9 0.5", 0.1) == ["P", "S", "m"]
+    assert T.layer_classes("0.85", "0.15", 0.1) == ["m"]
+    assert T.layer_classes("0.85", "0.15", 0.2) == ["P"]
+    with pytest.raises(ValueError):
+        T.layer_classes("0.1 0.2", "0.3", 0.1)
+
+
+@pytest.mark.parametrize("task,classes,ok", [
+    ("number", "m P P m m S", True), ("number", "P S", False), ("number", "P P S P", False),
+    ("number", "m m m m S S", False), ("number", "P P m", False),
+    ("letter", "S S S S S S", True), ("letter", "m S S S", True), ("letter", "m m S S", False),
+    ("letter", "S S S P", False)])
+def test_heads_ok(task, classes, ok):
+    assert T.heads_ok(task, classes.split()) is ok
+
+
+def test_hop_capacity():
+    assert T.hop_capacity([1.0, 0.97, 0.35, 0.99]) == 2
+    assert T.hop_capacity([0.95, 0.95, 0.95, 0.95]) == 4
+    assert T.hop_capacity([0.5, 1.0, 1.0, 1.0]) == 0
+    assert T.hop_capacity([1.0, 0.95], threshold=0.96) == 1
+
+
+def test_with_criteria_on_hand_built_rows():
+    t = T.with_criteria(pd.DataFrame([
+        row(),                                                        # m P S: one P only -> fails Number rule
+        row(n_layer=4, pos="0.2 0.97 0.98 0.02", sym="0.6 0.03 0.02 0.99"),  # m P P S
+        row(n_layer=2, pos="0.3 0.3", sym="0.6 0.6", accs=(1.0, 0.97, 0.4, 0.4)),
+    ]))
+    assert t["heads"].tolist() == ["m P S", "m P P S", "m m"]
+    assert t["has_positional"].tolist() == [True, True, False]
+    assert t["heads_pass"].tolist() == [False, True, False]
+    assert t["accurate"].tolist() == [True, True, False]
+    assert t["passes"].tolist() == [False, True, False]
+    assert t["hop_capacity"].tolist() == [4, 4, 2]
+
+
+def test_depth_table_and_grid_select_one_recipe():
+    rows = [row(n_layer=L, accs=(1, 1, a, a)) for L, a in ((2, 0.4), (3, 0.95), (4, 1.0))]
+    rows.append(row(n_layer=4, lr=0.003, accs=(0.1, 0.1, 0.1, 0.1)))   # another recipe: left out
+    rows.append(row(n_layer=4, seed=1, accs=(0.1, 0.1, 0.1, 0.1)))     # another seed: left out
+    t = T.with_criteria(pd.DataFrame(rows))
+    d = T.depth_table(t)
+    assert d["n_layer"].tolist() == [2, 3, 4] and d["hop_capacity"].tolist() == [2, 4, 4]
+    g = T.accuracy_grid(T.with_criteria(pd.DataFrame([row(n_layer=6, lr=lr, steps=s, accs=(a,) * 4)
+                                                      for lr, s, a in ((0.001, 1500, 0.3), (0.002, 1500, 0.9),
+                                                                       (0.001, 3000, 1.0))])), "number")
+    assert g.loc[(64, 1500), 0.001] == 0.3 and g.loc[(64, 3000), 0.001] == 1.0
+    assert np.isnan(g.loc[(64, 3000), 0.002])
+
+
+def test_positional_factor_and_envelope():
+    rows = [row(steps=3000, d_model=48, pos="0.2 0.97 0.99", sym="0.7 0.01 0.02"),
+            row(steps=3000, d_model=64, pos="0.2 0.97 0.02", sym="0.7 0.01 0.99"),
+            row(steps=1500, d_model=64, pos="0.3 0.3 0.02", sym="0.6 0.6 0.99"),
+            row(steps=4000, d_model=48, pos="0.3 0.3 0.02", sym="0.6 0.6 0.99"),
+            row(task="letter", steps=1500, pos="0.97 0.97 0.97", sym="0 0 0")]  # other task: ignored
+    t = T.with_criteria(pd.DataFrame(rows))
+    f = T.positional_by_factor(t).set_index(["factor", "value"])
+    assert f.loc[("steps", 3000), "with_positional"] == 2 and f.loc[("steps", 1500), "runs"] == 1
+    assert f.loc[("d_model", 48), "share"] == 0.5
+    env = T.positional_envelope(t)
+    assert env["envelope"]["steps"] == (3000, 3000) and env["envelope"]["d_model"] == (48, 64)
+    assert env["runs"] == 4 and env["with_positional"] == 2 and env["inside"] == 2
+    assert env["outside_with_positional"] == 0
+    r = T.positional_by_recipe(t)
+    assert r["runs"].sum() == 4 and r["with_positional"].sum() == 2
+
+
+def test_seed_tally_counts_one_run_per_seed_and_the_target():
+    rob = pd.DataFrame([{"task": "number", "seed": s, "where": w, "accurate": True, "passes": p}
+                        for s, w, p in ((0, "cuda-device", True), (1, "cuda-device", True), (2, "cuda-device", False),
+                                        (3, "cuda-device", False), (4, "cuda-device", False),
+                                        (0, "cpu-here", False))]
+                       + [{"task": "letter", "seed": 0, "where": "cuda-device", "accurate": True, "passes": True}])
+    tally = T.seed_tally(rob).set_index("task")
+    assert tally.loc["number", "seeds_run"] == 5 and tally.loc["number", "passing"] == 2
+    assert not tally.loc["number", "target_met"] and not tally.loc["letter", "target_met"]
+    assert tally.loc["letter", "seeds"] == "0"
+    cpu = T.seed_tally(rob, where="cpu-here").set_index("task")
+    assert cpu.loc["number", "passing"] == 0
+
+
+def test_class_matrix_codes_and_padding():
+    t = T.with_criteria(pd.DataFrame([row(), row(n_layer=2, pos="0.3 0.02", sym="0.6 0.99")]))
+    m, labels = T.class_matrix(t)
+    assert m.shape == (2, 3)
+    assert m.iloc[0].tolist() == [1, 0, 2] and m.iloc[1].tolist() == [1, 2, -1]
+    assert len(labels) == 2 and labels[0].startswith("N L3 d64")
+
+
+# -----------------------------------------------------------------------------
+# The committed table
+
+@pytest.fixture(scope="module")
+def committed():
+    if not SEARCH.exists():
+        pytest.skip("data/teaching/search.csv is not committed")
+    return T.load_search(SEARCH)
+
+
+def test_recomputed_classes_match_the_table(committed):
+    t = T.with_criteria(committed, gamma=0.1, threshold=0.9)
+    assert (t["heads"] == t["classes"]).all()
+    assert (t["heads_pass"] == t["pass_heads"]).all()
+    assert (t["accurate"] == t["pass_acc"]).all() and (t["passes"] == t["pass"]).all()
+    loose = T.with_criteria(committed, gamma=0.2)
+    assert (loose["heads"] == loose["classes_g20"]).all()
+    assert (loose["heads_pass"] == loose["pass_heads_g20"]).all()
+
+
+def test_preset_rows_are_the_labelled_ones(committed):
+    assert (T.is_preset(committed) == (committed["preset"] == "teaching")).all()
+    rob = T.seed_robustness(T.with_criteria(committed))
+    assert set(rob["task"]) == {"number", "letter"}
+    cost = T.chosen_cost(committed)
+    assert len(cost) >= 1 and (cost["cpu_seconds"] > 0).all()
+    assert np.allclose(cost["est_wall_2core_min"] * 60 * 1.5, cost["cpu_seconds"])
+
+
+def test_where_counts_cover_every_run(committed):
+    w = T.where_counts(committed)
+    assert w["runs"].sum() == len(committed)
+    assert set(w["where"]) <= {"cuda-device", "cpu-here"}
