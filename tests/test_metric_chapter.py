@@ -220,3 +220,48 @@ def test_committed_sweep_comparison():
     tab = mc.paper_comparison(pd.read_parquet(path)).set_index("claim")["agree"]
     assert not tab["Partial induction: a zero angle plus a moderate one solves it"]
     assert tab.drop("Partial induction: a zero angle plus a moderate one solves it").all()
+
+
+def test_select_sweep():
+    df = paper_like()
+    sel = mc.select_sweep(df, [2, "nope"], [10], seeds=[0], steps=10)
+    assert set(zip(sel["task"], sel["spec"])) == {("index", "2"), ("index", "nope"), ("retrieval", "2"),
+                                                  ("retrieval", "nope"), ("partial_induction", "10"),
+                                                  ("partial_induction", "10+31")}
+    with pytest.raises(ValueError, match="lacks index 4"):
+        mc.select_sweep(df, [4], [], seeds=[0])
+    with pytest.raises(ValueError, match="steps"):
+        mc.select_sweep(df, [2], [], seeds=[0], steps=600)
+    with pytest.raises(ValueError, match="seed"):
+        mc.select_sweep(df, [2], [], seeds=[0, 1])
+
+
+def test_decode_prompt():
+    b = C.generate("retrieval", 2, seed=0)
+    text, ans = mc.decode_prompt("retrieval", b.x[0], b.y[0])
+    words = text.split()
+    assert len(words) == 17 and words[-1].endswith("?")
+    hit = [w for w in words[:-1] if w[0] == words[-1][0]]
+    assert hit == [words[int(b.answer_pos[0])]] and hit[0][1:] == ans
+    b = C.generate("index", 1, seed=0)
+    text, ans = mc.decode_prompt("index", b.x[0], b.y[0])
+    words = text.split()
+    q = int(words[-1][2:])
+    assert words[len(words) - 1 - q] == ans
+    b = C.generate("partial_induction", 1, seed=0)
+    text, ans = mc.decode_prompt("partial_induction", b.x[0], b.y[0])
+    words = text.split()
+    last = max(i for i, w in enumerate(words[:-1]) if w[0] == words[-1][0])
+    assert words[last][1:] == ans
+    with pytest.raises(ValueError):
+        mc.decode_prompt("index", [0], 0, n_symbols=60)
+
+
+def test_difference_notes():
+    assert mc.difference_notes(paper_like()) == []
+    path = REPO / "data" / "canonical" / "sweep.parquet"
+    if path.is_file():
+        notes = mc.difference_notes(pd.read_parquet(path))
+        text = " ".join(notes)
+        assert "Partial induction is not solved" in text and "Aliasing at k=4" in text
+        assert "fastest frequency is not the best" in text

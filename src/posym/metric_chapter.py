@@ -380,3 +380,103 @@ def paper_comparison(df: pd.DataFrame, solved: float = 0.9, margin: float = 0.1,
             f"{n_ok} of {len(sol)} solving specs {kind} (s_pos {sol['s_pos'].min():.2f}-{sol['s_pos'].max():.2f}, "
             f"s_sym {sol['s_sym'].min():.2f}-{sol['s_sym'].max():.2f})", n_ok == len(sol))
     return pd.DataFrame(rows, columns=["claim", "paper", "ours", "agree"])
+
+
+def select_sweep(df: pd.DataFrame, freqs: Sequence, pi_freqs: Sequence, seeds: Sequence[int],
+                 steps: int | None = None, n_freqs: int = 32) -> pd.DataFrame:
+    """The rows of a stored sweep (e.g. ``data/canonical/sweep.parquet``) that a chapter asks for: Index and
+    Retrieval at ``freqs``, partial induction at ``pi_freqs`` with and without the zero channel (the latter where
+    it exists), the given ``seeds``.  Raises ValueError naming what is missing (a spec, seeds, or a
+    different number of training ``steps``)."""
+    want = [(task, C.head_spec(f, n_freqs).label, False) for task in ("index", "retrieval") for f in freqs]
+    for f in pi_freqs:
+        want.append(("partial_induction", C.head_spec(f, n_freqs).label, False))
+        hz = C.head_spec(f, n_freqs, zero_channel=True)
+        if not (hz.nope or hz.freqs == (n_freqs - 1,)):
+            want.append(("partial_induction", hz.label, True))
+    have = set(zip(df["task"], df["spec"], df["zero_channel"].astype(bool)))
+    missing = [w for w in want if w not in have]
+    if missing:
+        avail = sorted({s for _, s, _ in have}, key=lambda s: (s == "nope", len(s), s))
+        raise ValueError(f"the stored sweep lacks {', '.join(f'{t} {s}' + (' (zero channel)' if z else '') for t, s, z in missing)}; "
+                         f"it has the specs {', '.join(avail)}")
+    if steps is not None and not (df["steps"] == steps).all():
+        raise ValueError(f"the stored sweep was trained for {sorted(df['steps'].unique().tolist())} steps, not {steps}")
+    keys = pd.MultiIndex.from_tuples(want, names=["task", "spec", "zero_channel"])
+    idx = pd.MultiIndex.from_arrays([df["task"], df["spec"], df["zero_channel"].astype(bool)])
+    seeds = sorted(set(int(s) for s in seeds))
+    out = df[idx.isin(keys) & df["seed"].isin(seeds)]
+    got = out.groupby(["task", "spec", "zero_channel"])["seed"].nunique().reindex(keys, fill_value=0)
+    if (got < len(seeds)).any():
+        raise ValueError(f"the stored sweep lacks some of the seeds {seeds} (it has {sorted(df['seed'].unique().tolist())})")
+    return out.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading prompts and stating the differences
+# ---------------------------------------------------------------------------------------------
+_SYMBOLS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def decode_prompt(task: str, x, y, **params) -> tuple[str, str]:
+    """A readable form of one canonical prompt ``x`` (T,) and its answer ``y``.
+
+    Index: symbols as letters (``a``, ``b``, ...), the offset token as ``<-q`` (read ``q`` back from the query).
+    Retrieval / partial induction: a pair token as key letter + value digit (``c2``), the query as ``c?``, the
+    answer as the value digit.
+    """
+    p = C.task_params(task, **params)
+    x = [int(t) for t in x]
+    y = int(y)
+    if task == "index":
+        ns = p["n_symbols"]
+        if ns > len(_SYMBOLS):
+            raise ValueError(f"decode_prompt names at most {len(_SYMBOLS)} symbols, the task has {ns}")
+        words = [_SYMBOLS[t] if t < ns else f"<-{t - ns + 1}" for t in x]
+        return " ".join(words), _SYMBOLS[y]
+    nk, nv = p["n_keys"], p["n_values"]
+    if nk > len(_SYMBOLS):
+        raise ValueError(f"decode_prompt names at most {len(_SYMBOLS)} keys, the task has {nk}")
+
+    def word(t):
+        if t < nk * nv:
+            return f"{_SYMBOLS[t // nv]}{t % nv + 1}"
+        if t < nk * nv + nk:
+            return f"{_SYMBOLS[t - nk * nv]}?"
+        return str(t - nk * nv - nk + 1)
+
+    return " ".join(word(t) for t in x), word(y)
+
+
+def difference_notes(df: pd.DataFrame, solved: float = 0.9, margin: float = 0.1) -> list[str]:
+    """Sentences (Markdown) on where a sweep differs from Paper 1's account, with the numbers: partial induction
+    short of solved, Index ends hurt by aliasing (a period shorter than the number of offsets), and the fastest
+    frequency not being the best one for Index.  Empty when none applies."""
+    acc = accuracy_table(df)
+    shp = C.shape_summary(df)
+    notes = []
+    two = acc[(acc["task"] == "partial_induction") & acc["zero_channel"]]
+    one = acc[(acc["task"] == "partial_induction") & ~acc["zero_channel"]]
+    if len(two) and len(one):
+        b2, b1 = two.loc[two["acc"].idxmax()], one.loc[one["acc"].idxmax()]
+        if b2["acc"] < solved:
+            notes.append(f"**Partial induction is not solved.** The best two-angle head ({_fmt_spec(b2)}) reaches "
+                         f"{b2['acc']:.2f}, against {b1['acc']:.2f} for the best single angle ({_fmt_spec(b1)}): "
+                         f"two angles help by {b2['acc'] - b1['acc']:+.2f}, but stay below {solved:.2f}.")
+    ix = acc[acc["task"] == "index"]
+    if len(ix):
+        m = int(df.loc[df["task"] == "index", "distance"].max())  # offsets 1..m
+        for _, r in shp[(shp["task"] == "index") & (shp["freq"] >= 0)].iterrows():
+            period = 2 * np.pi / r["angle"]
+            if period < m and r["ends_minus_middle"] <= -margin:
+                notes.append(f"**Aliasing at {_fmt_spec(r)}.** Its period is {period:.1f} positions, shorter than the "
+                             f"{m} offsets an Index prompt can ask for, and its *ends* are worse: {r['ends']:.2f} "
+                             f"against {r['middle']:.2f} in the middle, the opposite of a U.")
+        rope = ix[ix["freq"] >= 0]
+        if len(rope) >= 2:
+            best, fastest = ix.loc[ix["acc"].idxmax()], rope.iloc[0]
+            if best["freq"] >= 0 and best["freq"] > fastest["freq"] and best["acc"] - fastest["acc"] >= 0.02:
+                notes.append(f"**The fastest frequency is not the best for Index.** {_fmt_spec(fastest)} "
+                             f"(period {2 * np.pi / fastest['angle']:.1f} positions) reaches {fastest['acc']:.2f}, "
+                             f"{_fmt_spec(best)} (period {2 * np.pi / best['angle']:.1f}) reaches {best['acc']:.2f}.")
+    return notes
