@@ -146,9 +146,18 @@ def test_key_layers_and_summaries(analysis):
     assert LG.key_layers(a, min_rate=0.0) == [0, 1]
     s = LG.margin_summary(a, [0, 1])
     assert list(s.length) == [17, 40, 80] and (s.n == 16).all()
-    per = a.groupby(["length", "prompt"]).margin.min()
-    assert s.kept.iloc[0] == pytest.approx((per.loc[17] > 0).mean())
-    assert s.guaranteed.iloc[0] == pytest.approx((per.loc[17] >= math.log(16)).mean())
+    # a prompt is judged on the key layers whose arg-max was on a target at the base length (17)
+    base = a[a.length == 17].set_index(["prompt", "layer"]).margin > 0
+    assert s.kept.iloc[0] == pytest.approx(base.groupby("prompt").any().mean())
+    for i, L in enumerate((17, 40, 80)):
+        m = a[a.length == L].set_index(["prompt", "layer"]).margin
+        kept, guar = [], []
+        for p in range(16):
+            layers = [l for l in (0, 1) if base[(p, l)]] or [0, 1]
+            kept.append(all(m[(p, l)] > 0 for l in layers))
+            guar.append(all(m[(p, l)] >= math.log(L - 1) for l in layers))
+        assert s.kept.iloc[i] == pytest.approx(np.mean(kept))
+        assert s.guaranteed.iloc[i] == pytest.approx(np.mean(guar))
     assert (s.guaranteed <= s.kept).all()
     lt = LG.logit_terms(a, [0])
     assert len(lt) == 3

@@ -26,7 +26,7 @@ register(ChapterSpec(
         "n_margin": Param(int, {"smoke": 32, "teaching": 64, "paper": 40},
                           "prompts per length for the key heads' margins on long prompts (a multiple of 4)",
                           min=4, max=2000),
-        "margin_max_length": Param(int, {"smoke": 200, "teaching": 1000, "paper": 1000},
+        "margin_max_length": Param(int, {"smoke": 200, "teaching": 1000, "paper": 1500},
                                    "longest prompt of the margin analysis (tokens)", min=25, max=5000),
         "n_static": Param(int, {"smoke": 64, "teaching": 200, "paper": 200},
                           "17-token prompts for the margins predicted without long prompts (a multiple of 4)",
