@@ -66,7 +66,8 @@ def toy_rope_logits(q, keys, angles, spread: float = 1.0, angle_scale: float = 1
     ``(2f, 2f+1)`` rotates by ``angles[f]`` per position).  The query sits at ``T - 1``, so a key at ``a`` is
     ``T - 1 - a`` positions back and ``M[a, b] = sharpness * q . rot((T-1-a) * angle_scale * angles) keys[b]``.
 
-    ``spread`` shrinks the keys towards their mean (0: every key equal, a **positional** head);
+    ``spread`` shrinks the keys towards one common key, the direction of their mean with their RMS norm (0: every
+    key equal, a **positional** head as sharp as the original);
     ``angle_scale`` shrinks the angles (0: no rotation, a **symbolic** head); both 0 give a constant ``M``.
     """
     q = torch.as_tensor(q, dtype=torch.float64)
@@ -76,7 +77,10 @@ def toy_rope_logits(q, keys, angles, spread: float = 1.0, angle_scale: float = 1
     if q.shape != (d,) or d % 2 or g.shape != (d // 2,):
         raise ValueError(f"need q (d,), keys (T, d) and angles (d/2,) with d even; got {tuple(q.shape)}, "
                          f"{tuple(keys.shape)}, {tuple(g.shape)}")
-    keys = keys.mean(0) + spread * (keys - keys.mean(0))
+    # the common key: the mean key's direction with the keys' RMS norm (so the logits keep their scale)
+    kbar = keys.mean(0)
+    kbar = kbar * keys.norm(dim=1).pow(2).mean().sqrt() / kbar.norm().clamp_min(1e-300)
+    keys = kbar + spread * (keys - kbar)
     qc = torch.complex(q[0::2], q[1::2])  # (F,)
     kc = torch.complex(keys[:, 0::2], keys[:, 1::2])  # (T, F)
     rel = (T - 1 - torch.arange(T, dtype=torch.float64))[:, None] * g[None, :]  # (T_a, F)
@@ -480,3 +484,23 @@ def difference_notes(df: pd.DataFrame, solved: float = 0.9, margin: float = 0.1)
                              f"(period {2 * np.pi / fastest['angle']:.1f} positions) reaches {fastest['acc']:.2f}, "
                              f"{_fmt_spec(best)} (period {2 * np.pi / best['angle']:.1f}) reaches {best['acc']:.2f}.")
     return notes
+
+
+def curve_picks(df: pd.DataFrame, task: str, zero_channel: bool = False, k: int = 4) -> list[str]:
+    """Up to ``k`` spec labels of ``task`` worth drawing as accuracy-vs-position curves: the most accurate head,
+    the one with the strongest U, the one with the strongest inverse U, then the fastest and the slowest/NoPE;
+    returned from the fastest frequency to NoPE."""
+    acc = accuracy_table(df)
+    acc = acc[(acc["task"] == task) & (acc["zero_channel"] == zero_channel)].reset_index(drop=True)
+    if not len(acc):
+        return []
+    shp = C.shape_summary(df)
+    shp = shp[(shp["task"] == task) & (shp["zero_channel"] == zero_channel)]
+    order = [acc.loc[acc["acc"].idxmax(), "spec"],
+             shp.loc[shp["ends_minus_middle"].idxmax(), "spec"], shp.loc[shp["ends_minus_middle"].idxmin(), "spec"],
+             acc["spec"].iloc[0], acc["spec"].iloc[-1]]
+    picked = []
+    for s in order:
+        if s not in picked and len(picked) < k:
+            picked.append(s)
+    return [s for s in acc["spec"] if s in picked]
