@@ -187,6 +187,9 @@ class LanguageModel:
 
 
 def _quiet_transformers():
+    import warnings
+
+    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto in a kernel without widgets
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
@@ -204,18 +207,27 @@ def load(name: str = "smollm2", cache: bool = True) -> LanguageModel:
     src = model_source(name)
     path = gguf_path(name)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _quiet_transformers()
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _quiet_transformers()
     kw = dict(attn_implementation="eager", dtype=torch.float32)
     folder = cache_root() / _cache_key(name, path) if cache else None
     if folder is not None and (folder / "complete").is_file():
         tok = AutoTokenizer.from_pretrained(str(folder))
         model = AutoModelForCausalLM.from_pretrained(str(folder), **kw)
     else:
-        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, **kw)
+        # the GGUF loader draws its own tqdm bar; TQDM_DISABLE silences it (notebook outputs stay clean)
+        old = os.environ.get("TQDM_DISABLE")
+        os.environ["TQDM_DISABLE"] = "1"
+        try:
+            tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, **kw)
+        finally:
+            if old is None:
+                os.environ.pop("TQDM_DISABLE", None)
+            else:
+                os.environ["TQDM_DISABLE"] = old
         if folder is not None:
             _write_cache(folder, model, tok)
     model.eval()
@@ -380,6 +392,16 @@ def content_position_logits(lm: LanguageModel, q: torch.Tensor, k: torch.Tensor,
     return (M, (cr, ci, cos, sin)) if per_frequency else M
 
 
+def attention_rows(lm: LanguageModel, qk: list, layers: Sequence[int] | None = None) -> list[torch.Tensor]:
+    """The last query's attention (N, H, T) per layer, from :func:`capture_qk`'s output for ``layers``."""
+    layers = list(range(lm.n_layers)) if layers is None else list(layers)
+    out = []
+    for l, (q, k) in zip(layers, qk):
+        M = content_position_logits(lm, q, k, l)
+        out.append(torch.softmax(torch.diagonal(M, dim1=-2, dim2=-1), -1))
+    return out
+
+
 def swap_pairs(T: int, skip: int = 1) -> torch.Tensor:
     """Swaps (i, j), i < j, among positions ``skip .. T-2`` (the query T-1 is never swapped).
 
@@ -394,13 +416,14 @@ def swap_pairs(T: int, skip: int = 1) -> torch.Tensor:
 @torch.no_grad()
 def score_prompts(lm: LanguageModel, input_ids: torch.Tensor, *, tau: float = TAU, skip: int = 1,
                   per_frequency: bool = False, layers: Sequence[int] | None = None,
-                  batch_size: int = 32) -> list[LayerScores]:
+                  batch_size: int = 32, qk: list | None = None) -> list[LayerScores]:
     """Positional and symbolic scores of every head of every layer (list over layers of
     :class:`posym.metrics.LayerScores`, per prompt), on prompts of equal token length ``input_ids`` (N, T).
 
     Single-token swaps among positions ``skip .. T-2`` (see :func:`swap_pairs`), swap weights with
     temperature ``tau`` as in the papers.  ``per_frequency`` adds the scores of each RoPE frequency as a
-    two-dimensional head of its own.
+    two-dimensional head of its own.  ``qk``: the output of :func:`capture_qk` for these prompts and layers, if
+    already computed (the model is then not run again).
     """
     input_ids = torch.as_tensor(input_ids)
     if input_ids.dim() != 2:
@@ -409,9 +432,12 @@ def score_prompts(lm: LanguageModel, input_ids: torch.Tensor, *, tau: float = TA
     T = input_ids.shape[1]
     pairs = swap_pairs(T, skip)
     chunks: list[list[LayerScores]] = [[] for _ in layers]
-    for s in range(0, len(input_ids), batch_size):
-        qk = capture_qk(lm, input_ids[s:s + batch_size], layers)
-        for li, (l, (q, k)) in enumerate(zip(layers, qk)):
+    if qk is not None and (len(qk) != len(layers) or qk[0][0].shape[0] != len(input_ids)):
+        raise ValueError("qk must hold one (q, k) pair per scored layer, for all the prompts")
+    step = len(input_ids) if qk is not None else batch_size
+    for s in range(0, len(input_ids), step):
+        got = qk if qk is not None else capture_qk(lm, input_ids[s:s + batch_size], layers)
+        for li, (l, (q, k)) in enumerate(zip(layers, got)):
             M, (cr, ci, cos, sin) = content_position_logits(lm, q, k, l, per_frequency=True)
             D, Dp_i, Dp_j = metrics.rows_from_matrix(M, pairs)
             pos, sym = metrics.swap_scores(D, Dp_i, Dp_j, pairs, tau)
@@ -450,7 +476,86 @@ def frequency_table(lm: LanguageModel, scores: list[LayerScores], layers: Sequen
     return df
 
 
-def layer_profile(table: pd.DataFrame, split: int | None = None) -> pd.DataFrame:
+@torch.no_grad()
+def head_frequency_table(lm: LanguageModel, input_ids: torch.Tensor, heads: Sequence[tuple[int, int]], *,
+                         tau: float = TAU, skip: int = 1, qk: list | None = None, **keys) -> pd.DataFrame:
+    """Per-frequency scores of a few ``(layer, head)`` pairs only (cheaper than all heads): one row per head and
+    frequency, with the columns of :func:`frequency_table`.  ``qk``: :func:`capture_qk` of all layers, if known."""
+    input_ids = torch.as_tensor(input_ids)
+    T = input_ids.shape[1]
+    pairs = swap_pairs(T, skip)
+    layers = sorted({l for l, _ in heads})
+    if qk is not None:
+        qk = {l: qk[l] for l in layers}
+    else:
+        qk = dict(zip(layers, capture_qk(lm, input_ids, layers)))
+    frames = []
+    for l, h in heads:
+        q, k = qk[l]
+        _, (cr, ci, cos, sin) = content_position_logits(lm, q[:, [h]], k[:, [h]], l, per_frequency=True)
+        fp, fs, fm = metrics.frequency_scores(cr, ci, cos, sin, pairs, tau)
+        angles = rope_parameters(lm, l).angles.numpy()
+        frames.append(pd.DataFrame({**keys, "layer": l, "head": h, "freq": np.arange(len(angles)),
+                                    "pos": fp[:, 0].mean(0).numpy(), "sym": fs[:, 0].mean(0).numpy(),
+                                    "maxlogit": fm[:, 0].mean(0).numpy(), "maxlogit_sd": fm[:, 0].std(0).numpy(),
+                                    "angle": angles, "period": 2 * np.pi / angles}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def id_ranges(ids: Sequence[int]) -> str:
+    """[1, 2, 3, 5, 9, 10] -> '1-3, 5, 9-10' ('none' when empty)."""
+    ids = sorted(int(i) for i in ids)
+    if not ids:
+        return "none"
+    parts, start, prev = [], ids[0], ids[0]
+    for i in ids[1:] + [None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ", ".join(parts)
+
+
+def frequency_summary(ftab: pd.DataFrame, table: pd.DataFrame, margin: float = 0.5) -> pd.DataFrame:
+    """Per head: its scores, the weighted frequency ID (1-based; weights = positive part of each frequency's
+    mean max logit) and the frequency IDs that are clearly positional (pos - sym > margin) or clearly symbolic
+    (sym - pos > margin) on their own."""
+    rows = []
+    for (l, h), f in ftab.groupby(["layer", "head"], sort=False):
+        r = table[(table["layer"] == l) & (table["head"] == h)].iloc[0]
+        ids = f["freq"].to_numpy() + 1
+        d = (f["pos"] - f["sym"]).to_numpy()
+        rows.append({"head": f"L{l}.H{h}", "pos": r["pos"], "sym": r["sym"],
+                     "weighted frequency ID": metrics.weighted_frequency(f["maxlogit"].to_numpy()) + 1,
+                     "positional IDs": id_ranges(ids[d > margin]), "symbolic IDs": id_ranges(ids[d < -margin])})
+    return pd.DataFrame(rows).set_index("head")
+
+
+def pick_heads(table: pd.DataFrame, n: int) -> list[tuple[int, int]]:
+    """``n`` heads to look at closely: the most positional, the most symbolic, the most nearly uniform, then
+    alternately the next most positional and symbolic ones."""
+    score = table["pos"] - table["sym"]
+    order_pos = list(table.loc[score.sort_values(ascending=False).index, ["layer", "head"]].itertuples(index=False))
+    order_sym = list(table.loc[score.sort_values().index, ["layer", "head"]].itertuples(index=False))
+    uniform = table.loc[[(table["pos"] + table["sym"]).idxmax()], ["layer", "head"]].itertuples(index=False)
+    out: list[tuple[int, int]] = []
+    streams = [iter(order_pos), iter(order_sym), iter(uniform)]
+    while len(out) < min(n, len(table)):
+        for s in streams:
+            for lh in s:
+                lh = (int(lh[0]), int(lh[1]))
+                if lh not in out:
+                    out.append(lh)
+                    break
+            if len(out) >= n:
+                break
+        streams = streams[:2]
+    return out
+
+
+def layer_profile(table: pd.DataFrame) -> pd.DataFrame:
     """Median positional and symbolic score over the heads of each layer."""
     return (table.groupby("layer")[["pos", "sym"]].median()
             .rename(columns={"pos": "median pos", "sym": "median sym"}))
@@ -583,7 +688,8 @@ def encode_equal(tok, texts: Sequence[str]) -> torch.Tensor:
 @torch.no_grad()
 def next_token_accuracy(lm: LanguageModel, input_ids: torch.Tensor, answers: Sequence[str]) -> float:
     """Fraction of prompts whose greedy next token is `` answer``."""
-    logits = lm.model(input_ids=input_ids, use_cache=False).logits[:, -1]
+    hidden = lm.model.model(input_ids=input_ids, use_cache=False).last_hidden_state[:, -1]
+    logits = lm.model.lm_head(hidden)  # only the last position: the full vocabulary projection is costly
     want = torch.tensor([lm.tokenizer(" " + a, add_special_tokens=False).input_ids[0] for a in answers])
     return float((logits.argmax(-1) == want).float().mean())
 
@@ -799,6 +905,25 @@ def probe_summary(results: pd.DataFrame) -> pd.DataFrame:
                                                    seeds=("seed", "nunique"), prompts=("size", "sum"))
     out["sd"] = out["sd"].fillna(0.0)
     return out.reset_index()
+
+
+def probe_diagnostics(results: pd.DataFrame) -> pd.DataFrame:
+    """What the greedy answers are, per task (the prompts are regenerated from their seeds): the share that
+    is a token of the window (Letter-style: the first character of a window token, since ``pred`` is the first
+    answer token), the share that is the first window token, and the share that is right."""
+    rows = []
+    for task, g in results.groupby("task"):
+        in_window = first = 0
+        for (seed, length), cell in g.groupby(["seed", "length"]):
+            items = probe_items(task, int(length), int(cell["item"].max()) + 1, int(seed))
+            for i, pred in zip(cell["item"], cell["pred"].astype(str)):
+                window = items[i].tokens[:-1]
+                heads = {t[0] for t in window} if task == "letter" else set(window)
+                in_window += pred in heads
+                first += pred == window[0][0]
+        rows.append({"task": task, "prompts": len(g), "answer from the window": in_window / len(g),
+                     "first window token": first / len(g), "correct": g["correct"].mean()})
+    return pd.DataFrame(rows).set_index("task")
 
 
 def chance_level(task: str, length: int, n: int = 2000, seed: int = 0) -> float:
