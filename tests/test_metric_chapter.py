@@ -265,3 +265,11 @@ def test_difference_notes():
         text = " ".join(notes)
         assert "Partial induction is not solved" in text and "Aliasing at k=4" in text
         assert "fastest frequency is not the best" in text
+
+
+def test_curve_picks():
+    df = paper_like()
+    assert mc.curve_picks(df, "index") == ["2", "8", "nope"]
+    assert mc.curve_picks(df, "index", k=1) == ["2"]
+    assert mc.curve_picks(df, "partial_induction", zero_channel=True) == ["10+31"]
+    assert mc.curve_picks(df, "retrieval", zero_channel=True) == []
