@@ -153,3 +153,12 @@ def test_where_counts_cover_every_run(committed):
     w = T.where_counts(committed)
     assert w["runs"].sum() == len(committed)
     assert set(w["where"]) <= {"cuda-device", "cpu-here"}
+
+
+def test_final_classes_take_the_last_checkpoint():
+    scores = pd.DataFrame([
+        {"task": "number", "seed": 0, "step": st, "layer": layer, "pos": p, "sym": s}
+        for st, vals in ((0, [(0.5, 0.5)] * 3), (100, [(0.97, 0.02), (0.96, 0.03), (0.01, 0.98)]))
+        for layer, (p, s) in enumerate(vals)])
+    f = T.final_classes(scores).iloc[0]
+    assert f["step"] == 100 and f["heads"] == "P P S" and f["has_positional"] and f["heads_pass"]

@@ -242,3 +242,16 @@ def layer_scores(table: pd.DataFrame) -> pd.DataFrame:
                          "entropy": float(e) if e is not None else float("nan"), "class": c,
                          "has_positional": bool(r["has_positional"]), "accurate": bool(r["accurate"])})
     return pd.DataFrame(rows)
+
+
+def final_classes(scores: pd.DataFrame, gamma: float = 0.1) -> pd.DataFrame:
+    """Head classes at the last checkpoint of each run of a stacked ``scores`` table (columns task, seed, step,
+    layer, pos, sym; e.g. ``posym.results.load_table("data/paper", "scores")``), with the search's criteria:
+    one row per task × seed with ``heads``, ``has_positional`` and ``heads_pass``."""
+    rows = []
+    for (task, seed), g in scores.groupby(["task", "seed"], sort=True):
+        last = g[g["step"] == g["step"].max()].sort_values("layer")
+        cls = [_LETTER[classify(p, s, gamma)] for p, s in zip(last["pos"], last["sym"])]
+        rows.append({"task": task, "seed": int(seed), "step": int(last["step"].iloc[0]), "heads": " ".join(cls),
+                     "has_positional": "P" in cls, "heads_pass": heads_ok(task, cls)})
+    return pd.DataFrame(rows)
