@@ -2,7 +2,7 @@
 from posym.book import ChapterSpec, Param, Required, register
 
 _SCORES = "python scripts/llm_scores.py  (about 15 min on 2 CPU cores; see data/README.md)"
-_PROBE = "python scripts/llm_probe.py  (about an hour on 2 CPU cores; see data/README.md)"
+_PROBE = "python scripts/llm_probe.py --seeds 0-2  (about an hour on 2 CPU cores; see data/README.md)"
 
 
 def _checks(p: dict):
@@ -34,7 +34,7 @@ register(ChapterSpec(
                                      "paper": "12,16,24,32,48,64,80,100,150,200,300"},
                                "window lengths of the 1-hop probe (the paper scale reads data/llm/probe.csv)"),
         "probe_prompts": Param(int, {"smoke": 8, "teaching": 30, "paper": 100},
-                               "prompts per task and length in the 1-hop probe (paper: 5 seeds x 20, read)",
+                               "prompts per task and length in the 1-hop probe (the paper scale reads data/llm/probe.csv)",
                                min=1, max=1000),
     },
     checks=(_checks,),
