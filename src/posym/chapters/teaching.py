@@ -5,6 +5,7 @@ The chapter trains nothing: it summarises the committed table ``data/teaching/se
 """
 from posym.book import ChapterSpec, Param, Required, register
 
+_PAPER = "posym reproduce --scale paper  (see data/README.md)"
 _HOW = "python scripts/teaching_search.py --grid explore --jobs 2  (see data/teaching/README.md)"
 
 register(ChapterSpec(
@@ -16,5 +17,7 @@ register(ChapterSpec(
                            min=0.5, max=1.0),
     },
     requires={s: (Required("teaching/search.csv", _HOW, "one row per training run of the search"),)
+              + tuple(Required(f"paper/{t}-s{k}/scores.parquet", _PAPER, "paper-scale scores, for comparison")
+                      for t in ("number", "letter") for k in range(5))
               for s in ("smoke", "teaching", "paper")},
 ))
