@@ -68,7 +68,7 @@ def worker(args) -> dict:
         preds = [model(x[i:i + bs], last_only=True, fast=fast)[:, -1].argmax(-1) for i in range(0, len(x), bs)]
     acc = float((torch.cat(preds) == y).float().mean())
     seconds = time.perf_counter() - t0
-    return {"path": args.path, "length": args.length, "n": args.n, "batch": bs, "seconds": seconds,
+    return {"path": args.path, "length": args.length, "n": args.n, "batch": min(bs, args.n), "seconds": seconds,
             "s_per_prompt": seconds / args.n, "rss_before_mb": base, "peak_rss_mb": rss_mb(),
             "eval_mb": rss_mb() - base, "accuracy": acc, "threads": torch.get_num_threads(),
             "load": os.getloadavg()[0], "model": source}
@@ -91,9 +91,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lengths", type=int, nargs="+", default=[1000, 5000])
     ap.add_argument("--n-fast", type=int, default=500, help="prompts for the fast path (a multiple of 4)")
-    ap.add_argument("--n-hooked", type=int, nargs="+", default=[60, 12],
-                    help="prompts for the hooked path, one per length or one for all (a multiple of 4)")
-    ap.add_argument("--quick", action="store_true", help="48 prompts on the fast path, 12 on the hooked path")
+    ap.add_argument("--n-hooked", type=int, nargs="+", default=None,
+                    help="prompts for the hooked path, one per length or one for all (a multiple of 4; default: "
+                         "one full batch, as many prompts as the fast path puts in one forward pass)")
+    ap.add_argument("--quick", action="store_true", help="two batches on the fast path instead of 500 prompts")
     ap.add_argument("--task", default="number")
     ap.add_argument("--model", default=str(DEFAULT_MODEL))
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -109,8 +110,11 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(worker(args)))
         return 0
-    n_fast = 48 if args.quick else args.n_fast
-    n_hooked = [12] if args.quick else args.n_hooked
+    from posym.lengthgen import auto_batch
+
+    batch = {L: args.batch or auto_batch(L, "cpu") for L in args.lengths}
+    n_fast = {L: (2 * batch[L] if args.quick else args.n_fast) for L in args.lengths}
+    n_hooked = args.n_hooked or [batch[L] for L in args.lengths]
     if len(n_hooked) not in (1, len(args.lengths)):
         ap.error("--n-hooked takes one value or one per length")
     if len(n_hooked) == 1:
@@ -118,23 +122,25 @@ def main(argv=None) -> int:
 
     rows = []
     for L, nh in zip(args.lengths, n_hooked):
-        for path, n in (("fast", n_fast), ("hooked", nh)):
+        for path, n in (("fast", n_fast[L]), ("hooked", nh)):
             r = run_setting(path, L, n, args)
             rows.append(r)
             print(f"{path:6s} L={L:5d} n={n:4d} batch={r['batch']:3d}: {r['seconds']:8.1f} s "
                   f"({r['s_per_prompt']:.3f} s/prompt), peak RSS {r['peak_rss_mb']:7.0f} MB "
                   f"(+{r['eval_mb']:.0f} MB for the evaluation), load {r['load']:.1f}", flush=True)
     print(f"\nmodel: {rows[0]['model']}; torch threads: {rows[0]['threads']}; task: {args.task}")
-    print(f"{'length':>6} | {'fast: s/500 prompts':>20} | {'hooked: s/500 prompts':>22} | {'time ratio':>10} | "
-          f"{'fast eval MB':>12} | {'hooked eval MB':>14} | {'memory ratio':>12}")
+    print(f"{'length':>6} | {'fast: s / 500 prompts':>21} | {'hooked: s / 500 prompts':>23} | {'time ratio':>10} | "
+          f"{'fast MB / prompt in batch':>25} | {'hooked MB / prompt in batch':>27} | {'memory ratio':>12}")
     for L in args.lengths:
         f = next(r for r in rows if r["length"] == L and r["path"] == "fast")
         h = next(r for r in rows if r["length"] == L and r["path"] == "hooked")
         f500, h500 = 500 * f["s_per_prompt"], 500 * h["s_per_prompt"]
-        mark_f = "" if f["n"] == 500 else "*"
-        print(f"{L:>6} | {f500:>19.0f}{mark_f or ' '} | {h500:>21.0f}* | {h500 / f500:>10.1f} | {f['eval_mb']:>12.0f} | "
-              f"{h['eval_mb']:>14.0f} | {h['eval_mb'] / max(f['eval_mb'], 1.0):>12.1f}")
-    print("* scaled from the prompts measured (time is linear in the number of batches; memory depends on one batch)")
+        fm, hm = f["eval_mb"] / f["batch"], h["eval_mb"] / h["batch"]
+        print(f"{L:>6} | {f500:>20.0f}{' ' if f['n'] == 500 else '*'} | {h500:>22.0f}{' ' if h['n'] == 500 else '*'} | "
+              f"{h500 / f500:>10.1f} | {fm:>25.1f} | {hm:>27.1f} | {hm / max(fm, 1e-9):>12.1f}")
+    print("* scaled to 500 prompts from the prompts measured (time is linear in the number of batches).\n"
+          "Memory: increase of the process's peak RSS during the evaluation, divided by the prompts in one forward "
+          "pass (it is set by one batch, not by the number of prompts).")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0
