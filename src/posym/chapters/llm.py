@@ -2,7 +2,7 @@
 from posym.book import ChapterSpec, Param, Required, register
 
 _SCORES = "python scripts/llm_scores.py  (about 15 min on 2 CPU cores; see data/README.md)"
-_PROBE = "python scripts/llm_probe.py --seeds 0-2  (about an hour on 2 CPU cores; see data/README.md)"
+_PROBE = "python scripts/llm_probe.py  (about an hour on 2 CPU cores; see data/README.md)"
 
 
 def _checks(p: dict):
