@@ -197,6 +197,10 @@ def test_plots_draw(disc):
     fig = G.plot_pos_sym_heatmaps(G.pos_sym_by_frequency(fs, [0, 100]), {"early": 0, "final": 100})
     assert len(fig.axes) == 2 * 2 + 1  # panels + colour bar
     plt.close(fig)
+    fig = G.plot_pos_sym_heatmaps(G.pos_sym_by_frequency(fs, [0, 100]),
+                                  {"number": {"early": 0, "final": 100}, "letter": {"final": 100}})
+    assert sum(a.get_visible() for a in fig.axes) == 3 + 1
+    plt.close(fig)
     ax = G.plot_fig4a(G.fig4a_vectors(), 0.8)
     plt.close(ax.figure)
     ax = G.plot_discrepancy(disc, "index")

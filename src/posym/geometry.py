@@ -445,20 +445,27 @@ def plot_frequency_use(curves: pd.DataFrame, table: pd.DataFrame | None, task: s
     return fig
 
 
-def plot_pos_sym_heatmaps(data: pd.DataFrame, steps: dict[str, int], tasks: Sequence[str] = ("number", "letter"),
+def plot_pos_sym_heatmaps(data: pd.DataFrame, steps: dict, tasks: Sequence[str] = ("number", "letter"),
                           max_id: int = 64):
-    """Beyond the paper: per-frequency (positional - symbolic) score, layer x frequency ID, at a few steps."""
+    """Beyond the paper: per-frequency (positional - symbolic) score, layer x frequency ID, at a few steps.
+
+    One row per task; ``steps`` is ``{label: step}`` for every task, or ``{task: {label: step}}``."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import SymLogNorm
 
     tasks = [t for t in tasks if "task" not in data.columns or t in set(data["task"])]
-    fig, axes = plt.subplots(len(tasks), len(steps), figsize=(3.0 * len(steps) + 0.8, 2.6 * len(tasks) + 0.3),
+    per_task = {t: (steps[t] if t in steps and isinstance(steps[t], dict) else steps) for t in tasks}
+    ncol = max(len(v) for v in per_task.values())
+    fig, axes = plt.subplots(len(tasks), ncol, figsize=(3.0 * ncol + 0.8, 2.6 * len(tasks) + 0.3),
                              squeeze=False, sharex=True, sharey=True)
     norm = SymLogNorm(linthresh=0.02, linscale=0.5, vmin=-1, vmax=1)
     im = None
+    for ax in axes.flat:
+        ax.set_visible(False)
     for i, task in enumerate(tasks):
         d = data[data["task"] == task] if "task" in data.columns else data
-        for j, (label, s) in enumerate(steps.items()):
+        for j, (label, s) in enumerate(per_task[task].items()):
+            axes[i, j].set_visible(True)
             g = d[d["step"] == s].pivot(index="layer", columns="freq", values="pos_minus_sym")
             g = g.iloc[:, :max_id]
             ax = axes[i, j]
