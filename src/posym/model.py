@@ -284,7 +284,10 @@ def _rope_pairs(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tens
     R = 2 * F_
     xr = x if R == x.shape[-1] else x[..., :R]
     if x.dtype in (torch.float32, torch.float64):
-        out = torch.view_as_real(torch.view_as_complex(xr.unflatten(-1, (F_, 2))) * torch.complex(c, s)).flatten(-2)
+        xp = xr.unflatten(-1, (F_, 2))
+        if xp.storage_offset() % 2 or any(st % 2 for st in xp.stride()[:-1]):
+            xp = xp.contiguous()  # view_as_complex needs even strides and offset (odd d_head, or rotary_dim < d_head)
+        out = torch.view_as_real(torch.view_as_complex(xp) * torch.complex(c, s)).flatten(-2)
     else:  # no complex type for half precision: the real formula
         x0, x1 = xr.unflatten(-1, (F_, 2)).unbind(-1)
         out = torch.stack((x0 * c - x1 * s, x1 * c + x0 * s), dim=-1).flatten(-2)
