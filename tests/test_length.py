@@ -146,18 +146,21 @@ def test_key_layers_and_summaries(analysis):
     assert LG.key_layers(a, min_rate=0.0) == [0, 1]
     s = LG.margin_summary(a, [0, 1])
     assert list(s.length) == [17, 40, 80] and (s.n == 16).all()
-    # a prompt is judged on the key layers whose arg-max was on a target at the base length (17)
+    # a prompt is judged on the key layers whose arg-max was on a target at the base length (17); prompts with
+    # no such layer are left out of the predictions, not of the accuracy
     base = a[a.length == 17].set_index(["prompt", "layer"]).margin > 0
-    assert s.kept.iloc[0] == pytest.approx(base.groupby("prompt").any().mean())
+    judged = [p for p in range(16) if base[(p, 0)] or base[(p, 1)]]
+    assert (s.judged == len(judged)).all() and s.kept.iloc[0] == 1.0
     for i, L in enumerate((17, 40, 80)):
         m = a[a.length == L].set_index(["prompt", "layer"]).margin
         kept, guar = [], []
-        for p in range(16):
-            layers = [l for l in (0, 1) if base[(p, l)]] or [0, 1]
+        for p in judged:
+            layers = [l for l in (0, 1) if base[(p, l)]]
             kept.append(all(m[(p, l)] > 0 for l in layers))
             guar.append(all(m[(p, l)] >= math.log(L - 1) for l in layers))
         assert s.kept.iloc[i] == pytest.approx(np.mean(kept))
         assert s.guaranteed.iloc[i] == pytest.approx(np.mean(guar))
+        assert s.acc.iloc[i] == pytest.approx(a[(a.length == L) & (a.layer == 0)].correct.mean())
     assert (s.guaranteed <= s.kept).all()
     lt = LG.logit_terms(a, [0])
     assert len(lt) == 3

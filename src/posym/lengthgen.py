@@ -286,14 +286,12 @@ def key_layers(analysis: pd.DataFrame, min_rate: float = 0.9, length: int | None
 
 def _relied_on(table: pd.DataFrame, layers, base_length: int | None) -> pd.DataFrame:
     """Rows of the key ``layers`` that the prompt relied on at the base length: the (prompt, layer) pairs whose
-    arg-max was on a target there.  A prompt with no such layer keeps all of its key layers."""
+    arg-max was on a target there.  A prompt that relied on none of them cannot be judged and is left out."""
     a = table[table["layer"].isin(list(layers))]
     L0 = int(a["length"].min()) if base_length is None else int(base_length)
     base = a[a["length"] == L0].assign(relied=lambda d: d["margin"] > 0)[["prompt", "layer", "relied"]]
-    none = base.groupby("prompt")["relied"].transform("sum") == 0
-    base.loc[none, "relied"] = True
     out = a.merge(base, on=["prompt", "layer"], how="left")
-    return out[out["relied"].fillna(True).astype(bool)]
+    return out[out["relied"].fillna(False).astype(bool)]
 
 
 def margin_summary(analysis: pd.DataFrame, layers, base_length: int | None = None) -> pd.DataFrame:
@@ -302,6 +300,8 @@ def margin_summary(analysis: pd.DataFrame, layers, base_length: int | None = Non
     A prompt is judged on the key layers it *relied on* at the base length (default: the shortest analysed),
     i.e. whose arg-max was on a target there: a trained model can be right at 17 tokens while one of its key
     heads reads elsewhere (another node of the chain, a shortcut), and that head's miss is not a failure.
+    Prompts that relied on none of the key layers are left out of the predictions (``judged`` counts the
+    others); ``acc`` is over all prompts.
 
     * ``acc``: the model's accuracy;
     * ``kept``: fraction of prompts whose relied-on key heads all keep their arg-max on a target (margin > 0);
@@ -311,17 +311,20 @@ def margin_summary(analysis: pd.DataFrame, layers, base_length: int | None = Non
       weight on the targets) of each prompt's weakest relied-on head, and the threshold ``need`` = log(n - 1).
     """
     a = _relied_on(analysis, layers, base_length)
-    per = a.groupby(["length", "prompt"]).agg(correct=("correct", "first"), margin=("margin", "min"),
-                                              discrepancy=("discrepancy", "min"), weight=("weight", "min"))
+    per = a.groupby(["length", "prompt"]).agg(margin=("margin", "min"), discrepancy=("discrepancy", "min"),
+                                              weight=("weight", "min"))
     per = per.reset_index()
     per["need"] = np.log(np.maximum(per["length"] - 1, 1))
-    out = per.groupby("length").agg(acc=("correct", "mean"), kept=("margin", lambda m: float((m > 0).mean())),
+    out = per.groupby("length").agg(kept=("margin", lambda m: float((m > 0).mean())),
                                     median_margin=("margin", "median"),
                                     median_discrepancy=("discrepancy", "median"),
-                                    median_weight=("weight", "median"), n=("correct", "size")).reset_index()
+                                    median_weight=("weight", "median"), judged=("margin", "size")).reset_index()
     g = per.assign(ok=per["margin"] >= per["need"]).groupby("length")["ok"].mean()
     out["guaranteed"] = out["length"].map(g)
     out["need"] = np.log(np.maximum(out["length"] - 1, 1))
+    allp = analysis.groupby(["length", "prompt"])["correct"].first().groupby("length")
+    out.insert(1, "acc", out["length"].map(allp.mean()))
+    out.insert(len(out.columns), "n", out["length"].map(allp.size()))
     return out
 
 
@@ -443,8 +446,8 @@ def static_margins(model, task: str, seed: int, layers, lengths, n: int = 200, t
 
 
 def static_summary(static: pd.DataFrame, layers, base_length: int | None = None) -> pd.DataFrame:
-    """Per length: fraction of prompts whose relied-on key heads (see :func:`margin_summary`) all keep a
-    positive predicted margin (``kept_static``) and the median of the weakest such margin."""
+    """Per length: fraction of the judged prompts whose relied-on key heads (see :func:`margin_summary`) all keep
+    a positive predicted margin (``kept_static``) and the median of the weakest such margin."""
     a = _relied_on(static, layers, base_length)
     per = a.groupby(["length", "prompt"])["margin"].min().reset_index()
     return per.groupby("length").agg(kept_static=("margin", lambda m: float((m > 0).mean())),
