@@ -83,8 +83,11 @@ def bench_training(quick: bool) -> dict:
     ours = GPTJ(ModelConfig.paper(V)).train()
     hf = to_hf(ours, n_positions=128).train()  # the same initial weights
 
-    def make_step(model, forward):
+    def make_step(model, forward, fused=False):
         opt = make_optimizer(model, cfg)  # same AdamW, same decay groups, for every variant
+        if fused:  # informational: torch's fused CPU AdamW (not what posym trains with: not bit-identical)
+            opt = torch.optim.AdamW([{"params": g["params"], "weight_decay": g["weight_decay"]} for g in opt.param_groups],
+                                    lr=cfg.lr, betas=cfg.betas, eps=1e-8, fused=True)
         it = [0]
 
         def step():
@@ -119,8 +122,9 @@ def bench_training(quick: bool) -> dict:
                               "variant (so they compare time per step); ours executes fewer (skips the last "
                               "block's other 16 query rows and MLP rows and 16 of 17 LM-head rows)."}
     reps, number = (5, 5) if quick else (7, 10)
+    variants["ours_fast_fused_adamw"] = (ours, variants["ours_fast"][1])
     for name, (model, fwd) in variants.items():
-        step = make_step(model, fwd)
+        step = make_step(model, fwd, fused=name.endswith("fused_adamw"))
         t = timeit(step, repeats=reps, number=number, warmup=3)
         res[name] = {"ms_per_step": t["median_s"] * 1e3, "ms_min": t["min_s"] * 1e3, "ms_max": t["max_s"] * 1e3,
                      "cpu_ms_per_step": t["cpu_median_s"] * 1e3, "gflops_model": model_flops / t["median_s"] / 1e9}
@@ -246,9 +250,9 @@ def main(argv=None) -> int:
         peak = res.get("matmul_peak", {}).get("peak_gflops", float("nan"))
         print(f"\ntraining step, paper config, fp32, batch {tr['batch']} x seq {tr['seq']}, final-token loss, "
               f"AdamW + clip (median of repeats):")
-        for k in ("ours_fast", "ours_hooked", "hf_gptj"):
+        for k in ("ours_fast", "ours_hooked", "hf_gptj", "ours_fast_fused_adamw"):
             v = tr[k]
-            print(f"  {k:12s} {v['ms_per_step']:7.1f} ms/step  [{v['ms_min']:.1f}-{v['ms_max']:.1f}]  "
+            print(f"  {k:21s} {v['ms_per_step']:7.1f} ms/step  [{v['ms_min']:.1f}-{v['ms_max']:.1f}]  "
                   f"{v['gflops_model']:6.1f} GFLOP/s (model count) = {v['gflops_model'] / peak:.0%} of peak")
         print(f"  ours executes {tr['flops_per_step_ours_executed'] / 1e9:.2f} of {tr['flops_per_step_model'] / 1e9:.2f} "
               f"GFLOP/step -> {tr['ours_fast']['gflops_executed']:.1f} GFLOP/s executed")

@@ -19,11 +19,13 @@ head scores (1, ~0) and a sharp symbolic head (~0, 1).
 Two implementations:
 
 * :func:`rerun_rows` -- the reference, as the authors do it: one forward pass of the layer per swap.
-* :func:`fast_rows` -- exact and ~1000x cheaper.  The query row depends only on the query vector and
-  on the keys, and a key depends only on (content, position).  So we compute once, per prompt and
-  layer, the matrix ``M[a, b]`` = logit of the query for *content b placed at position a*.  The
-  original logits are its diagonal; swap (i, j) replaces ``M[i, i], M[j, j]`` by ``M[i, j], M[j, i]``
-  and the softmax denominator changes by those four terms only.
+* the fast method (:func:`layer_scores`, :func:`model_scores`) -- exact and much cheaper.  The query row
+  depends only on the query vector and on the keys, and a key depends only on (content, position).  So
+  we compute once, per prompt and layer, the matrix ``M[a, b]`` = logit of the query for *content b
+  placed at position a* (:func:`content_position_logits`).  The original logits are its diagonal; swap
+  (i, j) replaces ``M[i, i], M[j, j]`` by ``M[i, j], M[j, i]``.  Cosines are scale-invariant, so a
+  swap's cosines need only ``M_ii - M_jj`` and ``M_ij - M_ji`` (:func:`scores_from_logits`), not the
+  swapped row's normaliser; :func:`rows_from_matrix` gives the swapped rows themselves when wanted.
 
 Per-frequency scores: RoPE splits a head into ``d/2`` two-dimensional heads, one per frequency; the
 logit is the sum of their logits.  Frequency ``f`` alone gives ``M_f[a, b]`` and the same swap scores.
@@ -39,6 +41,7 @@ import pandas as pd
 import torch
 
 from .model import GPTJ
+from .rope import rope_cos_sin
 
 TAU = 1e-4
 
@@ -50,14 +53,38 @@ def swap_pairs(n_keys: int) -> torch.Tensor:
 
 def swap_scores(D: torch.Tensor, Dp_i: torch.Tensor, Dp_j: torch.Tensor, pairs: torch.Tensor, tau: float = TAU):
     """Scores from original attention ``D`` (..., T) and swapped attention at the swapped positions
-    ``Dp_i, Dp_j`` (..., S).  Returns ``(s_pos, s_sym)`` of shape (...).  Computed in float64."""
-    D = D.double()
-    Dp_i, Dp_j = Dp_i.double(), Dp_j.double()
+    ``Dp_i, Dp_j`` (..., S).  Returns ``(s_pos, s_sym)`` of shape (...).  Computed in float64.
+
+    ``s = sum_s alpha_s cos_s`` with ``alpha = softmax(|D_i - D_j| / tau)``, evaluated as
+    ``sum_s w_s cos_s / sum_s w_s`` with one square root per swap for both norms.  Rows where a norm is
+    (nearly) zero -- attention values below ~1e-150, or exactly 0 after float32 underflow -- go through
+    :func:`swap_scores_reference`, which handles zero vectors explicitly.
+    """
+    D, Dp_i, Dp_j = D.double(), Dp_i.double(), Dp_j.double()
+    Di, Dj = D[..., pairs[:, 0]], D[..., pairs[:, 1]]
+    a = (Di - Dj).abs_()
+    w = a.sub_(a.amax(-1, keepdim=True)).div_(tau).exp_()  # alpha up to the normaliser
+    den = torch.addcmul(Dp_i * Dp_i, Dp_j, Dp_j).mul_(torch.addcmul(Di * Di, Dj, Dj)).sqrt_()
+    wd = w / den
+    pos = torch.addcmul(Dp_i * Di, Dp_j, Dj).mul_(wd).sum(-1)
+    sym = torch.addcmul(Dp_i * Dj, Dp_j, Di).mul_(wd).sum(-1)
+    W = w.sum(-1)
+    pos, sym = pos.div_(W), sym.div_(W)
+    bad = (den < 1e-290).any(-1)
+    if bad.any():
+        rp, rs = swap_scores_reference(D[bad], Dp_i[bad], Dp_j[bad], pairs, tau)
+        pos[bad], sym[bad] = rp, rs
+    return pos, sym
+
+
+def swap_scores_reference(D: torch.Tensor, Dp_i: torch.Tensor, Dp_j: torch.Tensor, pairs: torch.Tensor,
+                          tau: float = TAU):
+    """:func:`swap_scores` written as the definition reads (unit vectors via ``hypot``).  A zero vector has no
+    direction: a swap whose original and swapped pairs are both (0, 0) moved nothing and counts 1 for both
+    scores; a zero and a non-zero pair count 0.  (Such swaps get alpha ~ 0 unless all swaps do.)"""
+    D, Dp_i, Dp_j = D.double(), Dp_i.double(), Dp_j.double()
     Di, Dj = D[..., pairs[:, 0]], D[..., pairs[:, 1]]
     alpha = torch.softmax((Di - Dj).abs() / tau, dim=-1)
-    # cosines of 2-vectors from unit vectors (hypot: no underflow for tiny attention values).  A zero vector
-    # has no direction: a swap whose original and swapped pairs are both (0, 0) moved nothing and counts 1 for
-    # both scores; a zero and a non-zero pair count 0.  (Such swaps get alpha ~ 0 unless all swaps do.)
     norm_p, norm_o = torch.hypot(Dp_i, Dp_j), torch.hypot(Di, Dj)
     ui, uj, oi, oj = Dp_i / norm_p, Dp_j / norm_p, Di / norm_o, Dj / norm_o
     zero_p, zero_o = norm_p == 0, norm_o == 0
@@ -78,9 +105,18 @@ def attention_entropy(D: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 @torch.no_grad()
 def residual_inputs(model: GPTJ, x: torch.Tensor) -> list[torch.Tensor]:
-    """Hidden states entering every block: list of (N, T, D)."""
+    """Hidden states entering every block: list of (N, T, D).  (The last block itself is not run.)"""
     out: list[torch.Tensor] = []
-    model(x, last_only=True, resid_out=out)
+    if model._hooked():  # respect hooks (ablations, patching): the model's own forward
+        model(x, last_only=True, resid_out=out)
+        return out
+    model.check_input(x)
+    h = model.drop(model.wte(x))
+    cos, sin = rope_cos_sin(torch.arange(x.shape[1], device=x.device), model.blocks[0].attn.angles, dtype=h.dtype)
+    for l, blk in enumerate(model.blocks):
+        out.append(h)
+        if l + 1 < len(model.blocks):
+            h = blk.forward_fast(h, cos, sin)
     return out
 
 
@@ -133,23 +169,33 @@ def rope_terms(model: GPTJ, layer: int, resid: torch.Tensor):
     Returns ``cr, ci`` (N, H, T, F), ``rest`` (N, H, T) (the non-rotary dims: position-free) and
     ``cos, sin`` (T, F) of ``(n - a) g_f``.  q and k are computed in the model's dtype, the rest in float64.
     """
+    q, k = _last_query_and_keys(model, layer, resid)
+    return _factors(q, k, model.blocks[layer].attn)
+
+
+def _last_query_and_keys(model: GPTJ, layer: int, resid: torch.Tensor):
+    """Pre-RoPE query of the last position (N, H, Dh) and keys (N, H, T, Dh) of ``layer`` (model dtype)."""
     block = model.blocks[layer]
     attn = block.attn
-    N, T, _ = resid.shape
     h = block.ln_1(resid)
-    q = attn.split_heads(attn.q_proj(h[:, -1:]))[:, :, 0]  # (N, H, Dh): only the query row is needed
-    k = attn.split_heads(attn.k_proj(h))  # (N, H, T, Dh)
+    q = attn.split_heads(attn.q_proj(h[:, -1:]))[:, :, 0]  # only the query row is needed
+    k = attn.split_heads(attn.k_proj(h))
     if attn.dim_mask is not None:
         q, k = q * attn.dim_mask, k * attn.dim_mask
-    q, k = q.double(), k.double()
-    R = attn.cfg.rotary_dim
-    scale = 1.0 / math.sqrt(attn.d_head)
-    rest = (k[..., R:] * q[:, :, None, R:]).sum(-1) * scale  # (N, H, T)
-    qr, qi = q[:, :, None, 0:R:2], q[:, :, None, 1:R:2]  # (N, H, 1, F)
-    kr, ki = k[..., 0:R:2], k[..., 1:R:2]  # (N, H, T, F)
-    cr = (qr * kr + qi * ki) * scale  # Re(q conj(k))
-    ci = (qi * kr - qr * ki) * scale  # Im(q conj(k))
-    rel = (T - 1 - torch.arange(T, device=resid.device, dtype=torch.float64))[:, None] * attn.angles[None, :]
+    return q, k
+
+
+def _factors(q: torch.Tensor, k: torch.Tensor, attn):
+    """:func:`rope_terms` from q (..., H, Dh) and k (..., H, T, Dh); any leading dims (e.g. layers)."""
+    R, T = attn.cfg.rotary_dim, k.shape[-2]
+    q = q.double() * (1.0 / math.sqrt(attn.d_head))
+    k = k.double()
+    rest = (k[..., R:] * q[..., None, R:]).sum(-1)  # (..., H, T)
+    qc = torch.view_as_complex(q[..., :R].unflatten(-1, (R // 2, 2)).contiguous())  # (..., H, F)
+    kc = torch.view_as_complex(k[..., :R].unflatten(-1, (R // 2, 2)).contiguous())  # (..., H, T, F)
+    c = kc.conj_physical().mul_(qc[..., None, :])  # q conj(k)
+    cr, ci = c.real, c.imag
+    rel = (T - 1 - torch.arange(T, device=k.device, dtype=torch.float64))[:, None] * attn.angles[None, :]
     return cr, ci, rest, rel.cos(), rel.sin()
 
 
@@ -188,10 +234,31 @@ def swap_rows(diag: torch.Tensor, m_ij: torch.Tensor, m_ji: torch.Tensor, pairs:
 
     ``diag`` (..., T): the original logits (``M[a, a]``); ``m_ij`` (..., S): logit at position i of the content
     from j (``M[i, j]``); ``m_ji``: ``M[j, i]``.  The swapped row is the diagonal with entries i, j replaced by
-    ``m_ij, m_ji``; its normaliser is summed directly (``Z - e_ii - e_jj`` would cancel catastrophically when
-    the swap removes the key that held nearly all the mass) and every row gets its own max-shift, so nothing
-    overflows or underflows to 0/0 whatever the logit range.
+    ``m_ij, m_ji``.  Its normaliser is summed directly, ``sum_{a not in {i,j}} e_aa + e_ij + e_ji`` (one small
+    matmul), never as ``Z - e_ii - e_jj``, which cancels catastrophically when the swap removes the key that
+    held nearly all the mass.  One max-shift per row; rows whose logits span more than ~650 nats (where a
+    normaliser could underflow) are redone by :func:`swap_rows_reference` with a shift per swap.
     """
+    diag, m_ij, m_ji = diag.double(), m_ij.double(), m_ji.double()
+    if outside is None:
+        outside = _outside(diag.shape[-1], pairs, diag.dtype, diag.device)
+    m = torch.maximum(diag.amax(-1, keepdim=True), torch.maximum(m_ij.amax(-1, keepdim=True),
+                                                                 m_ji.amax(-1, keepdim=True)))
+    Ed = torch.exp(diag - m)
+    e_ij, e_ji = torch.exp(m_ij - m), torch.exp(m_ji - m)
+    Zp = (Ed @ outside).add_(e_ij).add_(e_ji)
+    Z = Ed.sum(-1, keepdim=True)
+    D, Dp_i, Dp_j = Ed.div_(Z), e_ij.div_(Zp), e_ji.div_(Zp)
+    bad = (Zp.amin(-1) < 1e-280) | (Z[..., 0] < 1e-280)
+    if bad.any():
+        D[bad], Dp_i[bad], Dp_j[bad] = swap_rows_reference(diag[bad], m_ij[bad], m_ji[bad], pairs, outside)
+    return D, Dp_i, Dp_j
+
+
+def swap_rows_reference(diag: torch.Tensor, m_ij: torch.Tensor, m_ji: torch.Tensor, pairs: torch.Tensor,
+                        outside: torch.Tensor | None = None):
+    """:func:`swap_rows` with a max-shift per swap: nothing overflows or underflows to 0/0 whatever the
+    logit range (the swapped row's max is the larger of m_ij, m_ji and the diagonal's max outside {i, j})."""
     diag, m_ij, m_ji = diag.double(), m_ij.double(), m_ji.double()
     T = diag.shape[-1]
     if outside is None:
@@ -236,80 +303,162 @@ class LayerScores:
 @torch.no_grad()
 def layer_scores(model: GPTJ, layer: int, resid: torch.Tensor, tau: float = TAU, method: str = "fast",
                  per_frequency: bool = False) -> LayerScores:
-    T = resid.shape[1]
-    pairs = swap_pairs(T - 1).to(resid.device)
+    """Scores of one layer's heads from the hidden states ``resid`` (N, T, D) entering it."""
     if method == "rerun":
-        D, Dp = rerun_rows(model, layer, resid, pairs)
-        S = torch.arange(len(pairs))
-        Dp_i = Dp[..., S, pairs[:, 0]]
-        Dp_j = Dp[..., S, pairs[:, 1]]
-        D = D.double()
         if per_frequency:
             raise ValueError("per-frequency scores are only implemented by the fast method")
-    elif method == "fast":
-        cr, ci, rest, cos, sin = rope_terms(model, layer, resid)
-        M = cos @ cr.transpose(-1, -2) - sin @ ci.transpose(-1, -2) + rest[:, :, None, :]  # (N, H, T, T)
-        D, Dp_i, Dp_j = rows_from_matrix(M, pairs)
-    else:
+        T = resid.shape[1]
+        pairs = swap_pairs(T - 1).to(resid.device)
+        D, Dp = rerun_rows(model, layer, resid, pairs)
+        S = torch.arange(len(pairs))
+        D = D.double()
+        pos, sym = swap_scores(D, Dp[..., S, pairs[:, 0]], Dp[..., S, pairs[:, 1]], pairs, tau)
+        return LayerScores(pos=pos.float(), sym=sym.float(), entropy=attention_entropy(D).float())
+    if method != "fast":
         raise ValueError(f"unknown metric method {method!r}: choose 'fast' or 'rerun'")
-    pos, sym = swap_scores(D, Dp_i, Dp_j, pairs, tau)
-    res = LayerScores(pos=pos.float(), sym=sym.float(), entropy=attention_entropy(D).float())
+    return _fast_scores(model, [layer], [resid], tau, per_frequency)[0]
+
+
+def _pair_difference(T: int, pairs: torch.Tensor, dtype, device) -> torch.Tensor:
+    """(T, S) matrix with +1 at row i and -1 at row j of swap s: ``x @ it = x_i - x_j`` for every swap."""
+    S = len(pairs)
+    out = torch.zeros(T, S, dtype=dtype, device=device)
+    s = torch.arange(S, device=device)
+    out[pairs[:, 0], s] = 1.0
+    out[pairs[:, 1], s] = -1.0
+    return out
+
+
+def scores_from_logits(diag: torch.Tensor, d: torch.Tensor, pairs: torch.Tensor, tau: float = TAU,
+                       e: torch.Tensor | None = None):
+    """Scores from the original logits ``diag`` (..., T) and ``d = M[i, j] - M[j, i]`` (..., S) per swap.
+
+    Cosines are scale-invariant, so each pair may be replaced by a positive multiple: the original
+    ``(D_i, D_j) ~ (sigmoid(e), sigmoid(-e))`` with ``e = M_ii - M_jj`` and the swapped
+    ``(D'_i, D'_j) ~ (e^{M_ij}, e^{M_ji}) ~ (sigmoid(d), sigmoid(-d))``.  With ``A = tanh(e/2)``,
+    ``B = tanh(d/2)`` this gives, exactly,
+
+        cos_pos = (1 + AB) / sqrt((1 + A^2)(1 + B^2)),   cos_sym = (1 - AB) / sqrt((1 + A^2)(1 + B^2)).
+
+    No normaliser of a swapped row, no zero vector, no underflow: the exact values even where float32 (or
+    float64) attention rows would round to 0.  ``alpha = softmax(|D_i - D_j| / tau)`` uses the attention
+    itself.  ``e`` may be passed if already known.  Returns ``(s_pos, s_sym, D)``, float64.
+    """
+    diag = diag.double()
+    Pd = _pair_difference(diag.shape[-1], pairs, diag.dtype, diag.device)
+    half_e = (diag @ Pd if e is None else e.double()).mul(0.5)
+    return _scores(diag, half_e, d.double().mul(0.5), Pd, tau)
+
+
+def _scores(diag, half_e, half_d, Pd, tau):
+    """:func:`scores_from_logits` with ``e/2`` and ``d/2`` given (they are consumed) and ``Pd`` from
+    :func:`_pair_difference`."""
+    D = torch.softmax(diag, dim=-1)
+    a = (D @ Pd).abs_()  # |D_i - D_j| (one-hot matmul: exact)
+    w = a.sub_(a.amax(-1, keepdim=True)).mul_(1.0 / tau).exp_()  # alpha up to its normaliser
+    A, B = half_e.tanh_(), half_d.tanh_()
+    AB = A * B
+    wd = A.square_().add_(1.0).mul_(B.square_().add_(1.0)).rsqrt_().mul_(w)  # w / sqrt((1+A^2)(1+B^2))
+    s0, s1, W = wd.sum(-1), wd.mul_(AB).sum(-1), w.sum(-1)
+    return (s0 + s1).div_(W), (s0 - s1).div_(W), D
+
+
+def _fast_scores(model: GPTJ, layers: list[int], resids: list[torch.Tensor], tau: float,
+                 per_frequency: bool) -> list[LayerScores]:
+    """The fast method for several layers at once: every layer's query and keys are stacked, so the swap
+    arithmetic runs as a few large tensor operations instead of many small ones."""
+    T = resids[0].shape[1]
+    pairs = swap_pairs(T - 1).to(resids[0].device)
+    i, j = pairs[:, 0], pairs[:, 1]
+    qk = [_last_query_and_keys(model, l, r) for l, r in zip(layers, resids)]
+    cr, ci, rest, cos, sin = _factors(torch.stack([a for a, _ in qk]), torch.stack([b for _, b in qk]),
+                                      model.blocks[layers[0]].attn)  # (L, N, H, T, F); same angles in all layers
+    M = cos @ cr.transpose(-1, -2) - sin @ ci.transpose(-1, -2) + rest[..., None, :]  # (L, N, H, T, T)
+    pos, sym, D = scores_from_logits(torch.diagonal(M, dim1=-2, dim2=-1), M[..., i, j] - M[..., j, i], pairs, tau)
+    ent = attention_entropy(D)
     if per_frequency:
-        res.freq_pos, res.freq_sym, res.freq_maxlogit = frequency_scores(cr, ci, cos, sin, pairs, tau)
-    return res
+        L, N, H, _, F_ = cr.shape
+        fp, fs, fm = frequency_scores(cr.flatten(0, 1), ci.flatten(0, 1), cos, sin, pairs, tau)
+        fp, fs, fm = (t.view(L, N, H, F_) for t in (fp, fs, fm))
+    out = []
+    for k in range(len(layers)):
+        res = LayerScores(pos=pos[k].float(), sym=sym[k].float(), entropy=ent[k].float())
+        if per_frequency:
+            res.freq_pos, res.freq_sym, res.freq_maxlogit = fp[k], fs[k], fm[k]
+        out.append(res)
+    return out
 
 
 @torch.no_grad()
 def frequency_scores(cr, ci, cos, sin, pairs, tau: float = TAU, chunk: int = 4096):
     """Scores of every RoPE frequency as a 2-D head of its own (logits ``M_f``, see :func:`rope_terms`).
 
-    Only the diagonal and the swapped entries of each ``M_f`` are formed, in chunks of rows that stay in
-    cache.  Returns ``(pos, sym, maxlogit)``, each (N, H, F) float32; maxlogit = max over keys of ``M_f[a, a]``.
+    For frequency f, the logits the scores need are linear in the content terms ``(cr, ci)`` of a prompt:
+    ``M_f[a, a]``, ``M_f[i, j] - M_f[j, i]`` and ``M_f[i, i] - M_f[j, j]`` come out of one matrix product per
+    frequency, ``[cr | ci] @ W_f``, over chunks of prompts; then :func:`scores_from_logits`.
+    Returns ``(pos, sym, maxlogit)``, each (N, H, F) float32; maxlogit = max over keys of ``M_f[a, a]``.
     """
     N, H, T, F = cr.shape
     if F == 0:
         empty = torch.zeros(N, H, 0)
         return empty, empty.clone(), empty.clone()
+    S = len(pairs)
     i, j = pairs[:, 0], pairs[:, 1]
-    rows_r = cr.transpose(-1, -2).reshape(-1, T)  # (N*H*F, T): row r is frequency r % F
-    rows_i = ci.transpose(-1, -2).reshape(-1, T)
-    cos_t, sin_t = cos.t().contiguous(), sin.t().contiguous()  # (F, T)
-    per = max(1, chunk // F)  # (n, h) rows per chunk, so a chunk holds whole blocks of F frequencies
-    tiles = {}
-    outside = _outside(T, pairs, torch.float64, cr.device)
-    pos, sym, maxl = (torch.empty(N * H * F, dtype=torch.float64, device=cr.device) for _ in range(3))
-    for s0 in range(0, N * H * F, per * F):
-        s1 = min(s0 + per * F, N * H * F)
-        reps = (s1 - s0) // F
-        if reps not in tiles:
-            c, sn = cos_t.repeat(reps, 1), sin_t.repeat(reps, 1)
-            tiles[reps] = (c, sn, c[:, i], sn[:, i], c[:, j], sn[:, j])
-        c, sn, c_i, s_i, c_j, s_j = tiles[reps]
-        a, b = rows_r[s0:s1], rows_i[s0:s1]
-        diag = a * c - b * sn
-        m_ij = a[:, j] * c_i - b[:, j] * s_i  # content j at position i
-        m_ji = a[:, i] * c_j - b[:, i] * s_j
-        D, Dp_i, Dp_j = swap_rows(diag, m_ij, m_ji, pairs, outside)
-        pos[s0:s1], sym[s0:s1] = swap_scores(D, Dp_i, Dp_j, pairs, tau)
-        maxl[s0:s1] = diag.amax(-1)
-    return tuple(t.view(N, H, F).float() for t in (pos, sym, maxl))
+    s = torch.arange(S, device=cr.device)
+    c, sn = cos.t(), sin.t()  # (F, T): cos/sin of (n - a) g_f
+    # W_f (2T, 2S + T): columns [d/2 | e/2 | diag] for x = [cr_f(0..T-1), ci_f(0..T-1)]
+    W = torch.zeros(F, 2 * T, 2 * S + T, dtype=torch.float64, device=cr.device)
+    W[:, j, s] += 0.5 * c[:, i]  # M[i, j] = cr[j] cos[i] - ci[j] sin[i]
+    W[:, T + j, s] -= 0.5 * sn[:, i]
+    W[:, i, s] -= 0.5 * c[:, j]  # - M[j, i]
+    W[:, T + i, s] += 0.5 * sn[:, j]
+    W[:, i, S + s] += 0.5 * c[:, i]  # M[i, i] - M[j, j]
+    W[:, T + i, S + s] -= 0.5 * sn[:, i]
+    W[:, j, S + s] -= 0.5 * c[:, j]
+    W[:, T + j, S + s] += 0.5 * sn[:, j]
+    a_idx = torch.arange(T, device=cr.device)
+    W[:, a_idx, 2 * S + a_idx] = c  # M[a, a]
+    W[:, T + a_idx, 2 * S + a_idx] = -sn
+    X = torch.cat((cr, ci), dim=2).reshape(N * H, 2 * T, F).permute(2, 0, 1)  # (F, N*H, 2T)
+    pos, sym, maxl = (torch.empty(F, N * H, dtype=torch.float64, device=cr.device) for _ in range(3))
+    Pd = _pair_difference(T, pairs, torch.float64, cr.device)
+    per = max(1, chunk // F)
+    for r0 in range(0, N * H, per):
+        r1 = min(r0 + per, N * H)
+        Y = torch.bmm(X[:, r0:r1].contiguous(), W)  # (F, rows, 2S + T)
+        half_d, half_e, diag = Y[..., :S], Y[..., S:2 * S], Y[..., 2 * S:]
+        pos[:, r0:r1], sym[:, r0:r1], _ = _scores(diag, half_e, half_d, Pd, tau)
+        maxl[:, r0:r1] = diag.amax(-1)
+    return tuple(t.t().reshape(N, H, F).float() for t in (pos, sym, maxl))
 
 
 @torch.no_grad()
 def model_scores(model: GPTJ, x: torch.Tensor, tau: float = TAU, method: str = "fast", per_frequency: bool = False,
                  batch_size: int = 100) -> list[LayerScores]:
     """Scores of every layer on prompts ``x`` (N, T); the query is the last token."""
+    if method not in ("fast", "rerun"):
+        raise ValueError(f"unknown metric method {method!r}: choose 'fast' or 'rerun'")
+    was_training = model.training
     model.eval()
-    per_layer: list[list[LayerScores]] = [[] for _ in range(model.cfg.n_layer)]
-    for s in range(0, len(x), batch_size):
-        resids = residual_inputs(model, x[s:s + batch_size])
-        for l, r in enumerate(resids):
-            per_layer[l].append(layer_scores(model, l, r, tau=tau, method=method, per_frequency=per_frequency))
+    L = model.cfg.n_layer
+    per_layer: list[list[LayerScores]] = [[] for _ in range(L)]
+    try:
+        for s in range(0, len(x), batch_size):
+            resids = residual_inputs(model, x[s:s + batch_size])
+            if method == "fast":
+                chunk = _fast_scores(model, list(range(L)), resids, tau, per_frequency)
+            else:
+                chunk = [layer_scores(model, l, r, tau=tau, method=method, per_frequency=per_frequency)
+                         for l, r in enumerate(resids)]
+            for l in range(L):
+                per_layer[l].append(chunk[l])
+    finally:
+        model.train(was_training)
     out = []
     for chunks in per_layer:
         cat = {f: (torch.cat([getattr(c, f) for c in chunks]) if getattr(chunks[0], f) is not None else None)
                for f in LayerScores.__dataclass_fields__}
-        out.append(LayerScores(**{f: (v.cpu() if v is not None else None) for f, v in cat.items()}))
+        out.append(LayerScores(**cat))
     return out
 
 
