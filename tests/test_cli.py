@@ -24,7 +24,7 @@ def test_help_exits_zero(args, expect):
 
 
 @pytest.mark.slow
-def test_smoke_train_then_analyze_writes_tables_and_scores_change(tmp_path):
+def test_smoke_train_then_analyze_writes_tables_and_scores_change(tmp_path, ledger):
     out = tmp_path / "letter-smoke"
     p = run_cli("train", "--task", "letter", "--scale", "smoke", "--seed", "0", "--out", out, "--quiet", timeout=900)
     assert p.returncode == 0, p.stderr
@@ -57,10 +57,12 @@ def test_smoke_train_then_analyze_writes_tables_and_scores_change(tmp_path):
     before = pd.read_parquet(out / "scores.parquet")
     p = run_cli("analyze", out, "--prompts", "40", "--quiet", "--no-freq", timeout=900)
     assert p.returncode == 0, p.stderr
+    ledger.rerun()
     pd.testing.assert_frame_equal(before, pd.read_parquet(out / "scores.parquet"))
     # training the same run again is a no-op (it is complete)
     sums = folder_checksums(out / "checkpoints")
     p = run_cli("train", "--task", "letter", "--scale", "smoke", "--seed", "0", "--out", out, "--quiet", timeout=300)
+    ledger.rerun()
     assert p.returncode == 0 and folder_checksums(out / "checkpoints") == sums
 
 
@@ -98,9 +100,10 @@ def _check_error(rc, stderr, needle, tmp_path):
 
 
 @pytest.mark.parametrize("argv, needle", BAD)
-def test_bad_cli_input_exits_2_with_one_clear_error_line(argv, needle, tmp_path, capsys):
+def test_bad_cli_input_exits_2_with_one_clear_error_line(argv, needle, tmp_path, capsys, ledger):
     from posym.cli import main
 
+    ledger.bad_input()
     try:
         rc = main(_argv(argv, tmp_path))
     except SystemExit as e:  # argparse's own errors
@@ -109,6 +112,7 @@ def test_bad_cli_input_exits_2_with_one_clear_error_line(argv, needle, tmp_path,
 
 
 @pytest.mark.parametrize("argv, needle", [BAD[0], BAD[3], BAD[11]])  # argparse, ValueError, ResultError
-def test_bad_cli_input_in_a_real_process(argv, needle, tmp_path):
+def test_bad_cli_input_in_a_real_process(argv, needle, tmp_path, ledger):
+    ledger.bad_input()
     p = run_cli(*_argv(argv, tmp_path), timeout=120)
     _check_error(p.returncode, p.stderr, needle, tmp_path)
