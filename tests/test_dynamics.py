@@ -84,11 +84,11 @@ def test_t_quantile_approaches_the_normal():
     assert D.t_quantile(0.975, 10_000) == pytest.approx(1.959964, abs=1e-3)
 
 
-def test_betainc_edges_and_symmetry():
+def test_betainc_edges_and_symmetry(ledger):
     assert D.betainc(2.0, 3.0, 0.0) == 0.0 and D.betainc(2.0, 3.0, 1.0) == 1.0
     assert D.betainc(1.0, 1.0, 0.3) == pytest.approx(0.3)  # uniform
     assert D.betainc(2.5, 1.5, 0.4) == pytest.approx(1 - D.betainc(1.5, 2.5, 0.6))
-    with pytest.raises(ValueError):
+    with ledger.raises(ValueError):
         D.betainc(1.0, 1.0, 1.5)
 
 
@@ -102,21 +102,22 @@ def test_mean_ci_t_interval():
     assert lo < lo90 < m90 < hi90 < hi
 
 
-def test_mean_ci_bootstrap_is_seeded_and_inside_the_range():
+def test_mean_ci_bootstrap_is_seeded_and_inside_the_range(ledger):
     x = [1.0, 2.0, 3.0, 4.0, 10.0]
     a = D.mean_ci(x, method="bootstrap", seed=3)
+    ledger.rerun()
     assert a == D.mean_ci(x, method="bootstrap", seed=3)
     assert min(x) <= a[1] <= a[0] <= a[2] <= max(x)
 
 
-def test_mean_ci_degenerate_inputs():
+def test_mean_ci_degenerate_inputs(ledger):
     assert D.mean_ci([3.0])[0] == 3.0 and all(math.isnan(v) for v in D.mean_ci([3.0])[1:])
     assert all(math.isnan(v) for v in D.mean_ci([]))
     assert D.mean_ci([2, 2, 2]) == (2.0, 2.0, 2.0)
     assert D.mean_ci([1.0, float("nan"), 3.0])[0] == 2.0
-    with pytest.raises(ValueError, match="level"):
+    with ledger.raises(ValueError, match="level"):
         D.mean_ci([1, 2], level=95)
-    with pytest.raises(ValueError, match="interval method"):
+    with ledger.raises(ValueError, match="interval method"):
         D.mean_ci([1, 2], method="wald")
 
 
@@ -153,7 +154,7 @@ def test_best_steps_takes_the_first_maximum():
     assert b.loc[0, "best_step"] == 400 and b.loc[0, "best_accuracy"] == 1.0 and b.loc[0, "final_accuracy"] == 1.0
 
 
-def test_hop_learning_steps_and_criteria():
+def test_hop_learning_steps_and_criteria(ledger):
     ev = pd.concat([make_eval("number", 0, {1: 1900, 2: 2500, 3: 3000, 4: 3150}),
                     make_eval("letter", 0, {1: 1900, 2: 2000, 3: 2050, 4: 2100}),
                     make_eval("letter", 1, {1: 1900, 2: 1900, 3: 9000, 4: 1900})])
@@ -166,7 +167,7 @@ def test_hop_learning_steps_and_criteria():
     assert crit.loc[("letter", 0), "together"] and crit.loc[("letter", 0), "spread"] == 200
     # 3-hop never reaches the threshold: neither sequential nor together
     assert math.isnan(crit.loc[("letter", 1), "t3"]) and not crit.loc[("letter", 1), "together"]
-    with pytest.raises(ValueError):
+    with ledger.raises(ValueError):
         D.hop_learning_steps(ev, 0.0)
 
 
@@ -178,7 +179,7 @@ def test_hop_criteria_ties_are_not_sequential():
 # -----------------------------------------------------------------------------------------------
 # purity
 
-def test_first_and_settled_rules_on_a_transient_head():
+def test_first_and_settled_rules_on_a_transient_head(ledger):
     t = make_traj("letter", 0, {0: ("symbolic", 2000), 1: ("symbolic", 3000)}, n_layer=3,
                   transient={1: (1000, 1500), 2: (500, 800)})
     first = D.purity_events(t, 0.1, rule="first").set_index("layer")
@@ -188,8 +189,9 @@ def test_first_and_settled_rules_on_a_transient_head():
     assert first.loc[2, "kind"] == "positional" and 2 not in settled.index  # never pure at the end
     assert first.loc[0, "step"] == settled.loc[0, "step"] == 2000
     # the first rule is posym.metrics'
+    ledger.rerun()
     pd.testing.assert_frame_equal(D.purity_events(t, 0.1), metrics.purity_events(t, 0.1, ("task", "seed")))
-    with pytest.raises(ValueError, match="purity rule"):
+    with ledger.raises(ValueError, match="purity rule"):
         D.purity_events(t, 0.1, rule="last")
 
 
@@ -201,12 +203,13 @@ def test_settled_rule_requires_staying_pure_to_the_end():
     assert D.purity_events(t, 0.1, rule="first")["step"].tolist() == [50]
 
 
-def test_cumulative_counts_match_metrics_purity_counts():
+def test_cumulative_counts_match_metrics_purity_counts(ledger):
     t = pd.concat([make_traj("number", s, {1: ("positional", 1000 + s * 50), 5: ("symbolic", 800)}, n_layer=6)
                    for s in range(2)])
     ev = D.purity_events(t, 0.1)
     ours = D.cumulative_counts(ev, t["step"].unique())
     ref = metrics.purity_counts(t, 0.1, ("task", "seed"))
+    ledger.rerun()
     pd.testing.assert_frame_equal(ours.reset_index(drop=True), ref[ours.columns].reset_index(drop=True),
                                   check_dtype=False)
     # a run without events is reported when asked for
@@ -372,7 +375,7 @@ def test_train_runs_writes_loadable_runs(tmp_path):
     assert sorted(results.load_table(tmp_path, "scores", task="number")["step"].unique()) == [0, 1, 2, 4]
 
 
-def test_train_runs_in_parallel_processes_gives_the_same_runs(tmp_path):
+def test_train_runs_in_parallel_processes_gives_the_same_runs(tmp_path, ledger):
     from posym import results
 
     kw = dict(tasks=("number", "letter"), seeds=(0,), n_prompts=8, steps=4, checkpoint_every=2, train_size=64,
@@ -380,6 +383,7 @@ def test_train_runs_in_parallel_processes_gives_the_same_runs(tmp_path):
     D.train_runs(tmp_path / "serial", "smoke", **kw)
     dirs = D.train_runs(tmp_path / "parallel", "smoke", jobs=2, **kw)
     assert [d.name for d in dirs] == ["number-s0", "letter-s0"]
+    ledger.rerun()
     for table in ("scores", "eval"):
         a = results.load_table(tmp_path / "serial", table)
         b = results.load_table(tmp_path / "parallel", table)

@@ -63,7 +63,7 @@ def compare(model, hf, tok, task: str, n: int = 24, extra: int = 0):
 
 
 @pytest.mark.skipif(not (PAPER_RUN / "final.pt").exists(), reason="data/paper/number-s0/final.pt not present")
-def test_paper_checkpoint_exports_and_gives_the_same_logits(tmp_path, offline):
+def test_paper_checkpoint_exports_and_gives_the_same_logits(tmp_path, offline, ledger):
     out = export_hf(PAPER_RUN, tmp_path / "number-hf")
     for f in ("config.json", "model.safetensors", "tokenizer.json", "README.md", "posym.json"):
         assert (out / f).is_file(), f
@@ -71,6 +71,7 @@ def test_paper_checkpoint_exports_and_gives_the_same_logits(tmp_path, offline):
     assert type(hf).__name__ == "GPTJForCausalLM" and hf.config.n_layer == 12 and hf.config.rotary_dim == 128
     model, _ = load_checkpoint(PAPER_RUN / "final.pt")
     diff, scale, pred, y, tok = compare(model, hf, tok, "number")
+    ledger.rerun()
     print(f"\npaper Number model: max |logit| {scale:.1f}, max abs diff ours vs exported {diff:.2e}")
     assert scale > 1.0 and diff < 1e-5 * max(1.0, scale)
     assert (pred == y).float().mean() >= 0.95  # the trained model answers, through transformers
@@ -78,6 +79,7 @@ def test_paper_checkpoint_exports_and_gives_the_same_logits(tmp_path, offline):
     # A long prompt (617 tokens) agrees to 1e-4: transformers computes the RoPE angles position x frequency
     # in float32, posym in float64 (posym.rope.rope_cos_sin), so the angles drift apart by ~1e-7 x position.
     diff_long, scale_long, pred_long, _, _ = compare(model, hf, tok, "number", n=8, extra=600)
+    ledger.rerun()
     print(f"617-token prompts: max abs diff {diff_long:.2e} (max |logit| {scale_long:.1f})")
     assert diff_long < 1e-4 * max(1.0, scale_long), diff_long
     with torch.no_grad():
@@ -87,13 +89,14 @@ def test_paper_checkpoint_exports_and_gives_the_same_logits(tmp_path, offline):
         assert torch.equal(model(x)[:, -1].argmax(-1), pred_long)
 
 
-def test_run_folder_step_export_and_round_trip(tiny_run, tmp_path, offline, capsys):
+def test_run_folder_step_export_and_round_trip(tiny_run, tmp_path, offline, capsys, ledger):
     rc = cli.main(["export-hf", str(tiny_run), "--out", str(tmp_path / "hf"), "--step", "10"])
     assert rc == 0, capsys.readouterr().err
     assert "GPTJForCausalLM" in capsys.readouterr().out
     hf, tok = load_hf(tmp_path / "hf")
     model, obj = load_checkpoint(ckpt_path(tiny_run, 10))
     diff, scale, *_ = compare(model, hf, tok, "number")
+    ledger.rerun()
     assert diff < 1e-5 * max(1.0, scale), diff
     # back into posym: same weights, and the run's config hash is kept
     rc = cli.main(["import-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "back.pt")])
@@ -103,8 +106,10 @@ def test_run_folder_step_export_and_round_trip(tiny_run, tmp_path, offline, caps
         assert torch.equal(v, back.state_dict()[k]), k
 
 
-def test_export_errors_are_clear(tiny_run, tmp_path, capsys):
+def test_export_errors_are_clear(tiny_run, tmp_path, capsys, ledger):
+    ledger.bad_input()
     assert cli.main(["export-hf", str(tmp_path / "nothing")]) == 2
     assert "neither a run folder nor a checkpoint file" in capsys.readouterr().err
+    ledger.bad_input()
     assert cli.main(["export-hf", str(tiny_run), "--step", "7", "--out", str(tmp_path / "x")]) == 2
     assert "has no checkpoint for step 7" in capsys.readouterr().err

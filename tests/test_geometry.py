@@ -45,17 +45,17 @@ def test_paper_ids_map_to_our_zero_based_indices():
     assert np.allclose(G.rope_frequency(np.array([0.0, 0.5, 1.0]))[[0, 2]], [1.0, 10000 ** (-2 / 128)])
 
 
-def test_mean_ci():
+def test_mean_ci(ledger):
     m, h = G.mean_ci([1.0, 2.0, 3.0])
     assert m == 2.0 and h == pytest.approx(4.303 * 1.0 / math.sqrt(3), rel=1e-6)
     m, h = G.mean_ci([5.0])
     assert m == 5.0 and math.isnan(h)
     assert G.t_quantile(4) == 2.776 and G.t_quantile(100) == 1.96
-    with pytest.raises(ValueError):
+    with ledger.raises(ValueError):
         G.t_quantile(0)
 
 
-def test_weighted_frequency_and_table1_comparison():
+def test_weighted_frequency_and_table1_comparison(ledger):
     # the Number layers peak where the paper's Table 1 says, the Letter layers far away
     fs = fake_freq_scores({("number", 0): 0, ("number", 1): 1, ("letter", 0): 5, ("letter", 1): 5})
     w = G.weighted_frequency_table(fs)
@@ -73,7 +73,7 @@ def test_weighted_frequency_and_table1_comparison():
     # an earlier step can be chosen explicitly (uniform 0.5 -> the middle index)
     early = G.weighted_frequency_table(fs, step=0)
     assert np.allclose(early.wavg_index, 31.5)
-    with pytest.raises(ValueError):
+    with ledger.raises(ValueError):
         G.weighted_frequency_table(fs, step=7)
 
 
@@ -97,12 +97,12 @@ def test_frequency_use_curves_and_roles():
     assert G._ranges([1, 2, 3, 7, 9, 10]) == "1-3, 7, 9-10" and G._ranges([]) == "-"
 
 
-def test_pos_sym_by_frequency():
+def test_pos_sym_by_frequency(ledger):
     fs = fake_freq_scores({})
     d = G.pos_sym_by_frequency(fs, [0, 100])
     assert set(d.step) == {0, 100}
     assert np.allclose(d[d.freq < 4].pos_minus_sym, 1.0) and np.allclose(d[d.freq >= 4].pos_minus_sym, -0.7)
-    with pytest.raises(ValueError):
+    with ledger.raises(ValueError):
         G.pos_sym_by_frequency(fs, [5])
 
 
@@ -170,7 +170,7 @@ def test_rational_angles_give_ties():
     assert (d.loc["0.8 (theta/2pi irrational)"] > 0).all()
 
 
-def test_fig4a_vectors_come_from_the_head():
+def test_fig4a_vectors_come_from_the_head(ledger):
     v = G.fig4a_vectors(0.8, numbers=(1, 2, 3))
     key = v[v.what == "key (every token)"][["x", "y"]].to_numpy()[0]
     assert np.allclose(key, [0.0, 1.0])
@@ -182,6 +182,7 @@ def test_fig4a_vectors_come_from_the_head():
     # the same vectors as the model's own query/key weights
     pv = theory.plane_vectors(theory.index_head(0.8))
     tok = list(pv["tokens"])
+    ledger.rerun()
     assert np.allclose(pv["q"][tok.index("2")], q.loc[2])
 
 

@@ -36,14 +36,14 @@ def test_paper_points():
     assert len(LG.paper_points("number")) == 5
 
 
-def test_break_length():
+def test_break_length(ledger):
     L = [17, 50, 100, 200]
     assert LG.break_length(L, [1.0, 1.0, 0.8, 0.4], 0.9) == pytest.approx(math.exp((math.log(50) + math.log(100)) / 2))
     assert LG.break_length(L, [1.0, 1.0, 0.8, 0.4], 0.9, interpolate=False) == 100
     assert LG.break_length(L, [1.0, 1.0, 0.95, 0.91], 0.9) is None
     assert LG.break_length(L, [0.1, 0.1, 0.1, 0.1], 0.5) == 17
     assert LG.break_length([200, 17, 100], [0.4, 1.0, 0.8], 0.9, interpolate=False) == 100  # order does not matter
-    with pytest.raises(ValueError):
+    with ledger.raises(ValueError):
         LG.break_length([1, 2], [1.0], 0.5)
 
 
@@ -70,21 +70,23 @@ def test_length_summary_and_break_table():
 # fast last-query scores
 
 @pytest.mark.parametrize("task", ["number", "letter"])
-def test_last_query_scores_match_the_hooked_model(task):
+def test_last_query_scores_match_the_hooked_model(task, ledger):
     m = small_model(task, n_layer=3)
     samples = LG.extended_prompts(task, 0, 60, 8)
     x, _, _ = to_tensors(samples, get_task(task).vocab)
     logits, sc = LG.last_query_scores(m, x, [0, 2])
     ref_logits, cache = m.run_with_cache(x, names=[f"blocks.{l}.attn.hook_attn_scores" for l in (0, 2)],
                                          last_only=True)
+    ledger.rerun()
     assert torch.allclose(logits, ref_logits[:, -1], atol=1e-5)
     for l in (0, 2):
         assert sc[l].shape == (8, 1, 60)
         assert torch.allclose(sc[l], cache[f"blocks.{l}.attn.hook_attn_scores"][:, :, -1], atol=1e-4)
     # the same discrepancy as posym.theory.head_discrepancy (which runs the hooked path)
     d = LG._margins(sc[2][:, 0].double().numpy(), LG.target_mask(samples, "chain"))[1]
+    ledger.rerun()
     assert np.allclose(d, theory.head_discrepancy(m, 2, x), atol=1e-4)
-    with pytest.raises(ValueError):
+    with ledger.raises(ValueError):
         LG.last_query_scores(m, x, [3])
 
 
@@ -99,7 +101,7 @@ def test_last_query_scores_on_the_index_construction():
         assert np.allclose(sc[0][i, 0].numpy(), expect, atol=1e-9)
 
 
-def test_target_mask():
+def test_target_mask(ledger):
     task = get_task("number")
     samples = LG.extended_prompts("number", 0, 30, 8)
     for kind in ("answer", "first", "chain"):
@@ -110,7 +112,7 @@ def test_target_mask():
         assert task.solve(s.tokens)[0] == s.tokens[np.flatnonzero(ans[i])[0]]
         assert chain[i].sum() == s.hops and first[i, s.chain[1]] and (chain[i] >= first[i]).all()
         assert int(s.tokens[-1]) == 29 - np.flatnonzero(first[i])[0]   # the query number points at it
-    with pytest.raises(ValueError):
+    with ledger.raises(ValueError):
         LG.target_mask(samples, "query")
 
 
@@ -123,7 +125,7 @@ def analysis():
     return m, LG.margin_analysis(m, "number", 0, [17, 40, 80], n=16)
 
 
-def test_margin_analysis_columns_and_consistency(analysis):
+def test_margin_analysis_columns_and_consistency(analysis, ledger):
     m, a = analysis
     assert len(a) == 3 * 16 * 2
     assert set(a.columns) >= {"length", "prompt", "hop", "correct", "layer", "margin", "discrepancy", "weight",
@@ -134,6 +136,7 @@ def test_margin_analysis_columns_and_consistency(analysis):
     # the model's answers agree with lengthgen.accuracy_at_length on the same prompts
     for L in (17, 80):
         acc = LG.accuracy_at_length(m, "number", 0, L, n=16)
+        ledger.rerun()
         assert acc[acc.hop == "all"].accuracy.iloc[0] == pytest.approx(a[(a.length == L) & (a.layer == 0)].correct.mean())
 
 
@@ -183,10 +186,11 @@ def test_predicted_breaks():
 # -----------------------------------------------------------------------------------------------
 # margins predicted from 17-token prompts
 
-def test_static_margins_agree_with_measured_margins_at_17(analysis):
+def test_static_margins_agree_with_measured_margins_at_17(analysis, ledger):
     m, a = analysis
     st = LG.static_margins(m, "number", 0, [0, 1], [17, 40, 80], n=16)
     assert len(st) == 3 * 16 * 2
+    ledger.rerun()
     for l in (0, 1):
         meas = a[(a.length == 17) & (a.layer == l)].sort_values("prompt").margin.to_numpy()
         pred = st[(st.length == 17) & (st.layer == l)].sort_values("prompt").margin.to_numpy()
@@ -196,7 +200,7 @@ def test_static_margins_agree_with_measured_margins_at_17(analysis):
     assert (w[40] <= w[17] + 1e-12).all() and (w[80] <= w[40] + 1e-12).all()
     ss = LG.static_summary(st, [0, 1])
     assert list(ss.length) == [17, 40, 80] and (np.diff(ss.kept_static) <= 0).all()
-    with pytest.raises(ValueError):
+    with ledger.raises(ValueError):
         LG.static_margins(m, "number", 0, [0], [10], n=4)
 
 
