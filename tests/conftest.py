@@ -2,17 +2,110 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings as _hyp_settings
 
 from posym.model import GPTJ, ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Property-based tests draw the same examples on every run (no example database, no random seed), so the
+# suite's outcome and its counts (see ``ledger``) are the same on every machine.
+_hyp_settings.register_profile("posym", derandomize=True, database=None, print_blob=True)
+_hyp_settings.load_profile(os.environ.get("POSYM_HYPOTHESIS_PROFILE", "posym"))
+
+
+# -----------------------------------------------------------------------------
+# The ledger: what the suite tried, counted as it runs (reported in README.md's "Testing" section by
+# scripts/testing_report.py, from _build/test-ledger.json)
+
+LEDGER_KINDS = {
+    "bad_input": "bad inputs tried (each must be refused with one clear error)",
+    "fault": "faults injected (killed processes, corrupt, truncated or tampered files)",
+    "rerun": "reruns compared (the same computation twice, results compared bit for bit or to tolerance)",
+}
+LEDGER_FILE = REPO / "_build" / "test-ledger.json"
+
+
+class Ledger:
+    """Counts, per test, the bad inputs tried, faults injected and reruns compared."""
+
+    def __init__(self):
+        self.by_test: dict[str, Counter] = defaultdict(Counter)
+
+    def view(self, nodeid: str) -> "LedgerView":
+        return LedgerView(self, nodeid)
+
+    def totals(self) -> Counter:
+        out = Counter({k: 0 for k in LEDGER_KINDS})
+        for c in self.by_test.values():
+            out.update(c)
+        return out
+
+
+class LedgerView:
+    def __init__(self, ledger: Ledger, nodeid: str):
+        self._ledger, self._nodeid = ledger, nodeid
+
+    def add(self, kind: str, n: int = 1) -> None:
+        if kind not in LEDGER_KINDS:
+            raise ValueError(f"unknown ledger kind {kind!r}; one of {sorted(LEDGER_KINDS)}")
+        self._ledger.by_test[self._nodeid][kind] += n
+
+    def bad_input(self, n: int = 1) -> None:
+        self.add("bad_input", n)
+
+    def fault(self, n: int = 1) -> None:
+        self.add("fault", n)
+
+    def rerun(self, n: int = 1) -> None:
+        self.add("rerun", n)
+
+    def raises(self, *args, kind: str = "bad_input", **kwargs):
+        """``pytest.raises`` that counts one bad input (or ``kind``)."""
+        self.add(kind)
+        return pytest.raises(*args, **kwargs)
+
+
+_LEDGER = Ledger()
+
+
+@pytest.fixture
+def ledger(request) -> LedgerView:
+    return _LEDGER.view(request.node.nodeid)
+
+
+_OUTCOMES: Counter = Counter()
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        outcome = "xfailed" if hasattr(report, "wasxfail") and report.outcome == "skipped" else report.outcome
+        _OUTCOMES[outcome] += 1
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Write the ledger when the whole suite ran (``pytest tests/`` without -k/-m or a narrower path)."""
+    cfg = session.config
+    args = [Path(a).resolve() for a in cfg.args]
+    whole = args == [REPO / "tests"] and not cfg.getoption("keyword") and not cfg.getoption("markexpr")
+    if not whole or hasattr(cfg, "workerinput"):
+        return
+    data = {"exitstatus": int(exitstatus), "tests": dict(sorted(_OUTCOMES.items())),
+            "totals": dict(_LEDGER.totals()), "kinds": LEDGER_KINDS,
+            "by_test": {k: dict(v) for k, v in sorted(_LEDGER.by_test.items())}}
+    LEDGER_FILE.parent.mkdir(parents=True, exist_ok=True)
+    tmp = LEDGER_FILE.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(LEDGER_FILE)
 
 # One intra-op thread per process.  On a shared 2-core machine, 2-thread torch processes competing with other
 # work spin-wait in OpenMP barriers: a smoke training run took 300 s with 2 threads against 33 s with 1 under

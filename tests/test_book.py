@@ -281,23 +281,92 @@ def _snapshot(*folders: Path) -> dict[str, float]:
     return out
 
 
+CHAPTER_NAMES = sorted(book.CHAPTERS)
+
+
+def _first_bad_case(chapter: str) -> book.BadCase:
+    """The bad value each chapter is executed with end to end: a value of the wrong type for its first parameter."""
+    return next(c for c in book.bad_cases(chapter) if c.kind == "wrong type" and c.param != "scale")
+
+
+def test_every_chapter_has_a_bad_case_batch_covering_every_parameter():
+    for name, spec in book.CHAPTERS.items():
+        cases = book.bad_cases(name)
+        assert {c.param for c in cases} >= set(spec.params) | {"scale"}, name
+        kinds = {c.kind for c in cases}
+        assert {"unknown scale", "unknown parameter", "wrong type"} <= kinds, name
+        if spec.requires.get("paper"):
+            assert "missing results folder" in kinds, name
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("scale, overrides, name", [
-    ("smoke", {"n_samples": -5}, "n_samples"),
-    ("gigantic", {}, "scale"),
-])
-def test_bad_parameters_stop_the_chapter_and_write_nothing(tmp_path, scale, overrides, name):
+@pytest.mark.parametrize("chapter", CHAPTER_NAMES)
+def test_bad_parameters_stop_the_chapter_and_write_nothing(tmp_path, chapter, ledger):
+    """papermill executes the whole chapter with one bad value: it stops with one ParameterError naming the
+    parameter, leaves no output notebook and writes nothing into book/ or data/."""
+    case = _first_bad_case(chapter)
     out_dir = tmp_path / "executed"
-    before = _snapshot(REPO / "book", REPO / "data") if (REPO / "data").exists() else _snapshot(REPO / "book")
+    before = _snapshot(REPO / "book", REPO / "data")
+    ledger.bad_input()
     with pytest.raises(book.ChapterError) as err:
-        book.execute_chapter(REPO / "book" / "data.md", out_dir / "data.ipynb", scale, overrides)
+        book.execute_chapter(REPO / "book" / f"{chapter}.md", out_dir / f"{chapter}.ipynb", case.scale,
+                             dict(case.overrides))
     e = err.value
     assert e.ename == "ParameterError"
-    assert f"parameter '{name}'" in e.evalue
+    assert f"parameter '{case.param}'" in e.evalue
     assert not out_dir.exists(), "a failed chapter must not leave an output notebook"
     assert list(tmp_path.iterdir()) == []
-    after = _snapshot(REPO / "book", REPO / "data") if (REPO / "data").exists() else _snapshot(REPO / "book")
-    assert after == before, "a failed chapter must not write into book/ or data/"
+    assert _snapshot(REPO / "book", REPO / "data") == before, "a failed chapter must not write into book/ or data/"
+
+
+def _chapter_head(chapter: str) -> tuple[str, list[str]]:
+    """The chapter's parameters cell and its code cells up to and including the one that calls book.setup."""
+    cells = [c for c in jupytext.read(REPO / "book" / f"{chapter}.md").cells if c.cell_type == "code"]
+    k = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+    end = next(i for i, c in enumerate(cells) if i > k and "book.setup(" in c.source)
+    return cells[k].source, [c.source for c in cells[k + 1:end + 1]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", CHAPTER_NAMES)
+def test_every_bad_parameter_of_every_chapter_is_refused_in_its_first_cells(chapter, tmp_path, ledger):
+    """Every case of ``book.bad_cases(chapter)`` run through the chapter's own first cells in a real kernel,
+    with the parameters injected as papermill injects them: each stops at the setup cell with exactly one
+    ParameterError that names the parameter, and nothing is written (kernel folder, book/, data/)."""
+    from jupyter_client.manager import start_new_kernel
+    from papermill.translators import translate_parameters
+
+    params_src, head = _chapter_head(chapter)
+    cases = book.bad_cases(chapter)
+    cwd, empty = tmp_path / "cwd", tmp_path / "empty-data"
+    cwd.mkdir()
+    empty.mkdir()
+    before = _snapshot(REPO / "book", REPO / "data")
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(cwd))
+    try:
+        for case in cases:
+            env = (f"import os as _os; _os.environ['POSYM_DATA_DIR'] = {str(empty)!r}" if case.empty_data
+                   else "import os as _os; _os.environ.pop('POSYM_DATA_DIR', None)")
+            injected = translate_parameters("python3", "python", {"scale": case.scale, **case.overrides},
+                                            "Parameters")
+            cells = ["%reset -f", params_src, injected, env, *head]
+            errors = []
+            for src in cells:
+                reply = kc.execute_interactive(src, timeout=120, output_hook=lambda msg: None)
+                if reply["content"]["status"] == "error":
+                    errors.append((src, reply["content"]["ename"], reply["content"]["evalue"]))
+                    break
+            ledger.bad_input()
+            assert len(errors) == 1, f"{chapter} {case.id}: the chapter ran past its setup cell"
+            src, ename, evalue = errors[0]
+            assert src == head[-1], f"{chapter} {case.id}: failed in the wrong cell: {ename}: {evalue}"
+            assert ename == "ParameterError", (case.id, ename, evalue)
+            assert f"'{case.param}'" in evalue and f"chapter {chapter!r}" in evalue, (case.id, evalue)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert list(cwd.iterdir()) == [] and list(empty.iterdir()) == [], "a refused chapter wrote files"
+    assert _snapshot(REPO / "book", REPO / "data") == before, "a refused chapter wrote into book/ or data/"
 
 
 # -----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ tests); it writes the executed notebook only if the chapter succeeds. Measured r
 """
 from __future__ import annotations
 
+import ast
 import csv
 import datetime as _dt
 import math
@@ -292,6 +293,53 @@ def validate(chapter: str, scale: Any, params: Mapping[str, Any] | None = None,
     return out
 
 
+@dataclass(frozen=True)
+class BadCase:
+    """One bad value for a chapter: run it at ``scale`` with ``overrides``; it must stop the chapter with a
+    :class:`ParameterError` naming ``param``.  ``empty_data`` runs it against an empty ``data/`` folder
+    (``$POSYM_DATA_DIR``); ``kind`` says what is wrong (for counts and test ids)."""
+
+    kind: str
+    scale: Any
+    overrides: Mapping[str, Any]
+    param: str
+    empty_data: bool = False
+
+    @property
+    def id(self) -> str:
+        extra = ",".join(f"{k}={v!r}" for k, v in self.overrides.items())
+        return f"{self.kind}[{self.param}{'=' + extra if extra else ''}]"
+
+
+def bad_cases(chapter: str) -> list[BadCase]:
+    """A batch of bad values for every parameter of ``chapter``, derived from its :class:`ChapterSpec`:
+    an unknown scale and an unknown parameter; per parameter a value of the wrong type, one below its
+    minimum (and zero and a negative number where those are invalid), one above its maximum, one outside
+    its choices; and, where the ``paper`` scale reads committed results, a missing results folder."""
+    spec = CHAPTERS[chapter]
+    cases = [BadCase("unknown scale", "gigantic", {}, "scale"),
+             BadCase("wrong type", 3, {}, "scale"),
+             BadCase("unknown parameter", "smoke", {"no_such_parameter": 1}, "no_such_parameter")]
+    for name, p in spec.params.items():
+        wrong = {int: "many", float: "fast", str: 7, bool: "yes"}[p.kind]
+        cases.append(BadCase("wrong type", "smoke", {name: wrong}, name))
+        if p.kind is int:
+            cases.append(BadCase("wrong type", "smoke", {name: 2.5}, name))
+        if p.kind in (int, float) and p.min is not None:
+            below = {p.min - 1 if p.kind is int else p.min - 0.5}
+            below |= {v for v in (0, -1) if v < p.min}
+            cases += [BadCase("too small" if v > 0 else ("zero" if v == 0 else "negative"), "smoke",
+                              {name: v}, name) for v in sorted(below, reverse=True)]
+        if p.kind in (int, float) and p.max is not None:
+            above = p.max + 1 if p.kind is int else p.max * 2 + 1
+            cases.append(BadCase("too large", "smoke", {name: above}, name))
+        if p.choices is not None and p.kind is str:
+            cases.append(BadCase("unknown choice", "smoke", {name: "no-such-" + name}, name))
+    if spec.requires.get("paper"):
+        cases.append(BadCase("missing results folder", "paper", {}, "scale", empty_data=True))
+    return cases
+
+
 @dataclass
 class ChapterConfig:
     """What :func:`setup` returns: chapter name, scale, validated parameters, paths, start time."""
@@ -335,12 +383,36 @@ def seed_everything(seed: int) -> None:
         pass
 
 
+def injected_parameters() -> list[str]:
+    """Names assigned by the cell papermill injects (it starts with ``# Parameters``) in the running IPython
+    kernel (the latest such cell), if any.  papermill only warns about a parameter the notebook does not declare; :func:`setup`
+    refuses it, so a misspelt ``-p n_sample 10`` cannot silently run the chapter with the default."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return []
+    ip = get_ipython()
+    if ip is None:
+        return []
+    cells = [src for src in ip.user_ns.get("In", []) if isinstance(src, str) and src.lstrip().startswith("# Parameters")]
+    if not cells:
+        return []
+    try:
+        tree = ast.parse(cells[-1])  # the latest injection (papermill injects one)
+    except SyntaxError:
+        return []
+    return [t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)]
+
+
 def setup(chapter: str, scale: str, **params: Any) -> ChapterConfig:
     """Validate the chapter's parameters, apply the figure style, seed everything.
 
     Raises :class:`ParameterError` (one message naming the parameter and what to run) before
     anything else happens.
     """
+    for name in injected_parameters():
+        if name != "scale" and name not in params:
+            validate(chapter, scale, {**params, name: None})  # raises: unknown parameter, naming it
     full = validate(chapter, scale, params)
     from posym import plotting
 
