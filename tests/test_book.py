@@ -478,3 +478,30 @@ def test_check_html_detects_unrendered_math():
     leaky = dict(net, page={"https://cdn.example.org/x.js"}, connected={"93.184.216.34:443"})
     problems = "\n".join(ch.check_page("p.html", src, good, leaky, set())[0])
     assert "cdn.example.org" in problems and "93.184.216.34" in problems
+
+
+# -----------------------------------------------------------------------------
+# README testing counts (scripts/testing_report.py)
+
+def test_testing_report_writes_and_checks_the_readme_block(tmp_path, capsys):
+    tr = load_script("testing_report")
+    ledger = {"exitstatus": 0, "tests": {"passed": 10, "skipped": 1},
+              "kinds": {"bad_input": "bad inputs tried (x)", "fault": "faults injected (y)", "rerun": "reruns compared"},
+              "totals": {"bad_input": 7, "fault": 2, "rerun": 0},
+              "by_test": {"tests/test_a.py::t1": {"bad_input": 5}, "tests/test_b.py::t2[x]": {"bad_input": 2, "fault": 2}}}
+    lpath, readme = tmp_path / "ledger.json", tmp_path / "README.md"
+    import json
+    lpath.write_text(json.dumps(ledger))
+    readme.write_text(f"intro\n{tr.BEGIN}\nold\n{tr.END}\noutro\n")
+    args = ["--ledger", str(lpath), "--readme", str(readme)]
+    assert tr.main(args + ["--check"]) == 1  # stale
+    assert tr.main(args + ["--write"]) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("\noutro\n") and "old" not in text
+    assert "| bad inputs tried (x) | 7 |" in text and "| tests passed | 10 |" in text
+    assert "`test_a.py` (5), `test_b.py` (2)" in text
+    assert tr.main(args + ["--check"]) == 0
+    ledger["exitstatus"] = 1
+    lpath.write_text(json.dumps(ledger))
+    with pytest.raises(SystemExit, match="did not pass"):
+        tr.main(args + ["--check"])
