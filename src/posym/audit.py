@@ -24,6 +24,7 @@ Token layout reminders (see :mod:`posym.tasks`). Letter task: a target token ``<
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ HOP_LABELS = ("all",) + tuple(str(h) for h in range(1, MAX_HOPS + 1))
 EVAL_SPLITS = ("val", "test")
 DEFAULT_N_TRAIN = 100_000
 AUDIT_DIR = Path(__file__).resolve().parents[2] / "data" / "audit"
+#: tables computed from trained models (the rest are statistics of the generators)
+MODEL_TABLES = ("shortcut_use", "shortcut_use_summary", "variant_accuracy", "variant_accuracy_summary",
+                "variant_regularity", "variant_conditions")
 
 
 # =============================================================================
@@ -1360,14 +1364,36 @@ def curves_vs_floors(task: str, root: str | Path | None = None, n_train: int = D
 # =============================================================================
 # Everything, written to data/audit/
 
+def _model_tables(put, models, task, device, n_train, variant_n, verify, shortcut_splits, log) -> None:
+    """The :data:`MODEL_TABLES` of ``task`` for ``models`` (a list of (seed, model)), added with ``put``."""
+    if not models:
+        return
+    t0 = time.time()
+    per, summ = shortcut_use(models, task, splits=shortcut_splits, device=device, n_train=n_train)
+    put("shortcut_use", per)
+    put("shortcut_use_summary", summ)
+    log(f"[audit] {task}: shortcut use ({len(models)} model(s)) in {time.time() - t0:.1f}s")
+    t0 = time.time()
+    va = variant_accuracy(models, task, split="test", n=variant_n, device=device, n_train=n_train, verify=verify)
+    put("variant_accuracy", va["per_model"])
+    put("variant_accuracy_summary", va["summary"])
+    put("variant_regularity", va["regularity"])
+    if "conditions" in va:
+        put("variant_conditions", va["conditions"])
+    log(f"[audit] {task}: variants in {time.time() - t0:.1f}s")
+
+
 def run_audit(out: str | Path = AUDIT_DIR, seed: int = 0, n_train: int = DEFAULT_N_TRAIN, device: str = "cpu",
               model_root: str | Path | None = None, variant_n: int | None = None, verify: int = 2000,
-              shortcut_splits: Sequence[str] = EVAL_SPLITS, extra_info: dict | None = None, log=print) -> dict:
+              shortcut_splits: Sequence[str] = EVAL_SPLITS, extra_info: dict | None = None, log=print,
+              models_only: bool = False) -> dict:
     """Compute every audit table for both tasks and write them, with a manifest, to ``out``.
 
     Statistics use data seed ``seed`` (train: first ``n_train``; val and test whole); every committed final
     model under ``model_root`` is evaluated on its own data seed's ``shortcut_splits`` (shortcut use) and on
-    the variants of the first ``variant_n`` test prompts (all when None)."""
+    the variants of the first ``variant_n`` test prompts (all when None).  ``models_only`` recomputes only
+    the :data:`MODEL_TABLES` (e.g. for more seeds) and keeps the statistics tables already in ``out``, whose
+    manifest must then be intact and made with the same ``seed`` and ``n_train``."""
     out = Path(out)
     t_start = time.time()
     tables: dict[str, list[pd.DataFrame]] = {}
@@ -1375,7 +1401,26 @@ def run_audit(out: str | Path = AUDIT_DIR, seed: int = 0, n_train: int = DEFAULT
     def put(name, df):
         tables.setdefault(name, []).append(df)
 
+    kept_info: dict = {}
+    if models_only:
+        old = pio.verify_manifest(out) if (out / "manifest.json").exists() else None
+        if old is None:
+            raise pio.ResultError(f"--models-only needs a complete audit in {out} (its manifest.json is missing)")
+        if old.get("data_seed") != seed or old.get("n_train_slice") != n_train:
+            raise pio.ResultError(f"--models-only: the audit in {out} used data seed {old.get('data_seed')} and "
+                                  f"n_train {old.get('n_train_slice')}, not {seed} and {n_train}")
+        for fname in old["files"]:
+            name = fname.rsplit(".", 1)[0]
+            if name not in MODEL_TABLES:
+                put(name, pio.read_table(out / fname))
+        kept_info = {"statistics_from": {"created": old.get("created"), "git_commit": old.get("git_commit"),
+                                         "wall_time_s": old.get("wall_time_s")}}
+
     for task in TASK_NAMES:
+        if models_only:
+            models = load_models(task, model_root, map_location=device)
+            _model_tables(put, models, task, device, n_train, variant_n, verify, shortcut_splits, log)
+            continue
         t0 = time.time()
         data = audit_splits(task, seed, n_train)
         fitted = fit_solvers(task, data["train"])
@@ -1403,21 +1448,7 @@ def run_audit(out: str | Path = AUDIT_DIR, seed: int = 0, n_train: int = DEFAULT
         log(f"[audit] {task}: learning curves vs floors in {time.time() - t0:.1f}s")
 
         models = load_models(task, model_root, map_location=device)
-        if models:
-            t0 = time.time()
-            per, summ = shortcut_use(models, task, splits=shortcut_splits, device=device, n_train=n_train)
-            put("shortcut_use", per)
-            put("shortcut_use_summary", summ)
-            log(f"[audit] {task}: shortcut use ({len(models)} model(s)) in {time.time() - t0:.1f}s")
-            t0 = time.time()
-            va = variant_accuracy(models, task, split="test", n=variant_n, device=device, n_train=n_train,
-                                  verify=verify)
-            put("variant_accuracy", va["per_model"])
-            put("variant_accuracy_summary", va["summary"])
-            put("variant_regularity", va["regularity"])
-            if "conditions" in va:
-                put("variant_conditions", va["conditions"])
-            log(f"[audit] {task}: variants in {time.time() - t0:.1f}s")
+        _model_tables(put, models, task, device, n_train, variant_n, verify, shortcut_splits, log)
 
     files = []
     for name, dfs in tables.items():
@@ -1430,7 +1461,7 @@ def run_audit(out: str | Path = AUDIT_DIR, seed: int = 0, n_train: int = DEFAULT
             "variant_n": variant_n, "verified_variant_prompts_per_variant": verify,
             "shortcut_use_splits": list(shortcut_splits),
             "models": {t: [s for s, _ in load_models(t, model_root)] for t in TASK_NAMES},
-            **(extra_info or {}),
+            **kept_info, **(extra_info or {}),
             "wall_time_s": round(time.time() - t_start, 1), **pio.provenance(device)}
     stale = [p.name for p in out.glob("*") if p.is_file() and p.suffix in (".csv", ".parquet") and p.name not in files]
     for p in stale:
@@ -1449,10 +1480,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--verify", type=int, default=2000, help="variant prompts checked with the task's solver")
     ap.add_argument("--shortcut-splits", default="val,test", help="comma-separated held-out splits for shortcut use")
     ap.add_argument("--code-commit", default=None, help="record this commit in the manifest (when run outside git)")
+    ap.add_argument("--models-only", action="store_true",
+                    help="recompute only the tables of the trained models; keep the statistics already in --out")
+    ap.add_argument("--models-note", default=None, help="a JSON file whose content goes into the manifest as "
+                    "'models_note' (where each model came from, its sha256, the command that trains it)")
     a = ap.parse_args(argv)
-    extra = {"code_commit": a.code_commit} if a.code_commit else None
+    extra = {"code_commit": a.code_commit} if a.code_commit else {}
+    if a.models_note:
+        extra["models_note"] = json.loads(Path(a.models_note).read_text())
     run_audit(a.out, a.seed, a.n_train, a.device, a.model_root, a.variant_n, a.verify,
-              tuple(a.shortcut_splits.split(",")), extra)
+              tuple(a.shortcut_splits.split(",")), extra or None, models_only=a.models_only)
 
 
 if __name__ == "__main__":
