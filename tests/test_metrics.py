@@ -28,7 +28,7 @@ T = 17  # 16 keys + the query, as in the paper
 ROW_TOL = 1e-5
 
 
-def compare_methods(model, x, layers, score_tol=1e-5):
+def compare_methods(model, x, layers, ledger, score_tol=1e-5):
     """Fast vs re-run: attention rows (original and every swap) and scores. Returns the max differences."""
     resids = residual_inputs(model, x)
     pairs = swap_pairs(x.shape[1] - 1)
@@ -37,11 +37,13 @@ def compare_methods(model, x, layers, score_tol=1e-5):
     for l in layers:
         D_ref, Dp_ref = rerun_rows(model, l, resids[l], pairs)
         D, Di, Dj = rows_from_matrix(content_position_logits(model, l, resids[l]), pairs)
+        ledger.rerun()  # rows
         rows = max((D_ref.double() - D).abs().max().item(),
                    (Dp_ref[..., S, pairs[:, 0]].double() - Di).abs().max().item(),
                    (Dp_ref[..., S, pairs[:, 1]].double() - Dj).abs().max().item())
         # the re-run row outside the swapped pair is the original row (a swap only moves two keys) -- sanity
         fast, ref = layer_scores(model, l, resids[l], method="fast"), layer_scores(model, l, resids[l], method="rerun")
+        ledger.rerun()  # scores
         sc = max((fast.pos - ref.pos).abs().max().item(), (fast.sym - ref.sym).abs().max().item())
         ent = (fast.entropy - ref.entropy).abs().max().item()
         assert rows < ROW_TOL, f"layer {l}: attention rows differ by {rows}"
@@ -54,32 +56,32 @@ def compare_methods(model, x, layers, score_tol=1e-5):
 # -----------------------------------------------------------------------------
 # fast == re-run
 
-def test_fast_equals_rerun_on_random_paper_model_with_sharp_heads():
+def test_fast_equals_rerun_on_random_paper_model_with_sharp_heads(ledger):
     torch.manual_seed(0)
     model = randomize_(GPTJ(ModelConfig.paper(136)), seed=1, std=0.1, qk_scale=3.0).eval()
     x = torch.randint(0, 136, (12, T), generator=torch.Generator().manual_seed(2))
     # the heads are far from uniform, so this is not the trivial (1, 1) corner
     sc = model_scores(model, x)
     assert min(s.pos.mean().item() for s in sc) < 0.9 or min(s.sym.mean().item() for s in sc) < 0.9
-    w = compare_methods(model, x, layers=(0, 5, 11), score_tol=1e-3)
+    w = compare_methods(model, x, layers=(0, 5, 11), ledger=ledger, score_tol=1e-3)
     print(f"\nrandom paper model: max row diff {w['rows']:.2e}, max score diff {w['scores']:.2e}")
 
 
-def test_fast_equals_rerun_on_trained_smoke_model(smoke_run):
+def test_fast_equals_rerun_on_trained_smoke_model(smoke_run, ledger):
     from posym.analyze import metric_prompts
     from posym.train import list_checkpoints, load_checkpoint
 
     (_, first), *_, (step, last) = list_checkpoints(smoke_run)
     _, x, _, _ = metric_prompts("number", 0, 24)
     model, _ = load_checkpoint(last)
-    w = compare_methods(model, x, layers=range(model.cfg.n_layer), score_tol=1e-3)
+    w = compare_methods(model, x, layers=range(model.cfg.n_layer), ledger=ledger, score_tol=1e-3)
     print(f"\nsmoke model step {step}: max row diff {w['rows']:.2e}, max score diff {w['scores']:.2e}")
     # training made some head non-uniform (otherwise the comparison would be trivial)
     sc = model_scores(model, x)
     assert min(min(s.pos.mean().item(), s.sym.mean().item()) for s in sc) < 0.9
 
 
-def test_rerun_rows_really_swap_hidden_states_with_positions_kept():
+def test_rerun_rows_really_swap_hidden_states_with_positions_kept(ledger):
     """Re-run of swap (i, j) == the layer on an input whose rows i and j were exchanged (hooked model)."""
     model = randomize_(GPTJ(ModelConfig(vocab_size=30, n_layer=2, d_model=16, d_mlp=32)), qk_scale=3.0).eval()
     x = torch.randint(0, 30, (3, 9))
@@ -91,6 +93,7 @@ def test_rerun_rows_really_swap_hidden_states_with_positions_kept():
     swapped = resid.clone()
     swapped[:, [i, j]] = resid[:, [j, i]]
     _, cache = model.run_with_cache(x, names=["blocks.1.attn.hook_pattern"])
+    ledger.rerun()
     assert torch.allclose(D, cache["blocks.1.attn.hook_pattern"][:, :, -1], atol=1e-6)
     out = {}
     h = model.blocks[1].attn.hook_pattern.register_forward_hook(lambda m, a, o: out.__setitem__("p", o))
@@ -98,6 +101,7 @@ def test_rerun_rows_really_swap_hidden_states_with_positions_kept():
         model.blocks[1](swapped, torch.arange(9))
     finally:
         h.remove()
+    ledger.rerun()
     assert torch.allclose(Dp[:, :, s], out["p"][:, :, -1], atol=1e-6)
     assert not torch.allclose(Dp[:, :, s], D, atol=1e-4)
 
@@ -225,7 +229,7 @@ def test_per_frequency_scores_separate_a_positional_and_a_symbolic_frequency():
     assert len(tbl) == 8 and (tbl["step"] == 3).all()
 
 
-def test_sharp_conjunctive_head_fast_equals_rerun():
+def test_sharp_conjunctive_head_fast_equals_rerun(ledger):
     """Regression: content A *and* position 5 both needed.  A swap that removes the key holding ~all the mass
     must not lose the remaining mass to cancellation (Z - e_ii - e_jj), and pairs whose float32 attention
     underflows to exactly (0, 0) must not give NaN cosines."""
@@ -239,11 +243,13 @@ def test_sharp_conjunctive_head_fast_equals_rerun():
     assert (Dp_ref == 0).any()  # float32 underflow really happens here
     D, Di, Dj = rows_from_matrix(content_position_logits(model, 0, r), pairs)
     S = torch.arange(len(pairs))
+    ledger.rerun()  # rows
     assert (Dp_ref[..., S, pairs[:, 0]].double() - Di).abs().max().item() < ROW_TOL
     assert (Dp_ref[..., S, pairs[:, 1]].double() - Dj).abs().max().item() < ROW_TOL
     fast, ref = both_methods(model, x)
     for s in (fast, ref):
         assert torch.isfinite(s.pos).all() and torch.isfinite(s.sym).all()
+    ledger.rerun()  # scores
     assert (fast.pos - ref.pos).abs().max().item() < 1e-5 and (fast.sym - ref.sym).abs().max().item() < 1e-5
     # moving A off position 5 moves the mass to the second-best position (11), not to A: neither pure kind
     assert 0.05 < fast.pos.mean().item() < 0.95 and 0.05 < fast.sym.mean().item() < 0.95
@@ -285,10 +291,11 @@ def attention_rows_of(model, x):
 # -----------------------------------------------------------------------------
 # properties (hypothesis)
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                                                  HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2 ** 31 - 1), qk_scale=st.floats(0.01, 25.0), n_keys=st.integers(2, 16),
        rotary=st.sampled_from([0, 4, 8, None]), n_head=st.sampled_from([1, 2]))
-def test_random_heads_fast_equals_rerun_in_float64(seed, qk_scale, n_keys, rotary, n_head):
+def test_random_heads_fast_equals_rerun_in_float64(seed, qk_scale, n_keys, rotary, n_head, ledger):
     """The fast method is exact: in float64 it equals the re-run reference to rounding, even for very sharp
     heads (logits in the hundreds), where float32 rounding times 1/tau would blur any comparison."""
     model = randomize_(attn_only_model(d_model=16, vocab_size=12, n_head=n_head, rotary_dim=rotary), seed=seed,
@@ -301,6 +308,7 @@ def test_random_heads_fast_equals_rerun_in_float64(seed, qk_scale, n_keys, rotar
     assert D_ref.dtype == torch.float64
     D, Di, Dj = rows_from_matrix(content_position_logits(model, 0, r), pairs)
     S = torch.arange(len(pairs))
+    ledger.rerun()  # rows
     assert (D_ref - D).abs().max().item() < 1e-10
     assert (Dp_ref[..., S, pairs[:, 0]] - Di).abs().max().item() < 1e-10
     assert (Dp_ref[..., S, pairs[:, 1]] - Dj).abs().max().item() < 1e-10
@@ -316,17 +324,20 @@ def test_random_heads_fast_equals_rerun_in_float64(seed, qk_scale, n_keys, rotar
         for v in (s.pos, s.sym, fast.freq_pos, fast.freq_sym):
             assert torch.isfinite(v).all()
             assert v.numel() == 0 or (v.min().item() >= 0.0 and v.max().item() <= 1 + 1e-6)
+    ledger.rerun()  # scores
     assert (fast.pos - ref.pos).abs().max().item() < 1e-5
     assert (fast.sym - ref.sym).abs().max().item() < 1e-5
     # the head-level scores do not depend on whether per-frequency scores were asked for
     plain = layer_scores(model, 0, r, method="fast")
+    ledger.rerun()
     assert torch.equal(plain.pos, fast.pos) and torch.equal(plain.sym, fast.sym)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2 ** 31 - 1), qk_scale=st.floats(0.01, 3.0), n_keys=st.integers(2, 16),
        rotary=st.sampled_from([0, 8, None]))
-def test_random_heads_float32_rows_agree_and_scores_in_unit_interval(seed, qk_scale, n_keys, rotary):
+def test_random_heads_float32_rows_agree_and_scores_in_unit_interval(seed, qk_scale, n_keys, rotary, ledger):
     """float32, as the model runs: attention rows agree to 1e-5 (logits up to ~50), scores lie in [0, 1]."""
     model = randomize_(attn_only_model(d_model=16, vocab_size=12, rotary_dim=rotary), seed=seed, std=0.3,
                        qk_scale=qk_scale)
@@ -338,6 +349,7 @@ def test_random_heads_float32_rows_agree_and_scores_in_unit_interval(seed, qk_sc
     D_ref, Dp_ref = rerun_rows(model, 0, r, pairs)
     D, Di, Dj = rows_from_matrix(M, pairs)
     S = torch.arange(len(pairs))
+    ledger.rerun()  # rows
     assert (D_ref.double() - D).abs().max().item() < ROW_TOL
     assert (Dp_ref[..., S, pairs[:, 0]].double() - Di).abs().max().item() < ROW_TOL
     assert (Dp_ref[..., S, pairs[:, 1]].double() - Dj).abs().max().item() < ROW_TOL
@@ -395,7 +407,7 @@ def test_logits_scaled_to_zero_give_both_scores_one(seed, rotary):
         assert torch.allclose(s.sym, torch.ones_like(s.sym), atol=1e-5), method
 
 
-def test_entropy_and_score_tables():
+def test_entropy_and_score_tables(ledger):
     assert attention_entropy(torch.full((3, 17), 1 / 17, dtype=torch.float64)).sub(math.log(17)).abs().max() < 1e-12
     assert attention_entropy(torch.eye(17)[:3]).abs().max() < 1e-12
     model = randomize_(GPTJ(ModelConfig(vocab_size=20, n_layer=3, d_model=16, d_mlp=32)), qk_scale=3).eval()
@@ -407,9 +419,9 @@ def test_entropy_and_score_tables():
     assert np.allclose(tbl["entropy_norm"], tbl["entropy"] / math.log(T))
     assert np.allclose(tbl["pos"], [s.pos.mean().item() for s in sc])
     assert ((tbl["pos_sd"] > 0) & (tbl["entropy_norm"] <= 1 + 1e-9)).all()
-    with pytest.raises(ValueError, match="per_frequency"):
+    with ledger.raises(ValueError, match="per_frequency"):
         frequency_table(sc)
-    with pytest.raises(ValueError, match="method"):
+    with ledger.raises(ValueError, match="method"):
         layer_scores(model, 0, residual_inputs(model, torch.zeros(1, T, dtype=torch.long))[0], method="slow")
 
 

@@ -25,7 +25,7 @@ def paper_model(seed: int = 0, **overrides) -> GPTJ:
 # equality with Hugging Face GPTJForCausalLM
 
 @pytest.mark.parametrize("T, n_positions", [(17, 128), (300, 512)])
-def test_matches_hf_gptj(T, n_positions):
+def test_matches_hf_gptj(T, n_positions, ledger):
     model = paper_model(seed=T)
     hf = to_hf(model, n_positions=n_positions)
     assert hf.config.n_positions == n_positions and hf.config.rotary_dim == 128
@@ -46,45 +46,51 @@ def test_matches_hf_gptj(T, n_positions):
     print(f"\nT={T}: max |logit| {scale:.2f}; max abs diff vs HF: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
     assert scale > 1.0  # the random weights give non-trivial logits, so the bound below means something
     for k, v in diffs.items():
+        ledger.rerun()
         assert v < 1e-4, f"{k} path differs from HF GPT-J by {v}"
     assert last_fast.shape == (3, 1, V)
+    ledger.rerun()
     assert (fast - hooked).abs().max().item() < 1e-5
 
 
-def test_hf_eager_attention_also_matches():
+def test_hf_eager_attention_also_matches(ledger):
     model = paper_model(seed=3)
     hf = to_hf(model, n_positions=128)
     hf.set_attn_implementation("eager")
     x = torch.randint(0, V, (2, 17), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         d = (hf(x).logits - model(x)).abs().max().item()
+    ledger.rerun()
     print(f"\neager HF vs ours: {d:.2e}")
     assert d < 1e-4
 
 
-def test_hf_detects_a_changed_weight():
+def test_hf_detects_a_changed_weight(ledger):
     """The comparison has teeth: perturbing one of our weights after export breaks equality."""
     model = paper_model(seed=4)
     hf = to_hf(model)
     with torch.no_grad():
         model.blocks[5].attn.k_proj.weight[3, 7] += 0.5
+        ledger.fault()  # a weight changed after export
         d = (hf(torch.arange(17)[None] % V).logits - model(torch.arange(17)[None] % V)).abs().max().item()
     assert d > 1e-3
 
 
-def test_training_mode_paths_agree_without_dropout():
+def test_training_mode_paths_agree_without_dropout(ledger):
     model = paper_model(seed=5, attn_pdrop=0.0, resid_pdrop=0.0).train()
     x = torch.randint(0, V, (4, 17), generator=torch.Generator().manual_seed(3))
     a = model(x, last_only=True)[:, -1]
     b = model(x, fast=False)[:, -1]
+    ledger.rerun()
     assert (a - b).abs().max().item() < 1e-5
     # gradients agree too (the fast path is what training uses)
     ga = torch.autograd.grad(a.square().sum(), model.blocks[0].attn.q_proj.weight)[0]
     gb = torch.autograd.grad(b.square().sum(), model.blocks[0].attn.q_proj.weight)[0]
+    ledger.rerun()
     assert (ga - gb).abs().max().item() < 1e-4 * max(1.0, ga.abs().max().item())
 
 
-def test_dropout_is_active_in_training_mode_only():
+def test_dropout_is_active_in_training_mode_only(ledger):
     model = paper_model(seed=6)
     x = torch.randint(0, V, (4, 17), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
@@ -92,14 +98,16 @@ def test_dropout_is_active_in_training_mode_only():
         a, b = model(x), model(x)
         model.eval()
         c, d = model(x), model(x)
+    ledger.rerun()
     assert not torch.equal(a, b)
+    ledger.rerun()
     assert torch.equal(c, d)
 
 
 # -----------------------------------------------------------------------------
 # hook points
 
-def test_hook_points_have_transformerlens_names_and_shapes():
+def test_hook_points_have_transformerlens_names_and_shapes(ledger):
     cfg = ModelConfig(vocab_size=20, n_layer=2, n_head=2, d_model=16, d_mlp=32)
     model = randomize_(GPTJ(cfg)).eval()
     B, T, H, Dh, D = 3, 9, 2, 8, 16
@@ -117,6 +125,7 @@ def test_hook_points_have_transformerlens_names_and_shapes():
     assert "hook_embed" in cache
     # the cached activations are the ones the model computed
     with torch.no_grad():
+        ledger.rerun()
         assert torch.allclose(logits, model(x), atol=1e-5)
         for l in range(2):
             c = lambda n: cache[f"blocks.{l}.{n}"]
@@ -133,7 +142,7 @@ def test_hook_points_have_transformerlens_names_and_shapes():
         assert torch.allclose(cache["blocks.1.hook_resid_pre"], cache["blocks.0.hook_resid_post"])
 
 
-def test_run_with_cache_last_only_and_name_filter():
+def test_run_with_cache_last_only_and_name_filter(ledger):
     cfg = ModelConfig(vocab_size=20, n_layer=2, n_head=2, d_model=16, d_mlp=32)
     model = randomize_(GPTJ(cfg)).eval()
     x = torch.randint(0, 20, (2, 7))
@@ -142,15 +151,16 @@ def test_run_with_cache_last_only_and_name_filter():
     assert cache["blocks.0.attn.hook_pattern"].shape == (2, 2, 7, 7)
     assert cache["blocks.1.attn.hook_pattern"].shape == (2, 2, 1, 7)  # the final block only needs the last row
     full, cache_full = model.run_with_cache(x, names=["blocks.1.attn.hook_pattern"])
+    ledger.rerun()
     assert torch.allclose(cache["blocks.1.attn.hook_pattern"][:, :, 0], cache_full["blocks.1.attn.hook_pattern"][:, :, -1],
                           atol=1e-6)
     assert torch.allclose(logits[:, -1], full[:, -1], atol=1e-5)
-    with pytest.raises(KeyError, match="no_such_hook"):
+    with ledger.raises(KeyError, match="no_such_hook"):
         model.run_with_cache(x, names=["blocks.0.no_such_hook"])
     assert not model._hooked()  # hooks are removed afterwards, even after an error
 
 
-def test_a_hook_that_modifies_an_activation_changes_the_output():
+def test_a_hook_that_modifies_an_activation_changes_the_output(ledger):
     model = paper_model(seed=7)
     x = torch.randint(0, V, (2, 17), generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
@@ -165,10 +175,12 @@ def test_a_hook_that_modifies_an_activation_changes_the_output():
         with model.hooks([("blocks.11.hook_resid_pre", zero_resid)]):
             zeroed = model(x)
         after = model(x)
+    ledger.rerun()
     assert (same - base).abs().max().item() < 1e-5
     assert (changed - base).abs().max().item() > 1e-2
     # with the residual stream zeroed, every position gives the same logits
     assert (zeroed - zeroed[:, :1]).abs().max().item() < 1e-5
+    ledger.rerun()
     assert torch.equal(after, base) and not model._hooked()
 
 
@@ -184,7 +196,7 @@ def test_rope_frequencies_match_paper_table_1():
     assert torch.all(g[1:] < g[:-1])
 
 
-def test_rope_is_an_interleaved_rotation_and_depends_only_on_relative_position():
+def test_rope_is_an_interleaved_rotation_and_depends_only_on_relative_position(ledger):
     gen = torch.Generator().manual_seed(0)
     R = 16
     angles = rope_angles(R)
@@ -212,7 +224,7 @@ def test_rope_is_an_interleaved_rotation_and_depends_only_on_relative_position()
     x = torch.randn(5, 12, dtype=torch.float64, generator=gen)
     c, s = rope_cos_sin(torch.arange(5), rope_angles(8), dtype=torch.float64)
     assert torch.equal(apply_rope(x, c, s)[:, 8:], x[:, 8:])
-    with pytest.raises(ValueError, match="rotary_dim"):
+    with ledger.raises(ValueError, match="rotary_dim"):
         rope_angles(7)
 
 
@@ -252,7 +264,7 @@ def test_nope_attention_is_permutation_equivariant():
 
 
 @pytest.mark.parametrize("k", [0, 5, 63])
-def test_freq_mask_zeroes_q_and_k_outside_the_kept_frequency(k):
+def test_freq_mask_zeroes_q_and_k_outside_the_kept_frequency(k, ledger):
     mask = [f == k for f in range(64)]
     model = randomize_(GPTJ(ModelConfig.paper(V, freq_mask=mask))).eval()
     x = torch.randint(0, V, (2, 17), generator=torch.Generator().manual_seed(9))
@@ -271,6 +283,7 @@ def test_freq_mask_zeroes_q_and_k_outside_the_kept_frequency(k):
         tril = torch.ones(17, 17, dtype=torch.bool).tril()
         assert torch.allclose(sc[..., tril], ref[..., tril], atol=1e-5)
     with torch.no_grad():
+        ledger.rerun()
         assert (model(x) - logits).abs().max().item() < 1e-5  # the fast path applies the mask too
 
 
@@ -278,7 +291,7 @@ def test_freq_mask_zeroes_q_and_k_outside_the_kept_frequency(k):
 # lengths and bad configurations
 
 @pytest.mark.slow
-def test_no_128_position_cap_5000_tokens():
+def test_no_128_position_cap_5000_tokens(ledger):
     model = paper_model(seed=9)
     x = torch.randint(0, V, (1, 5000), generator=torch.Generator().manual_seed(10))
     with torch.no_grad():
@@ -293,18 +306,19 @@ def test_no_128_position_cap_5000_tokens():
     with torch.no_grad():
         a = small(x, last_only=True)[:, -1]
         b = small(x, fast=False)[:, -1]
+    ledger.rerun()
     assert (a - b).abs().max().item() < 1e-4
 
 
-def test_max_seq_len_is_enforced_with_a_clear_error():
+def test_max_seq_len_is_enforced_with_a_clear_error(ledger):
     model = GPTJ(ModelConfig(vocab_size=20, n_layer=1, d_model=16, d_mlp=32, max_seq_len=32)).eval()
     model(torch.zeros(1, 32, dtype=torch.long))
     for fast in (True, False):
-        with pytest.raises(ValueError, match=r"sequence length 33 exceeds .*max_seq_len=32"):
+        with ledger.raises(ValueError, match=r"sequence length 33 exceeds .*max_seq_len=32"):
             model(torch.zeros(1, 33, dtype=torch.long), fast=fast)
-    with pytest.raises(ValueError, match="token id out of range"):
+    with ledger.raises(ValueError, match="token id out of range"):
         model(torch.full((1, 4), 20))
-    with pytest.raises(ValueError, match="batch, seq"):
+    with ledger.raises(ValueError, match="batch, seq"):
         model(torch.zeros(4, dtype=torch.long))
 
 
@@ -324,17 +338,17 @@ def test_max_seq_len_is_enforced_with_a_clear_error():
     (dict(max_seq_len=0), "max_seq_len"),
     (dict(vocab_size=0), "vocab_size"),
 ])
-def test_bad_config_raises_value_error_naming_the_field(kwargs, field):
+def test_bad_config_raises_value_error_naming_the_field(kwargs, field, ledger):
     base = dict(vocab_size=V)
     base.update(kwargs)
-    with pytest.raises(ValueError, match=field):
+    with ledger.raises(ValueError, match=field):
         ModelConfig(**base)
 
 
-def test_unknown_preset_and_unknown_fields():
-    with pytest.raises(ValueError, match="preset.*'huge'"):
+def test_unknown_preset_and_unknown_fields(ledger):
+    with ledger.raises(ValueError, match="preset.*'huge'"):
         ModelConfig.preset("huge", V)
-    with pytest.raises(ValueError, match="unknown ModelConfig fields.*n_layers"):
+    with ledger.raises(ValueError, match="unknown ModelConfig fields.*n_layers"):
         ModelConfig.from_dict({"vocab_size": V, "n_layers": 2})
     cfg = ModelConfig.preset("smoke", V, rotary_dim=8, freq_mask=[True, False, True, False])
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
