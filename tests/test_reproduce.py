@@ -87,7 +87,7 @@ def test_second_run_does_nothing_and_is_fast(serial):
     assert {j.name: folder_checksums(j.run_dir) for j in serial.jobs} == before
 
 
-def test_ray_engine_equals_serial(serial, tmp_path, monkeypatch):
+def test_ray_engine_equals_serial(serial, tmp_path, monkeypatch, ledger):
     ray = pytest.importorskip("ray")
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
@@ -99,13 +99,15 @@ def test_ray_engine_equals_serial(serial, tmp_path, monkeypatch):
     assert res.ok, res.summary()
     assert set(res.ran) == {"number-s0", "letter-s0"}
     for job in serial.jobs:
+        ledger.rerun()
         assert_same_results(Path(job.run_dir), tmp_path / job.name)
 
 
-def test_local_engine_equals_serial_and_resumes_an_interrupted_plan(serial, tmp_path):
+def test_local_engine_equals_serial_and_resumes_an_interrupted_plan(serial, tmp_path, ledger):
     """A plan stopped mid-training resumes from last.pt, in the process pool, to the serial run's bits."""
     plan = tiny_plan(tmp_path, stop_after=10)
     res = rp.run_plan(plan, engine="serial", progress=False)
+    ledger.fault()  # the plan is interrupted after step 10
     assert sorted(res.interrupted) == ["letter-s0", "number-s0"] and not res.ok
     for job in plan.jobs:
         d = Path(job.run_dir)
@@ -115,19 +117,22 @@ def test_local_engine_equals_serial_and_resumes_an_interrupted_plan(serial, tmp_
     res = rp.run_plan(tiny_plan(tmp_path), engine="local", workers=2, progress=False)
     assert res.ok, res.summary()
     for job in serial.jobs:
+        ledger.rerun()
         assert_same_results(Path(job.run_dir), tmp_path / job.name)
 
 
-def test_changed_output_or_parameters_redo_only_what_they_invalidate(serial, tmp_path):
+def test_changed_output_or_parameters_redo_only_what_they_invalidate(serial, tmp_path, ledger):
     src = Path(serial.jobs[0].run_dir)
     shutil.copytree(src, tmp_path / src.name)
     plan = tiny_plan(tmp_path, tasks="number")
     # a damaged final table: only the final step runs again, and restores the same bytes
     good = pd.read_parquet(tmp_path / src.name / "length.parquet").drop(columns="seconds")
     (tmp_path / src.name / "length.parquet").write_bytes(b"not parquet")
+    ledger.fault()
     res = rp.run_plan(plan, progress=False)
     assert res.ran == {"number-s0": ["final"]}
     again = pd.read_parquet(tmp_path / src.name / "length.parquet").drop(columns="seconds")
+    ledger.rerun()
     pd.testing.assert_frame_equal(again, good)
     # other analysis parameters: the analysis and final steps run again, training is kept
     plan2 = rp.build_plan("smoke", tasks="number", seeds=1, out=tmp_path, overrides=OVERRIDES,
@@ -148,20 +153,22 @@ def test_results_of_an_older_driver_are_adopted_without_recomputing(serial, tmp_
     assert set(rp.read_steps(tmp_path / src.name)) == set(rp.STEPS)
 
 
-def test_a_folder_of_another_config_is_refused_before_anything_runs(serial, tmp_path):
+def test_a_folder_of_another_config_is_refused_before_anything_runs(serial, tmp_path, ledger):
     src = Path(serial.jobs[0].run_dir)
     shutil.copytree(src, tmp_path / src.name)
     plan = rp.build_plan("smoke", tasks="number", seeds=1, out=tmp_path,
                          overrides={**OVERRIDES, "steps": 30}, analysis=ANALYSIS)
-    with pytest.raises(rp.PlanError, match="holds a run with config .*Delete that folder, or pass another --out"):
+    with ledger.raises(rp.PlanError, match="holds a run with config .*Delete that folder, or pass another --out",
+                       kind="fault"):
         rp.run_plan(plan, progress=False)
 
 
-def test_publish_and_claims(serial, tmp_path):
+def test_publish_and_claims(serial, tmp_path, ledger):
     dests = rp.publish(serial, tmp_path / "paper")
     assert [d.name for d in dests] == ["number-s0", "letter-s0"]
     assert (tmp_path / "paper" / "number-s0" / "final.pt").exists()
     for d in dests:
+        ledger.rerun()  # the published files' checksums recomputed
         pio.verify_manifest(d)
     stamp = {d.name: (d / "manifest.json").stat().st_mtime_ns for d in dests}
     rp.publish(serial, tmp_path / "paper")  # unchanged results: nothing rewritten
@@ -220,21 +227,22 @@ def test_cli_reproduce_on_a_complete_plan_prints_the_claims(serial, monkeypatch,
     (["--threads", "0"], "--threads must be a positive integer"),
     (["--address", "auto"], "--address is only for --engine ray"),
 ])
-def test_bad_input_is_a_clear_error(args, message, capsys, tmp_path):
+def test_bad_input_is_a_clear_error(args, message, capsys, tmp_path, ledger):
+    ledger.bad_input()
     rc = cli.main(["reproduce", "--out", str(tmp_path), "--no-book", "--quiet", *args])
     err = capsys.readouterr().err
     assert rc == 2 and message in err and err.startswith("posym reproduce: error:")
     assert not any(tmp_path.iterdir())
 
 
-def test_plan_api_validates_too():
-    with pytest.raises(rp.PlanError, match="unknown engine"):
+def test_plan_api_validates_too(ledger):
+    with ledger.raises(rp.PlanError, match="unknown engine"):
         rp.run_plan(tiny_plan("/nonexistent/never"), engine="mpi")
-    with pytest.raises(rp.PlanError, match="at least 1"):
+    with ledger.raises(rp.PlanError, match="at least 1"):
         rp.build_plan("smoke", seeds=0)
-    with pytest.raises(rp.PlanError, match="unknown analysis parameters"):
+    with ledger.raises(rp.PlanError, match="unknown analysis parameters"):
         rp.build_plan("smoke", analysis={"n_prompt": 3})
-    with pytest.raises(rp.PlanError, match="--jobs must be a positive integer"):
+    with ledger.raises(rp.PlanError, match="--jobs must be a positive integer"):
         rp.run_plan(tiny_plan("/nonexistent/never"), engine="local", workers=0)
     assert rp.parse_seeds("0-2,7") == [0, 1, 2, 7] and rp.parse_seeds(None, "paper") == [0, 1, 2, 3, 4]
 

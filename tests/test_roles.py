@@ -80,16 +80,18 @@ def test_draw_rewriting_and_grid():
 # -----------------------------------------------------------------------------------------------
 # trained heads
 
-def test_last_query_argmax_and_flow_agree_with_analyze(tiny_model, number_samples):
+def test_last_query_argmax_and_flow_agree_with_analyze(tiny_model, number_samples, ledger):
     vocab = tasks.get_task("number").vocab
     a, w = R.last_query_argmax(tiny_model, number_samples, vocab, batch_size=16)
     x, _, _ = tasks.to_tensors(number_samples, vocab)
     rows = analyze.attention_rows(tiny_model, x)[:, :, 0]  # (L, N, T)
+    ledger.rerun()
     assert np.array_equal(a, rows.argmax(-1).T.numpy())
     assert np.allclose(w, rows.max(-1).values.T.numpy())
     s = number_samples[0]
     flow = R.flow_table(tiny_model, s, vocab)
     ref = analyze.flow_traces(tiny_model, [s], vocab)
+    ledger.rerun()
     assert np.array_equal(flow["read"].to_numpy().astype(int), ref["argmax_pos"].to_numpy())
     trace = R.chain_trace(flow, s)
     assert list(trace.index) == [f"{p} {s.tokens[p]}" for p in s.chain]
@@ -155,7 +157,7 @@ def test_reflexive_split_counts_self_and_copies():
     assert out.loc[3, "elsewhere"] == (0.0 if 3 in copies else 1.0)
 
 
-def test_scores_by_group_averages_layer_scores(tiny_model, number_samples):
+def test_scores_by_group_averages_layer_scores(tiny_model, number_samples, ledger):
     from posym.metrics import layer_scores, residual_inputs
 
     vocab = tasks.get_task("number").vocab
@@ -165,6 +167,7 @@ def test_scores_by_group_averages_layer_scores(tiny_model, number_samples):
     x, _, _ = tasks.to_tensors(number_samples, vocab)
     sc = layer_scores(tiny_model, 1, residual_inputs(tiny_model, x)[1])
     mask = np.array(groups) == "points at a letter"
+    ledger.rerun()
     assert out.loc["points at a letter", "pos"] == pytest.approx(sc.pos[mask, 0].mean().item(), rel=1e-5)
 
 

@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from posym.tasks import (
     MAX_HOPS, QUERY_POS, SEQ_LEN, SPLIT_SIZES, TARGET_WINDOW, TASK_NAMES,
@@ -132,16 +132,16 @@ def test_encode_decode_roundtrip(name):
     assert task.vocab.decode(task.vocab.encode(task.vocab.tokens)) == list(task.vocab.tokens)
 
 
-def test_vocab_errors():
+def test_vocab_errors(ledger):
     v = Vocab(["x", "y"])
     assert v.encode(["y", "x"]) == [2, 1]
-    with pytest.raises(ValueError, match="'zz'"):
+    with ledger.raises(ValueError, match="'zz'"):
         v.encode(["x", "zz"])
-    with pytest.raises(ValueError, match="7"):
+    with ledger.raises(ValueError, match="7"):
         v.decode([7])
-    with pytest.raises(ValueError, match="'17'"):
+    with ledger.raises(ValueError, match="'17'"):
         get_task("number").vocab.encode(["17"])   # INT stops at 16
-    with pytest.raises(ValueError, match="'a9'"):
+    with ledger.raises(ValueError, match="'a9'"):
         get_task("letter").vocab.encode(["a9"])   # numbers stop at 8
 
 
@@ -161,12 +161,12 @@ def test_paper_examples_library_solver():
     assert s.text() == "n h n v h y r s 6 3 2 7 7 8 4 7 2 → n"
 
 
-def test_letter_solver_rejects_ambiguity():
-    with pytest.raises(ValueError):
+def test_letter_solver_rejects_ambiguity(ledger):
+    with ledger.raises(ValueError):
         get_task("letter").solve(["a1", "a2", "ba"])   # two tokens start with 'a'
-    with pytest.raises(ValueError):
+    with ledger.raises(ValueError):
         get_task("letter").solve(["a1", "b2", "hc"])   # no token starts with 'c'
-    with pytest.raises(ValueError):
+    with ledger.raises(ValueError):
         get_task("number").solve(["a", "5"])           # jumps before the start
 
 
@@ -185,7 +185,7 @@ def test_samples_solved_by_reference(name, split):
 
 
 @pytest.mark.parametrize("name", TASK_NAMES)
-def test_sample_honours_request(name):
+def test_sample_honours_request(name, ledger):
     task = get_task(name)
     rng = np.random.default_rng(5)
     for tp in range(TARGET_WINDOW):
@@ -195,11 +195,11 @@ def test_sample_honours_request(name):
             assert (s.answer, s.hops, s.answer_pos) == (ans, h, tp)
             assert s.tokens[tp] == ans
             check_sample(name, s)
-    with pytest.raises(ValueError, match="8"):
+    with ledger.raises(ValueError, match="8"):
         task.sample(rng, 8, task.answer_tokens[0], 1)
-    with pytest.raises(ValueError, match="5"):
+    with ledger.raises(ValueError, match="5"):
         task.sample(rng, 0, task.answer_tokens[0], 5)
-    with pytest.raises(ValueError, match="'zz9'"):
+    with ledger.raises(ValueError, match="'zz9'"):
         task.sample(rng, 0, "zz9", 1)
 
 
@@ -217,12 +217,13 @@ def test_letter_distractors_avoid_chain_letters():
 
 
 @pytest.mark.parametrize("name", TASK_NAMES)
-def test_arrays_match_items_and_batches(name):
+def test_arrays_match_items_and_batches(name, ledger):
     ds = TaskDataset(name, "test")
     task = ds.task
     idx = list(range(0, len(ds), 997)) + [len(ds) - 1]
     unmemo = ds.batch(idx)      # built row by row
     a = ds.arrays()
+    ledger.rerun()  # arrays vs items
     for i in idx:
         s = ds[i]
         assert a["x"][i].tolist() == task.vocab.encode(s.tokens)
@@ -234,19 +235,22 @@ def test_arrays_match_items_and_batches(name):
         assert a[k].shape == (len(ds),) and a[k].dtype == np.int64
     memo = ds.batch(idx)        # from the memoised arrays
     ref = to_tensors([ds[i] for i in idx], task.vocab)
+    ledger.rerun(2)  # row-by-row and memoised batches vs to_tensors
     for u, m, r in zip(unmemo, memo, ref):
         assert u.dtype == torch.long and torch.equal(u, r) and torch.equal(m, r)
     assert ref[0].shape == (len(idx), SEQ_LEN)
 
 
 @pytest.mark.parametrize("name", TASK_NAMES)
-def test_smaller_size_is_prefix(name):
+def test_smaller_size_is_prefix(name, ledger):
     small, full = TaskDataset(name, "val", size=37), TaskDataset(name, "val")
     assert len(small) == 37 and len(full) == 2_400
+    ledger.rerun()
     assert [small[i] for i in range(37)] == [full[i] for i in range(37)]
     assert small[-1] == full[36]
-    with pytest.raises(IndexError):
+    with ledger.raises(IndexError):
         small[37]
+    ledger.rerun()
     np.testing.assert_array_equal(small.arrays()["x"], full.arrays()["x"][:37])
 
 
@@ -309,17 +313,20 @@ PINNED = {
 
 
 @pytest.mark.parametrize("name,split", list(PINNED))
-def test_pinned_digest(name, split):
+def test_pinned_digest(name, split, ledger):
     """Catches accidental changes to the generator (update only on purpose)."""
+    ledger.rerun()
     assert _digest(name, split) == PINNED[(name, split)]
 
 
 @pytest.mark.parametrize("name", TASK_NAMES)
-def test_determinism_and_seeds(name):
+def test_determinism_and_seeds(name, ledger):
     a, b = TaskDataset(name, "train", seed=3), TaskDataset(name, "train", seed=3)
     c = TaskDataset(name, "train", seed=4)
     idx = list(range(30)) + [123_456, 431_999]
+    ledger.rerun()
     assert [a[i] for i in idx] == [b[i] for i in idx]
+    ledger.rerun()
     assert a[17] == a[17]
     differ = sum(a[i] != c[i] for i in idx)
     assert differ >= len(idx) - 1
@@ -341,22 +348,22 @@ def test_splits_cover_disjoint_index_ranges():
 # -----------------------------------------------------------------------------
 # errors
 
-def test_bad_arguments():
-    with pytest.raises(ValueError, match="unknown task 'foo': choose one of number, letter"):
+def test_bad_arguments(ledger):
+    with ledger.raises(ValueError, match="unknown task 'foo': choose one of number, letter"):
         get_task("foo")
-    with pytest.raises(ValueError, match="'foo'"):
+    with ledger.raises(ValueError, match="'foo'"):
         TaskDataset("foo")
-    with pytest.raises(ValueError, match="'dev'"):
+    with ledger.raises(ValueError, match="'dev'"):
         TaskDataset("number", "dev")
-    with pytest.raises(ValueError, match="size.*0"):
+    with ledger.raises(ValueError, match="size.*0"):
         TaskDataset("number", "val", size=0)
-    with pytest.raises(ValueError, match="2401"):
+    with ledger.raises(ValueError, match="2401"):
         TaskDataset("number", "val", size=2_401)
-    with pytest.raises(ValueError, match="-1"):
+    with ledger.raises(ValueError, match="-1"):
         TaskDataset("letter", "val", seed=-1)
-    with pytest.raises(ValueError, match="1.5"):
+    with ledger.raises(ValueError, match="1.5"):
         TaskDataset("letter", "val", seed=1.5)
-    with pytest.raises(IndexError):
+    with ledger.raises(IndexError):
         TaskDataset("letter", "val")[2_400]
 
 
@@ -364,10 +371,11 @@ def test_bad_arguments():
 # fixed evaluation sets
 
 @pytest.mark.parametrize("name", TASK_NAMES)
-def test_balanced_eval_set(name):
+def test_balanced_eval_set(name, ledger):
     ev = balanced_eval_set(name, 400, seed=0)
     assert len(ev) == 400
     assert Counter(s.hops for s in ev) == {1: 100, 2: 100, 3: 100, 4: 100}
+    ledger.rerun()
     assert ev == balanced_eval_set(name, 400, seed=0)
     val = {s.tokens for s in TaskDataset(name, "val")}
     assert all(s.tokens in val for s in ev)
@@ -375,11 +383,11 @@ def test_balanced_eval_set(name):
         check_sample(name, s)
     test_set = balanced_eval_set(name, 40, split="test")
     assert Counter(s.hops for s in test_set) == {1: 10, 2: 10, 3: 10, 4: 10}
-    with pytest.raises(ValueError, match="402"):
+    with ledger.raises(ValueError, match="402"):
         balanced_eval_set(name, 402)
-    with pytest.raises(ValueError, match="0"):
+    with ledger.raises(ValueError, match="0"):
         balanced_eval_set(name, 0)
-    with pytest.raises(ValueError, match="2400"):
+    with ledger.raises(ValueError, match="2400"):
         balanced_eval_set(name, 2_400)  # val has only ~600 of each hop count
 
 
@@ -388,7 +396,7 @@ def test_balanced_eval_set(name):
 
 @pytest.mark.parametrize("extra", [0, 1, 100, 1000])
 @pytest.mark.parametrize("name", TASK_NAMES)
-def test_extend_target_window(name, extra):
+def test_extend_target_window(name, extra, ledger):
     task = get_task(name)
     rng = np.random.default_rng(extra)
     for s in TaskDataset(name, "test", size=40):
@@ -401,7 +409,7 @@ def test_extend_target_window(name, extra):
         extra_ok = task.letters if name == "number" else task.target_tokens
         assert all(t in extra_ok for t in e.tokens[:extra])
         assert len(task.vocab.encode(e.tokens)) == SEQ_LEN + extra
-    with pytest.raises(ValueError, match="-1"):
+    with ledger.raises(ValueError, match="-1"):
         task.extend_target_window(s, -1, rng)
 
 
@@ -416,14 +424,15 @@ def test_extend_uses_fresh_tokens():
 # -----------------------------------------------------------------------------
 # property tests
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.sampled_from(TASK_NAMES), split=st.sampled_from(list(SPLIT_SIZES)),
        seed=st.integers(0, 2**32 - 1), frac=st.floats(0, 1, exclude_max=True))
-def test_property_random_samples_valid(name, split, seed, frac):
+def test_property_random_samples_valid(name, split, seed, frac, ledger):
     ds = TaskDataset(name, split, seed=seed)
     i = int(frac * len(ds))
     s = ds[i]
     check_sample(name, s)
+    ledger.rerun()
     assert ds[i] == s
 
 

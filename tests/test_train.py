@@ -43,12 +43,13 @@ def assert_same_weights(a, b):
 # -----------------------------------------------------------------------------
 # determinism
 
-def test_same_seed_gives_bit_identical_runs_and_another_seed_differs(smoke_run, tmp_path):
+def test_same_seed_gives_bit_identical_runs_and_another_seed_differs(smoke_run, tmp_path, ledger):
     again = train(TrainConfig.smoke(task="number", seed=0), tmp_path / "again", progress=False).path
     other = train(TrainConfig.smoke(task="number", seed=1), tmp_path / "seed1", progress=False).path
     ck_a, ck_b, ck_o = list_checkpoints(smoke_run), list_checkpoints(again), list_checkpoints(other)
     assert [s for s, _ in ck_a] == [s for s, _ in ck_b] == [0, 1, 2, 5, 10, 20, 50, 100, 150, 200]
     # every checkpoint file, eval.csv and train_log.csv are byte-identical
+    ledger.rerun()
     for (_, pa), (_, pb) in zip(ck_a, ck_b):
         assert sha256(pa) == sha256(pb), pa.name
     for f in ("eval.csv", "train_log.csv", "config.json"):
@@ -65,15 +66,17 @@ def test_same_seed_gives_bit_identical_runs_and_another_seed_differs(smoke_run, 
             assert mb["files"][f]["sha256"] == meta["sha256"], f
 
 
-def test_interrupted_in_process_run_resumes_identically(tmp_path):
+def test_interrupted_in_process_run_resumes_identically(tmp_path, ledger):
     """Stop after an early checkpoint (step 5, between log lines) and resume: same files as one go."""
     cfg = TrainConfig.smoke(steps=30, eval_size=40)
     one = train(cfg, tmp_path / "one", progress=False).path
     two = tmp_path / "two"
     train(cfg, two, progress=False, stop_after=5)
+    ledger.fault()  # interrupted after step 5
     assert not (two / "manifest.json").exists()
     assert torch.load(two / "last.pt", weights_only=False)["step"] == 5
     train(cfg, two, progress=False)
+    ledger.rerun()
     for f in ("eval.csv", "train_log.csv"):
         assert sha256(one / f) == sha256(two / f), f
     for (_, a), (_, b) in zip(list_checkpoints(one), list_checkpoints(two)):
@@ -84,7 +87,7 @@ def test_interrupted_in_process_run_resumes_identically(tmp_path):
 # resume after a real SIGKILL
 
 @pytest.mark.slow
-def test_resume_after_sigkill_gives_the_same_final_weights(tmp_path):
+def test_resume_after_sigkill_gives_the_same_final_weights(tmp_path, ledger):
     args = ["train", "--task", "letter", "--scale", "smoke", "--steps", "400", "--checkpoint-every", "50",
             "--eval-size", "200", "--threads", str(THREADS), "--quiet"]
     ref_dir, run_dir = tmp_path / "uninterrupted", tmp_path / "killed"
@@ -101,6 +104,7 @@ def test_resume_after_sigkill_gives_the_same_final_weights(tmp_path):
             assert time.time() < deadline, "no checkpoint at step 100 within 10 minutes"
             time.sleep(0.05)
         victim.send_signal(signal.SIGKILL)
+        ledger.fault()
         assert victim.wait(timeout=60) == -signal.SIGKILL
     finally:
         if victim.poll() is None:
@@ -124,6 +128,7 @@ def test_resume_after_sigkill_gives_the_same_final_weights(tmp_path):
             p = run_dir / "checkpoints" / name
             assert p.stat().st_mtime_ns == mtime and sha256(p) == digest, name
     # ... and ends exactly where the uninterrupted run ends
+    ledger.rerun()
     assert_same_weights(ckpt_path(ref_dir, 400), ckpt_path(run_dir, 400))
     assert [s for s, _ in list_checkpoints(ref_dir)] == [s for s, _ in list_checkpoints(run_dir)]
     for (_, a), (_, b) in zip(list_checkpoints(ref_dir), list_checkpoints(run_dir)):
@@ -131,6 +136,7 @@ def test_resume_after_sigkill_gives_the_same_final_weights(tmp_path):
     for f in ("eval.csv", "train_log.csv"):
         assert sha256(ref_dir / f) == sha256(run_dir / f), f
     assert pio.read_json(run_dir / "manifest.json")["complete"] is True
+    ledger.rerun()  # the manifest's checksums recomputed
     assert cli_main(["verify", str(run_dir)]) == 0
 
 
@@ -154,28 +160,28 @@ def test_resume_after_sigkill_gives_the_same_final_weights(tmp_path):
     (lambda: TrainConfig(model_overrides={"n_layer": 0}), "n_layer"),
     (lambda: TrainConfig.from_dict({"task": "number", "stepz": 3}), "stepz"),
 ])
-def test_bad_training_parameters_raise_value_error_naming_them(make, field):
-    with pytest.raises(ValueError, match=field):
+def test_bad_training_parameters_raise_value_error_naming_them(make, field, ledger):
+    with ledger.raises(ValueError, match=field):
         make()
 
 
-def test_corrupt_checkpoints_are_refused_naming_the_file(smoke_run, tmp_path):
+def test_corrupt_checkpoints_are_refused_naming_the_file(smoke_run, tmp_path, ledger):
     run = tmp_path / "run"
     shutil.copytree(smoke_run, run)
     (run / "manifest.json").unlink()  # without a manifest, torch.load itself must notice
     p = ckpt_path(run, 50)
     data = p.read_bytes()
     p.write_bytes(data[: len(data) // 2])  # truncated
-    with pytest.raises(pio.ResultError, match=r"step_0000050\.pt.*corrupt"):
+    with ledger.raises(pio.ResultError, match=r"step_0000050\.pt.*corrupt", kind="fault"):
         load_checkpoint(p)
     p.write_bytes(b"not a checkpoint at all" * 100)  # garbage
-    with pytest.raises(pio.ResultError, match=r"step_0000050\.pt"):
+    with ledger.raises(pio.ResultError, match=r"step_0000050\.pt", kind="fault"):
         load_checkpoint(p)
     q = run / "other.pt"
     torch.save({"weights": torch.zeros(3)}, q)  # a valid torch file, but not ours
-    with pytest.raises(pio.ResultError, match=r"other\.pt.*not a posym checkpoint"):
+    with ledger.raises(pio.ResultError, match=r"other\.pt.*not a posym checkpoint", kind="fault"):
         load_checkpoint(q)
-    with pytest.raises(pio.ResultError, match="does not exist"):
+    with ledger.raises(pio.ResultError, match="does not exist"):
         load_checkpoint(run / "checkpoints" / "step_9999999.pt")
     # analyze stops at the corrupt file and names it
     from posym.analyze import analyze_run
@@ -183,42 +189,42 @@ def test_corrupt_checkpoints_are_refused_naming_the_file(smoke_run, tmp_path):
         analyze_run(run, n_prompts=8, per_frequency=False, progress=False)
 
 
-def test_flipped_byte_in_a_checkpoint_is_caught_by_the_manifest(smoke_run, tmp_path):
+def test_flipped_byte_in_a_checkpoint_is_caught_by_the_manifest(smoke_run, tmp_path, ledger):
     run = tmp_path / "run"
     shutil.copytree(smoke_run, run)
     p = ckpt_path(run, 100)
     b = bytearray(p.read_bytes())
     b[len(b) // 2] ^= 0x01  # inside a tensor: torch.load alone would accept it
     p.write_bytes(bytes(b))
-    with pytest.raises(pio.ResultError, match=r"step_0000100\.pt does not match its checksum"):
+    with ledger.raises(pio.ResultError, match=r"step_0000100\.pt does not match its checksum", kind="fault"):
         load_checkpoint(p)
 
 
-def test_checkpoint_from_another_config_is_refused(smoke_run):
+def test_checkpoint_from_another_config_is_refused(smoke_run, ledger):
     _, path = list_checkpoints(smoke_run)[-1]
     model, obj = load_checkpoint(path, expect_hash=TrainConfig.smoke(seed=0).hash())
     assert isinstance(model, GPTJ) and obj["step"] == 200
     other = TrainConfig.smoke(seed=3).hash()
-    with pytest.raises(pio.ResultError, match=rf"step_0000200\.pt.*{other}"):
+    with ledger.raises(pio.ResultError, match=rf"step_0000200\.pt.*{other}", kind="fault"):
         load_checkpoint(path, expect_hash=other)
 
 
-def test_corrupt_resume_state_is_refused(smoke_run, tmp_path):
+def test_corrupt_resume_state_is_refused(smoke_run, tmp_path, ledger):
     cfg = TrainConfig.smoke(steps=30, eval_size=40)
     run = tmp_path / "run"
     train(cfg, run, progress=False, stop_after=10)
     (run / "last.pt").write_bytes(b"\x00" * 100)
-    with pytest.raises(pio.ResultError, match=r"last\.pt is corrupt"):
+    with ledger.raises(pio.ResultError, match=r"last\.pt is corrupt", kind="fault"):
         train(cfg, run, progress=False)
 
 
-def test_reusing_a_run_folder_with_another_config_changes_nothing(smoke_run, tmp_path):
+def test_reusing_a_run_folder_with_another_config_changes_nothing(smoke_run, tmp_path, ledger):
     run = tmp_path / "run"
     shutil.copytree(smoke_run, run)
     before = folder_checksums(run)
-    with pytest.raises(pio.ResultError, match="already holds a run with config"):
+    with ledger.raises(pio.ResultError, match="already holds a run with config", kind="fault"):
         train(TrainConfig.smoke(task="number", seed=1), run, progress=False)
-    with pytest.raises(pio.ResultError, match="already holds a run"):
+    with ledger.raises(pio.ResultError, match="already holds a run", kind="fault"):
         train(TrainConfig.smoke(task="number", seed=0, steps=300), run, progress=False)
     assert folder_checksums(run) == before
     # the same config again: the run is complete, nothing is redone or rewritten
@@ -226,14 +232,14 @@ def test_reusing_a_run_folder_with_another_config_changes_nothing(smoke_run, tmp
     assert folder_checksums(run) == before
 
 
-def test_analyze_without_checkpoints_is_a_clear_error(tmp_path):
+def test_analyze_without_checkpoints_is_a_clear_error(tmp_path, ledger):
     from posym.analyze import analyze_run
     from posym.train import Run
 
-    with pytest.raises(pio.ResultError, match="config.json"):
+    with ledger.raises(pio.ResultError, match="config.json"):
         analyze_run(tmp_path / "nothing here", progress=False)
     Run.create(tmp_path / "empty", TrainConfig.smoke())
-    with pytest.raises(pio.ResultError, match="has no checkpoints"):
+    with ledger.raises(pio.ResultError, match="has no checkpoints"):
         analyze_run(tmp_path / "empty", progress=False)
     assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == ["config.json"]
 
@@ -254,7 +260,7 @@ def test_checkpoint_schedule_log_spaced_early_then_regular_then_last():
     assert checkpoint_steps(1, 50) == [0, 1]
 
 
-def test_lr_schedule_matches_transformers_linear_schedule_with_warmup():
+def test_lr_schedule_matches_transformers_linear_schedule_with_warmup(ledger):
     from transformers import get_linear_schedule_with_warmup
 
     for warmup, total in [(750, 6750), (20, 200), (0, 50)]:
@@ -267,21 +273,23 @@ def test_lr_schedule_matches_transformers_linear_schedule_with_warmup():
             a.append(ours.get_last_lr()[0])
             b.append(hf.get_last_lr()[0])
             o1.step(), o2.step(), ours.step(), hf.step()
+        ledger.rerun()
         assert max(abs(x - y) for x, y in zip(a, b)) < 1e-15, (warmup, total)
         assert a[-1] == 0.0 and max(a) == pytest.approx(1e-4)
 
 
-def test_logged_learning_rate_follows_the_schedule(smoke_run):
+def test_logged_learning_rate_follows_the_schedule(smoke_run, ledger):
     cfg = TrainConfig.smoke()
     log = pd.read_csv(smoke_run / "train_log.csv")
     f = lr_lambda(cfg.warmup_steps, cfg.steps)
     assert list(log["step"]) == list(range(10, 201, 10))
+    ledger.rerun()  # the logged learning rates recomputed from the schedule
     for step, lr in zip(log["step"], log["lr"]):
         assert lr == pytest.approx(cfg.lr * f(step), rel=1e-12, abs=1e-15)
     assert log["loss"].notna().all()
 
 
-def test_no_weight_decay_on_biases_and_layernorm_same_split_as_hf_trainer():
+def test_no_weight_decay_on_biases_and_layernorm_same_split_as_hf_trainer(ledger):
     from transformers import Trainer
 
     model = GPTJ(TrainConfig.paper().model_config())
@@ -296,6 +304,7 @@ def test_no_weight_decay_on_biases_and_layernorm_same_split_as_hf_trainer():
     assert all(n.endswith("bias") or ".ln_" in n or n.startswith("ln_") for n in no_decay)
     assert "wte.weight" in decay and "blocks.0.attn.q_proj.weight" in decay and "blocks.3.ln_1.weight" in no_decay
     hf_decay = set(Trainer.get_decay_parameter_names(None, model))  # the rule the authors' Trainer applied
+    ledger.rerun()
     assert decay == hf_decay
     assert (opt.defaults["betas"], opt.defaults["lr"], opt.defaults["eps"]) == ((0.95, 0.999), 1e-4, 1e-8)
 
@@ -310,7 +319,7 @@ def test_paper_recipe():
 # -----------------------------------------------------------------------------
 # manifest and verify
 
-def test_complete_run_has_a_manifest_and_verify_catches_a_flipped_byte(smoke_run, tmp_path, capsys):
+def test_complete_run_has_a_manifest_and_verify_catches_a_flipped_byte(smoke_run, tmp_path, capsys, ledger):
     man = pio.read_json(smoke_run / "manifest.json")
     assert man["complete"] is True
     assert man["config_hash"] == TrainConfig.smoke(seed=0).hash() == pio.read_json(smoke_run / "config.json")["config_hash"]
@@ -321,6 +330,7 @@ def test_complete_run_has_a_manifest_and_verify_catches_a_flipped_byte(smoke_run
     listed = set(man["files"])
     assert {"config.json", "eval.csv", "train_log.csv", "last.pt"} <= listed
     assert {f"checkpoints/{p.name}" for _, p in list_checkpoints(smoke_run)} <= listed
+    ledger.rerun()  # the manifest's checksums recomputed
     for f, meta in man["files"].items():
         assert meta["sha256"] == sha256(smoke_run / f) and meta["bytes"] == (smoke_run / f).stat().st_size
     # no temp files left behind by the atomic writes
@@ -328,15 +338,18 @@ def test_complete_run_has_a_manifest_and_verify_catches_a_flipped_byte(smoke_run
 
     run = tmp_path / "run"
     shutil.copytree(smoke_run, run)
+    ledger.rerun()  # posym verify recomputes them
     assert cli_main(["verify", str(tmp_path)]) == 0
     assert "ok" in capsys.readouterr().out
     p = run / "eval.csv"
     b = bytearray(p.read_bytes())
     b[5] ^= 0x20
     p.write_bytes(bytes(b))
+    ledger.fault()
     assert cli_main(["verify", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "eval.csv" in err and "checksum mismatch" in err and len(err.strip().splitlines()) == 1
     p.unlink()
+    ledger.fault()
     assert cli_main(["verify", str(run)]) == 2
     assert "eval.csv: missing" in capsys.readouterr().err
