@@ -385,8 +385,9 @@ def seed_everything(seed: int) -> None:
 
 def injected_parameters() -> list[str]:
     """Names assigned by the cell papermill injects (it starts with ``# Parameters``) in the running IPython
-    kernel (the latest such cell), if any.  papermill only warns about a parameter the notebook does not declare; :func:`setup`
-    refuses it, so a misspelt ``-p n_sample 10`` cannot silently run the chapter with the default."""
+    kernel (the latest such cell), if any.  papermill only warns about a parameter the notebook does not
+    declare; :func:`setup` refuses it, so a misspelt ``-p n_sample 10`` cannot silently run the chapter with
+    the default."""
     try:
         from IPython import get_ipython
     except ImportError:  # pragma: no cover
@@ -394,14 +395,16 @@ def injected_parameters() -> list[str]:
     ip = get_ipython()
     if ip is None:
         return []
-    cells = [src for src in ip.user_ns.get("In", []) if isinstance(src, str) and src.lstrip().startswith("# Parameters")]
+    cells = [src for src in ip.user_ns.get("In", [])
+             if isinstance(src, str) and src.lstrip().startswith("# Parameters")]
     if not cells:
         return []
     try:
         tree = ast.parse(cells[-1])  # the latest injection (papermill injects one)
     except SyntaxError:
         return []
-    return [t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)]
+    return [t.id for node in tree.body if isinstance(node, ast.Assign)
+            for t in node.targets if isinstance(t, ast.Name)]
 
 
 def setup(chapter: str, scale: str, **params: Any) -> ChapterConfig:
