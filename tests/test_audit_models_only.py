@@ -67,3 +67,19 @@ def test_models_only_refuses_a_missing_corrupt_or_other_audit(tmp_path, ledger):
     ledger.fault()
     with pytest.raises(pio.ResultError, match="letter_frequency.csv: checksum mismatch"):
         A.run_audit(out, n_train=N_TRAIN, models_only=True, log=lambda *a: None)
+
+
+def test_seed_summary_interval_is_never_narrower_than_the_pooled_wilson():
+    per = pd.DataFrame({"task": "letter", "seed": [0, 1], "n": [500, 400], "accuracy": [1.0, 1.0],
+                        "ci_lo": 0.99, "ci_hi": 1.0})
+    row = A.seed_summary(per, ["task"]).iloc[0]
+    lo, hi = A.wilson(900, 900)
+    assert row["accuracy"] == 1.0 and row["ci_hi"] == 1.0
+    assert row["ci_lo"] == pytest.approx(float(lo)) and row["ci_lo"] < 1.0  # the t-interval alone has zero width
+    assert "widened" in row["ci_kind"]
+    per["accuracy"] = [0.6, 0.9]  # seeds disagree: the t-interval is the wider one
+    row = A.seed_summary(per, ["task"]).iloc[0]
+    m, tlo, thi = A.mean_ci([0.6, 0.9])
+    assert (row["ci_lo"], row["ci_hi"], row["ci_kind"]) == (pytest.approx(tlo), pytest.approx(thi), "t over seeds")
+    one = A.seed_summary(per.iloc[:1], ["task"]).iloc[0]
+    assert one["ci_kind"] == "Wilson (one seed)" and one["ci_lo"] == 0.99

@@ -1170,8 +1170,12 @@ def load_models(task: str, root: str | Path | None = None, map_location="cpu") -
     return out
 
 
-def _seed_summary(per_model: pd.DataFrame, keys: list[str], value: str = "accuracy") -> pd.DataFrame:
-    """Mean over models (seeds) with a 95 % t-interval; with one model its Wilson interval is kept."""
+def seed_summary(per_model: pd.DataFrame, keys: list[str], value: str = "accuracy") -> pd.DataFrame:
+    """Mean over models (seeds) with a 95 % t-interval; with one model its Wilson interval is kept.
+
+    With few seeds that agree exactly (e.g. all at 100 %) the t-interval has zero width, which would hide the
+    uncertainty over prompts; so the interval is never narrower than the Wilson interval of the pooled prompts
+    (``ci_kind`` says when that bound is the wider one)."""
     rows = []
     for key, g in per_model.groupby(keys, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -1179,6 +1183,12 @@ def _seed_summary(per_model: pd.DataFrame, keys: list[str], value: str = "accura
         kind = "t over seeds"
         if len(g) == 1:
             lo, hi, kind = float(g["ci_lo"].iloc[0]), float(g["ci_hi"].iloc[0]), "Wilson (one seed)"
+        elif value == "accuracy" and g["n"].sum() > 0 and np.isfinite(m):
+            n = g["n"].to_numpy()
+            k = np.round(np.nan_to_num(g[value].to_numpy()) * n).sum()
+            wlo, whi = (float(v) for v in wilson(k, n.sum()))
+            if wlo < lo or whi > hi:
+                lo, hi, kind = min(lo, wlo), max(hi, whi), "t over seeds, widened to the pooled Wilson"
         rows.append({**dict(zip(keys, key)), "n_models": len(g), "seeds": ",".join(str(s) for s in g["seed"]),
                      "n_per_model": int(g["n"].sum() / len(g)), value: m, "ci_lo": lo, "ci_hi": hi, "ci_kind": kind})
     return pd.DataFrame(rows)
@@ -1226,7 +1236,7 @@ def shortcut_use(models, task: str, splits: Sequence[str] = EVAL_SPLITS, solvers
                                  "model_follows_shortcut": (float((pred[m] == sp[m]).mean())
                                                             if n and part == "shortcut_wrong" else float("nan"))})
     per_model = pd.DataFrame(rows)
-    summary = _seed_summary(per_model, ["task", "splits", "solver", "part", "hop"])
+    summary = seed_summary(per_model, ["task", "splits", "solver", "part", "hop"])
     return per_model, summary
 
 
@@ -1307,7 +1317,7 @@ def variant_accuracy(models, task: str, regularities: Sequence[str] | None = Non
                                                split=split, variant=vname, condition=cond, value=val):
                             cond_rows.append(r)
     per_model = pd.DataFrame(acc_rows)
-    out = {"per_model": per_model, "summary": _seed_summary(per_model, ["task", "split", "variant", "who", "hop"]),
+    out = {"per_model": per_model, "summary": seed_summary(per_model, ["task", "split", "variant", "who", "hop"]),
            "regularity": pd.concat(reg_rows, ignore_index=True)}
     if cond_rows:
         out["conditions"] = pd.DataFrame(cond_rows).rename(columns={"rate": "accuracy"})
