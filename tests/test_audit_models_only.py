@@ -55,6 +55,10 @@ def test_models_only_keeps_statistics_and_recomputes_model_tables_for_every_seed
     assert man["models"] == {"number": [0, 3], "letter": [0, 3]}
     summ = pio.read_table(out / "shortcut_use_summary.csv")
     assert (summ["n_models"] == 2).all()
+    # a second models-only run still names the run that computed the statistics
+    again = A.run_audit(out, n_train=N_TRAIN, model_root=root, variant_n=16, verify=16, shortcut_splits=("val",),
+                        log=lambda *a: None, models_only=True)
+    assert again["statistics_from"]["created"] == "then"
 
 
 def test_models_only_refuses_a_missing_corrupt_or_other_audit(tmp_path, ledger):

@@ -1423,8 +1423,8 @@ def run_audit(out: str | Path = AUDIT_DIR, seed: int = 0, n_train: int = DEFAULT
             name = fname.rsplit(".", 1)[0]
             if name not in MODEL_TABLES:
                 put(name, pio.read_table(out / fname))
-        kept_info = {"statistics_from": {"created": old.get("created"), "git_commit": old.get("git_commit"),
-                                         "wall_time_s": old.get("wall_time_s")}}
+        kept_info = {"statistics_from": old.get("statistics_from") or {
+            "created": old.get("created"), "git_commit": old.get("git_commit"), "wall_time_s": old.get("wall_time_s")}}
 
     for task in TASK_NAMES:
         if models_only:
