@@ -105,6 +105,8 @@ def grid(name: str) -> list[dict]:
         return [spec(t, s, "here", mo(*m[:3]), m[3], m[4], m[5], m[6]) for m in HERE for s in (0,) for t in T]
     if name == "seeds":  # the chosen preset, seeds 0-4
         return [spec(t, s, "seeds", None, None, None, None, None, preset="teaching") for s in range(5) for t in T]
+    if name == "letter-seeds":  # the preset's Letter seed robustness (seed 0 was run with the Number seeds)
+        return [spec("letter", s, "seeds", None, None, None, None, None, preset="teaching") for s in range(1, 5)]
     if name == "deep":  # depth 8 (room for positional layers before the symbolic ones), seeds 0-4, timed here
         return [spec(t, s, "deep", mo(8, 48), 3000, 128, 2e-3, 200) for t in T for s in range(5)]
     if name == "depth":  # depth vs hops at the chosen recipe, timed here
@@ -417,7 +419,7 @@ def finalize() -> None:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--grid", help="explore | robust | here | seeds | deep | depth")
+    p.add_argument("--grid", help="explore | robust | here | seeds | letter-seeds | deep | depth")
     p.add_argument("--device", default="cpu")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
