@@ -95,10 +95,11 @@ def test_chosen_preset_number_heads_sometimes(chosen):
     assert number["pass"].any()
 
 
-@pytest.mark.xfail(strict=True, reason="not reached: at the teaching preset the Number task's positional heads "
-                   "appear for 2 of 5 seeds and the Letter task was checked on seed 0 only "
-                   "(data/teaching/README.md, 'Seed robustness')")
-@pytest.mark.parametrize("task", TASKS)
+NOT_REACHED = pytest.mark.xfail(strict=True, reason="not reached: at the teaching preset the Number task's "
+                                "positional heads appear for 2 of 5 seeds (data/teaching/README.md)")
+
+
+@pytest.mark.parametrize("task", [pytest.param("number", marks=NOT_REACHED), "letter"])
 def test_phenomenon_holds_for_4_of_5_seeds(chosen, task):
     rows = chosen[(chosen["task"] == task) & chosen["seed"].isin(SEEDS)]
     passed = {int(s) for s in rows.loc[rows["pass"], "seed"]}

@@ -164,3 +164,11 @@ def test_final_classes_take_the_last_checkpoint():
         for layer, (p, s) in enumerate(vals)])
     f = T.final_classes(scores).iloc[0]
     assert f["step"] == 100 and f["heads"] == "P P S" and f["has_positional"] and f["heads_pass"]
+
+
+def test_seed_tally_fills_missing_seeds_from_the_next_place():
+    rob = pd.DataFrame([{"task": "letter", "seed": s, "where": w, "accurate": True, "passes": p}
+                        for s, w, p in ((0, "cuda-device", True), (0, "cpu-here", False), (1, "cpu-here", True),
+                                        (2, "cpu-here", True))])
+    t = T.seed_tally(rob).set_index("task").loc["letter"]
+    assert (t["seeds"], t["seeds_run"], t["passing"], t["where"]) == ("0 1 2", 3, 3, "cuda-device + cpu-here")
