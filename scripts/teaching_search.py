@@ -7,7 +7,8 @@ and appends one row to a table (``data/teaching/search.csv`` by default), writte
 so that partial progress is kept.  Runs already in the table (same config hash, seed, task, where) are skipped.
 
     python scripts/teaching_search.py --grid explore --jobs 2            # here, CPU, 1 thread per run
-    python scripts/teaching_search.py --grid seeds --jobs 2              # TrainConfig.teaching(), seeds 0-4
+    python scripts/teaching_search.py --grid seeds --jobs 2              # the first preset (6 layers, MLPs), seeds 0-4
+    python scripts/teaching_search.py --grid attn-only --jobs 2          # 7 layers without MLPs (the Number preset)
     python scripts/teaching_search.py --grid explore --device cuda --jobs 8 --table /tmp/dev.csv   # a lent GPU
     python scripts/teaching_search.py --calibrate                        # per-step CPU cost model (here)
     python scripts/teaching_search.py --summary
@@ -61,12 +62,14 @@ BASE = dict(eval_size=800, checkpoint_every=100, log_every=10)
 
 
 def mo(n_layer, d_model, d_mlp=None, **kw):
-    return dict(n_layer=n_layer, d_model=d_model, d_mlp=d_mlp or 4 * d_model, **kw)
+    return dict(n_layer=n_layer, d_model=d_model, d_mlp=4 * d_model if d_mlp is None else d_mlp, **kw)
 
 
-def spec(task, seed, stage, model_overrides, steps, batch_size, lr, warmup_steps, train_size=None, preset=None):
+def spec(task, seed, stage, model_overrides, steps, batch_size, lr, warmup_steps, train_size=None, preset=None,
+         weight_decay=None):
     return dict(task=task, seed=seed, stage=stage, preset=preset, model_overrides=model_overrides, steps=steps,
-                batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, train_size=train_size)
+                batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, train_size=train_size,
+                weight_decay=weight_decay)
 
 
 def grid(name: str) -> list[dict]:
@@ -104,17 +107,30 @@ def grid(name: str) -> list[dict]:
     if name == "here":  # finalists, timed on this machine (filled in from the exploration)
         return [spec(t, s, "here", mo(*m[:3]), m[3], m[4], m[5], m[6]) for m in HERE for s in (0,) for t in T]
     if name == "seeds":  # the chosen preset, seeds 0-4
-        return [spec(t, s, "seeds", None, None, None, None, None, preset="teaching") for s in range(5) for t in T]
+        return [spec(t, s, "seeds", *FIRST_PRESET) for s in range(5) for t in T]
     if name == "letter-seeds":  # the preset's Letter seed robustness (seed 0 was run with the Number seeds)
-        return [spec("letter", s, "seeds", None, None, None, None, None, preset="teaching") for s in range(1, 5)]
+        return [spec("letter", s, "seeds", *FIRST_PRESET) for s in range(1, 5)]
     if name == "deep":  # depth 8 (room for positional layers before the symbolic ones), seeds 0-4, timed here
         return [spec(t, s, "deep", mo(8, 48), 3000, 128, 2e-3, 200) for t in T for s in range(5)]
+    if name == "attn-only":  # 7 layers without MLPs (the Number preset), seeds 0-4, Number first, then Letter
+        return [spec(t, s, "attn-only", mo(7, 64, d_mlp=0, attn_only=True), 3000, 128, 3e-3, 200)
+                for t in T for s in range(5)]
+    if name == "probes":  # single-seed probes (Number seed 2, which fails at the MLP preset) that led to it
+        return [spec("number", 2, "probes", mo(6, 64), 3000, 128, 3e-3, 200, weight_decay=0.1),
+                spec("number", 2, "probes", mo(6, 96), 2500, 128, 3e-3, 200),
+                spec("number", 2, "probes", mo(6, 64, d_mlp=0, attn_only=True), 3000, 128, 3e-3, 200),
+                spec("number", 2, "probes", mo(8, 64, d_mlp=0, attn_only=True), 3000, 128, 3e-3, 200)]
+    if name == "rope-base":  # the preset's model with RoPE base 100: the first 32 frequencies of the paper's d-128 head
+        return [spec(t, s, "rope-base", mo(6, 64, rope_base=100.0), 3000, 128, 3e-3, 200)
+                for t in T for s in range(5)]
     if name == "depth":  # depth vs hops at the chosen recipe, timed here
         return [spec(t, 0, "depth", None, None, None, None, None, preset=f"teaching:n_layer={L}")
                 for L in DEPTHS for t in T]
     raise SystemExit(f"unknown grid {name!r}")
 
 
+# the first teaching preset (6 layers with MLPs for both tasks; now the Letter preset): model, steps, batch, lr, warmup
+FIRST_PRESET = (mo(6, 64), 3000, 128, 3e-3, 200)
 # finalists to time here: (n_layer, d_model, d_mlp, steps, batch, lr, warmup)
 HERE: list[tuple] = [(6, 32, 128, 3000, 128, 2e-3, 200)]
 DEPTHS: tuple[int, ...] = ()
@@ -135,7 +151,8 @@ def make_config(job: dict, device: str = "cpu"):
         return cfg
     return TrainConfig(task=job["task"], seed=job["seed"], model="smoke", model_overrides=job["model_overrides"],
                        steps=job["steps"], batch_size=job["batch_size"], lr=job["lr"],
-                       warmup_steps=job["warmup_steps"], train_size=job["train_size"], device=device, **BASE)
+                       warmup_steps=job["warmup_steps"], train_size=job["train_size"], device=device,
+                       **({"weight_decay": job["weight_decay"]} if job.get("weight_decay") is not None else {}), **BASE)
 
 
 def cpu_name() -> str:
@@ -207,8 +224,9 @@ def run_job(args):
         hops = [acc.get(str(k), float("nan")) for k in range(1, 5)]
         row = dict(
             stage=job["stage"], preset=job.get("preset") or "", task=cfg.task, seed=cfg.seed,
-            config_hash=cfg.hash(), n_layer=mc.n_layer, d_model=mc.d_model, d_mlp=mc.d_mlp, n_head=mc.n_head,
-            dropout=mc.attn_pdrop, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
+            config_hash=cfg.hash(), n_layer=mc.n_layer, d_model=mc.d_model, d_mlp=0 if mc.attn_only else mc.d_mlp,
+            n_head=mc.n_head, attn_only=mc.attn_only, dropout=mc.attn_pdrop, rope_base=mc.rope_base,
+            steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
             warmup_steps=cfg.warmup_steps, train_size=cfg.train_size if cfg.train_size else 0,
             checkpoint_every=cfg.checkpoint_every, eval_size=cfg.eval_size,
             n_params=sum(p.numel() for p in model.parameters()),
@@ -264,14 +282,17 @@ def fill_estimates(df):
     import numpy as np
 
     speed = calibration()["speedup_2t"]
-    cost = {}
+    cost, cost_machine = {}, {}
     if STEP_COST.exists():
         sc = read(STEP_COST)
         cost = {arch_key(r.n_layer, r.d_model, r.d_mlp, r.batch_size): r.cpu_ms_per_step / 1000 for r in sc.itertuples()}
+        cost_machine = {arch_key(r.n_layer, r.d_model, r.d_mlp, r.batch_size): r.machine for r in sc.itertuples()}
     # the per-step model counts forward + backward + AdamW only; whole runs here also generate the data,
-    # evaluate and save checkpoints: scale by the median ratio measured on the runs done here
+    # evaluate and save checkpoints: scale by the median ratio measured on the runs done here, on the machine
+    # the per-step costs were measured on (a faster CPU would bias the ratio)
     ratios = [r.cpu_seconds / (cost[k] * r.steps) for r in df.itertuples()
-              if r.where == "cpu-here" and (k := arch_key(r.n_layer, r.d_model, r.d_mlp, r.batch_size)) in cost]
+              if r.where == "cpu-here" and (k := arch_key(r.n_layer, r.d_model, r.d_mlp, r.batch_size)) in cost
+              and r.machine == cost_machine[k]]
     overhead = float(np.median(ratios)) if ratios else 1.0
     est = []
     for r in df.itertuples():
@@ -357,11 +378,11 @@ def measure_speedup(arch=(6, 32, 128, 128), reps=3) -> None:
 
 
 # ---- summary ------------------------------------------------------------------------------------------
-CONFIG_COLS = ["n_layer", "d_model", "d_mlp", "dropout", "steps", "batch_size", "lr", "warmup_steps"]
-
-
 def aggregate(df):
     """One row per configuration x task: runs, seeds, passes of each criterion, accuracy, estimated cost."""
+    from posym.teaching import CONFIG_COLS, fill_later_cols
+
+    df = fill_later_cols(df.copy())
     g = df.groupby(CONFIG_COLS + ["task"], dropna=False)
     out = g.agg(runs=("seed", "size"), seeds=("seed", lambda s: " ".join(str(v) for v in sorted(set(s)))),
                 pass_acc=("pass_acc", "sum"), pass_heads=("pass_heads", "sum"),
@@ -395,7 +416,6 @@ def finalize() -> None:
     summary(TABLE)
     df = read(TABLE)
     cal = calibration()
-    cfg = TrainConfig.teaching()
     info = {
         "what": "search for the teaching scale (issue 11); rows in search.csv, see README.md",
         "script": "scripts/teaching_search.py",
@@ -409,8 +429,9 @@ def finalize() -> None:
                            "(the shared machine's load average was 4-16 throughout)"},
         "criteria": {"gamma": GAMMA, "gamma_loose": GAMMA_LOOSE, "n_prompts": N_PROMPTS,
                      "accuracy": "min over hops of validation accuracy (2,400 samples) >= 0.9"},
-        "chosen": {"preset": "TrainConfig.teaching", "train_config": cfg.to_dict(),
-                   "model_config": cfg.model_config().to_dict(),
+        "chosen": {"preset": "TrainConfig.teaching(task)",
+                   "train_config": {t: TrainConfig.teaching(t).to_dict() for t in ("number", "letter")},
+                   "model_config": {t: TrainConfig.teaching(t).model_config().to_dict() for t in ("number", "letter")},
                    **{f"config_hash_{t}_seed0": TrainConfig.teaching(t, 0).hash() for t in ("number", "letter")}},
     }
     write_manifest(DATA, info)
@@ -419,7 +440,8 @@ def finalize() -> None:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--grid", help="explore | robust | here | seeds | letter-seeds | deep | depth")
+    p.add_argument("--grid", help="explore | robust | here | seeds | letter-seeds | deep | rope-base | attn-only | "
+                                  "probes | depth")
     p.add_argument("--device", default="cpu")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)

@@ -120,6 +120,22 @@ def test_class_matrix_codes_and_padding():
     assert len(labels) == 2 and labels[0].startswith("N L3 d64")
 
 
+def test_columns_added_later_get_their_defaults_and_with_mlp_selects_the_paper_family():
+    """Rows made before `attn_only`/`rope_base`/`weight_decay` existed read as the defaults they ran with; only
+    the paper's architecture family (MLPs, base 10000, weight decay 1e-4) counts as `with_mlp`."""
+    t = T.with_criteria(pd.DataFrame([row(), row(attn_only=True, d_mlp=0), row(rope_base=100.0),
+                                      row(weight_decay=0.1), row(attn_only="False")]))
+    assert t["attn_only"].tolist() == [False, True, False, False, False]
+    assert t["rope_base"].tolist()[0] == 10_000.0 and t["weight_decay"].tolist()[0] == 1e-4
+    assert T.with_mlp(t).tolist() == [True, False, False, False, True]
+    _, labels = T.class_matrix(t)
+    assert "no-MLP" in labels[1] and "base 100" in labels[2] and "wd 0.1" in labels[3]
+    assert not any(k in labels[0] for k in ("no-MLP", "base", "wd"))
+    # the MLP-only summaries ignore the other runs
+    assert T.positional_envelope(t)["runs"] == 2
+    assert T.accuracy_grid(t, "number", n_layer=3).size == 1
+
+
 # -----------------------------------------------------------------------------
 # The committed table
 

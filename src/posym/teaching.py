@@ -28,7 +28,11 @@ from .metrics import classify
 
 HOPS = (1, 2, 3, 4)
 HOP_COLS = tuple(f"val_acc_h{h}" for h in HOPS)
-CONFIG_COLS = ["n_layer", "d_model", "d_mlp", "dropout", "steps", "batch_size", "lr", "warmup_steps"]
+CONFIG_COLS = ["n_layer", "d_model", "d_mlp", "attn_only", "dropout", "rope_base", "weight_decay", "steps",
+               "batch_size", "lr", "warmup_steps"]
+# Columns added to the table during the search; the rows made before them used the defaults of the time,
+# which are still ModelConfig's and TrainConfig's defaults (MLPs on, RoPE base 10000, weight decay 1e-4).
+LATER_COLS = {"attn_only": False, "rope_base": 10_000.0, "weight_decay": 1e-4}
 _LETTER = {"positional": "P", "symbolic": "S", "mixed": "m"}
 
 
@@ -46,9 +50,18 @@ def load_search(path: str | Path | None = None) -> pd.DataFrame:
     p = Path(path) if path is not None else search_path()
     df = pd.read_csv(p)
     df["preset"] = df["preset"].fillna("").astype(str)
+    df = fill_later_cols(df)
     for col in ("pass_acc", "pass_heads", "pass_heads_g20", "pass"):
         if df[col].dtype != bool:
             df[col] = df[col].astype(str).str.lower().map({"true": True, "false": False})
+    return df
+
+
+def fill_later_cols(df: pd.DataFrame) -> pd.DataFrame:
+    """Give the rows made before a column of :data:`LATER_COLS` existed its default (``attn_only`` as bool)."""
+    for col, default in LATER_COLS.items():
+        df[col] = df[col].fillna(default) if col in df.columns else default
+    df["attn_only"] = df["attn_only"].map(lambda v: v if isinstance(v, bool) else str(v).lower() == "true").astype(bool)
     return df
 
 
@@ -90,7 +103,7 @@ def with_criteria(table: pd.DataFrame, gamma: float = 0.1, threshold: float = 0.
     New columns: ``heads`` (classes, layer 0 first), ``n_P``/``n_S``, ``has_positional``, ``accurate`` (every hop
     ≥ threshold), ``heads_pass``, ``passes`` (both) and ``hop_capacity``.
     """
-    t = table.copy()
+    t = fill_later_cols(table.copy())
     cls = [layer_classes(p, s, gamma) for p, s in zip(t["pos"], t["sym"])]
     t["heads"] = [" ".join(c) for c in cls]
     t["n_P"] = [c.count("P") for c in cls]
@@ -106,6 +119,13 @@ def with_criteria(table: pd.DataFrame, gamma: float = 0.1, threshold: float = 0.
 # -----------------------------------------------------------------------------
 # Summaries shown in the appendix
 
+def with_mlp(table: pd.DataFrame) -> pd.Series:
+    """True for the runs of the paper's architecture family: MLPs on, RoPE base 10000, weight decay 1e-4 (all
+    of the search's grids except the late probes and the attention-only stage)."""
+    return ((~table["attn_only"].astype(bool)) & (table["rope_base"] == LATER_COLS["rope_base"])
+            & (table["weight_decay"] == LATER_COLS["weight_decay"]))
+
+
 def where_counts(table: pd.DataFrame) -> pd.DataFrame:
     """Runs per stage and place of training (``cuda-device``: the lent GPU; ``cpu-here``: the 2-core machine)."""
     out = table.groupby(["stage", "where"]).agg(runs=("seed", "size"),
@@ -119,7 +139,7 @@ def depth_table(table: pd.DataFrame, steps: int = 3000, batch_size: int = 128, l
 
     Needs :func:`with_criteria` columns (``hop_capacity``, ``heads``)."""
     m = ((table["steps"] == steps) & (table["batch_size"] == batch_size) & (table["lr"] == lr)
-         & (table["dropout"] == dropout) & (table["seed"] == seed))
+         & (table["dropout"] == dropout) & (table["seed"] == seed) & with_mlp(table))
     t = table[m].drop_duplicates(["task", "n_layer", "d_model"])
     cols = ["task", "n_layer", "d_model", *HOP_COLS, "hop_capacity", "heads"]
     return t[cols].sort_values(["task", "d_model", "n_layer"]).reset_index(drop=True)
@@ -129,7 +149,7 @@ def accuracy_grid(table: pd.DataFrame, task: str, n_layer: int = 6, batch_size: 
                   dropout: float = 0.1, seed: int = 0) -> pd.DataFrame:
     """Worst per-hop accuracy of seed ``seed`` at depth ``n_layer``: rows (d_model, steps), columns lr."""
     m = ((table["task"] == task) & (table["n_layer"] == n_layer) & (table["batch_size"] == batch_size)
-         & (table["dropout"] == dropout) & (table["seed"] == seed))
+         & (table["dropout"] == dropout) & (table["seed"] == seed) & with_mlp(table))
     t = table[m].drop_duplicates(["d_model", "steps", "lr"])
     return t.pivot_table(index=["d_model", "steps"], columns="lr", values="val_acc_min_hop", aggfunc="first")
 
@@ -138,17 +158,18 @@ def positional_by_recipe(table: pd.DataFrame, task: str = "number") -> pd.DataFr
     """For each recipe (layers, d, dropout, steps, batch, lr): runs, accurate runs, runs with a pure positional
     head, runs passing the head criterion. Needs :func:`with_criteria` columns."""
     t = table[table["task"] == task]
-    keys = ["n_layer", "d_model", "dropout", "steps", "batch_size", "lr"]
+    keys = ["n_layer", "d_model", "attn_only", "dropout", "rope_base", "weight_decay", "steps", "batch_size", "lr"]
     out = t.groupby(keys).agg(runs=("seed", "size"), accurate=("accurate", "sum"),
                               with_positional=("has_positional", "sum"), heads_pass=("heads_pass", "sum"))
     return out.reset_index().astype({c: int for c in ("runs", "accurate", "with_positional", "heads_pass")})
 
 
 def positional_by_factor(table: pd.DataFrame, task: str = "number") -> pd.DataFrame:
-    """Runs with a pure positional head, split by one factor of the recipe at a time (all runs of ``task``).
+    """Runs with a pure positional head, split by one factor of the recipe at a time (the runs of ``task``
+    with MLPs, :func:`with_mlp`).
 
     Long table: factor, value, runs, with_positional, share."""
-    t = table[table["task"] == task]
+    t = table[(table["task"] == task) & with_mlp(table)]
     rows = []
     for factor in ("n_layer", "d_model", "steps", "lr", "dropout", "batch_size"):
         for value, g in t.groupby(factor):
@@ -160,8 +181,8 @@ def positional_by_factor(table: pd.DataFrame, task: str = "number") -> pd.DataFr
 
 def positional_envelope(table: pd.DataFrame, task: str = "number") -> dict:
     """The smallest and largest values of each recipe factor among the runs with a pure positional head, and
-    how many runs lie outside that envelope (all of them without one)."""
-    t = table[table["task"] == task]
+    how many runs lie inside that envelope (the runs of ``task`` with MLPs, :func:`with_mlp`)."""
+    t = table[(table["task"] == task) & with_mlp(table)]
     hit = t[t["has_positional"]]
     env = {}
     if len(hit):
@@ -228,8 +249,11 @@ def class_matrix(table: pd.DataFrame, order: list[str] | None = None) -> tuple[p
     t = table if order is None else table.loc[order]
     width = int(t["n_layer"].max())
     rows = [[code[c] for c in h.split()] + [-1] * (width - len(h.split())) for h in t["heads"]]
-    labels = [f"{r.task[0].upper()} L{r.n_layer} d{r.d_model} {r.steps} st lr {r.lr:g}"
-              f"{' no-drop' if r.dropout == 0 else ''}{' b' + str(r.batch_size) if r.batch_size != 128 else ''}"
+    labels = [f"{r.task[0].upper()} L{r.n_layer} d{r.d_model}{' no-MLP' if r.attn_only else ''} {r.steps} st "
+              f"lr {r.lr:g}{' no-drop' if r.dropout == 0 else ''}"
+              f"{' b' + str(r.batch_size) if r.batch_size != 128 else ''}"
+              f"{f' base {r.rope_base:g}' if r.rope_base != LATER_COLS['rope_base'] else ''}"
+              f"{f' wd {r.weight_decay:g}' if r.weight_decay != LATER_COLS['weight_decay'] else ''}"
               f" s{r.seed}{' cpu' if r.where == 'cpu-here' else ''}" for r in t.itertuples()]
     return pd.DataFrame(rows, index=t.index, columns=range(width)), labels
 

@@ -90,14 +90,21 @@ class TrainConfig:
     def teaching(cls, task: str = "number", seed: int = 0, **kw) -> "TrainConfig":
         """Laptop scale (issue 11; chosen by scripts/teaching_search.py, table data/teaching/search.csv).
 
-        6 layers x 1 head, d 64, MLP 256 (the `smoke` model widened), AdamW lr 3e-3 with 200 warm-up steps,
-        batch 128, 3,000 steps (384k fresh samples, less than one epoch).  7.5-9 min of one-thread CPU,
-        ~5-6 min on an idle 2-core laptop (assumed 2-thread speed-up 1.5), per task.  Both tasks reach ~100%
-        validation accuracy and the Letter model's heads are pure symbolic; the Number model's early pure
-        positional heads appear only for some seeds (2 of 5 in the search) -- see data/teaching/README.md.
+        One head per layer, d 64, AdamW lr 3e-3 with 200 warm-up steps, batch 128, 3,000 steps (384k fresh
+        samples, less than one epoch), as in the paper otherwise; the architecture depends on the task:
+
+        * Number: 7 layers, **attention only** (no MLP).  With MLPs, models this small solve the task with mixed
+          early heads for most seeds; without them, layers 1-3 become pure positional and the last layers pure
+          symbolic (5 of 5 seeds).  About 3.5 min of one-thread CPU.
+        * Letter: 6 layers with MLPs (d_mlp 256).  Without MLPs its middle heads stay mixed; with them every
+          head is symbolic (5 of 5 seeds).  About 6.5 min of one-thread CPU.
+
+        The paper's model (``paper``) has MLPs and shows both at its scale.  See data/teaching/README.md.
         """
-        base = dict(model="smoke", model_overrides={"n_layer": 6, "d_model": 64, "d_mlp": 256},
-                    steps=3000, batch_size=128, lr=3e-3, warmup_steps=200, eval_size=800, checkpoint_every=100)
+        model = ({"n_layer": 7, "d_model": 64, "d_mlp": 0, "attn_only": True} if task == "number"
+                 else {"n_layer": 6, "d_model": 64, "d_mlp": 256})
+        base = dict(model="smoke", model_overrides=model, steps=3000, batch_size=128, lr=3e-3, warmup_steps=200,
+                    eval_size=800, checkpoint_every=100)
         base.update(kw)
         return cls(task=task, seed=seed, **base)
 
