@@ -106,9 +106,9 @@ def grid(name: str) -> list[dict]:
         return [spec("number", seed, "robust", *c) for seed in (1, 2, 3, 4) for c in cands]
     if name == "here":  # finalists, timed on this machine (filled in from the exploration)
         return [spec(t, s, "here", mo(*m[:3]), m[3], m[4], m[5], m[6]) for m in HERE for s in (0,) for t in T]
-    if name == "seeds":  # the chosen preset, seeds 0-4
+    if name == "seeds":  # the first preset (FIRST_PRESET), seeds 0-4
         return [spec(t, s, "seeds", *FIRST_PRESET) for s in range(5) for t in T]
-    if name == "letter-seeds":  # the preset's Letter seed robustness (seed 0 was run with the Number seeds)
+    if name == "letter-seeds":  # the first preset's Letter seeds 1-4 (seed 0 ran in the exploration)
         return [spec("letter", s, "seeds", *FIRST_PRESET) for s in range(1, 5)]
     if name == "deep":  # depth 8 (room for positional layers before the symbolic ones), seeds 0-4, timed here
         return [spec(t, s, "deep", mo(8, 48), 3000, 128, 2e-3, 200) for t in T for s in range(5)]
@@ -120,7 +120,7 @@ def grid(name: str) -> list[dict]:
                 spec("number", 2, "probes", mo(6, 96), 2500, 128, 3e-3, 200),
                 spec("number", 2, "probes", mo(6, 64, d_mlp=0, attn_only=True), 3000, 128, 3e-3, 200),
                 spec("number", 2, "probes", mo(8, 64, d_mlp=0, attn_only=True), 3000, 128, 3e-3, 200)]
-    if name == "rope-base":  # the preset's model with RoPE base 100: the first 32 frequencies of the paper's d-128 head
+    if name == "rope-base":  # the first preset with RoPE base 100: the first 32 frequencies of the paper's d-128 head
         return [spec(t, s, "rope-base", mo(6, 64, rope_base=100.0), 3000, 128, 3e-3, 200)
                 for t in T for s in range(5)]
     if name == "depth":  # depth vs hops at the chosen recipe, timed here

@@ -249,6 +249,11 @@ def test_compare_rules_and_final_classes():
     assert f["step"].unique().tolist() == [6750] and f["kind"].tolist() == ["mixed", "symbolic", "mixed"]
     tab = D.final_score_table(pd.concat([f, f.assign(seed=1)]))
     assert tab.loc[1, ("letter", "sym")] == "0.990 ± 0.000"
+    # models of different depth per task (the teaching scale): the missing layers read "—"
+    deeper = D.final_classes(make_traj("number", 0, {1: ("positional", 3000)}, n_layer=4), 0.1)
+    tab = D.final_score_table(pd.concat([f, deeper]))
+    assert list(tab.index) == [0, 1, 2, 3] and tab.loc[3, ("letter", "pos")] == "—"
+    assert tab.loc[3, ("number", "pos")] != "—"
 
 
 def test_layer_ranges_and_representative_layers():

@@ -779,12 +779,16 @@ def purity_matrix(events: pd.DataFrame, n_layer: int, group: Sequence[str] = ("t
 
 
 def final_score_table(final: pd.DataFrame) -> pd.DataFrame:
-    """Scores at the last checkpoint as ``mean ± sd`` over seeds: index layer, columns (task, score)."""
+    """Scores at the last checkpoint as ``mean ± sd`` over seeds: index layer, columns (task, score).
+
+    The tasks' models may differ in depth (the teaching scale): a layer a task's model lacks reads ``—``."""
     out = {}
     for task in [t for t in ("number", "letter") if t in set(final["task"])]:
         f = final[final["task"] == task].groupby("layer")
         for col in ("pos", "sym"):
             m, sd = f[col].mean(), f[col].std(ddof=1)
-            out[(task, col)] = [f"{a:.3f} ± {b:.3f}" if not np.isnan(b) else f"{a:.3f}" for a, b in zip(m, sd)]
-            idx = m.index
-    return pd.DataFrame(out, index=pd.Index(idx, name="layer"))
+            out[(task, col)] = pd.Series([f"{a:.3f} ± {b:.3f}" if not np.isnan(b) else f"{a:.3f}"
+                                          for a, b in zip(m, sd)], index=m.index)
+    table = pd.DataFrame(out).fillna("—")
+    table.index.name = "layer"
+    return table
