@@ -188,3 +188,35 @@ def test_seed_tally_fills_missing_seeds_from_the_next_place():
                                         (2, "cpu-here", True))])
     t = T.seed_tally(rob).set_index("task").loc["letter"]
     assert (t["seeds"], t["seeds_run"], t["passing"], t["where"]) == ("0 1 2", 3, 3, "cuda-device + cpu-here")
+
+
+def test_wallclock_summary_takes_the_best_run_per_thread_count(ledger):
+    wall = pd.DataFrame([
+        {"task": "number", "threads": 1, "wall_seconds": 200.0, "load_start": 0.5, "load_end": 1.0},
+        {"task": "number", "threads": 1, "wall_seconds": 240.0, "load_start": 0.4, "load_end": 2.5},
+        {"task": "number", "threads": 2, "wall_seconds": 125.0, "load_start": 1.0, "load_end": 1.9},
+        {"task": "letter", "threads": 1, "wall_seconds": 390.0, "load_start": 0.8, "load_end": 1.0},
+        {"task": "letter", "threads": 2, "wall_seconds": 300.0, "load_start": 1.0, "load_end": 2.0},
+    ])
+    s = T.wallclock_summary(wall).set_index("task")
+    assert s.loc["number", "runs"] == 3
+    assert s.loc["number", "speedup_2t"] == pytest.approx(1.6)
+    assert s.loc["letter", "speedup_2t"] == pytest.approx(1.3)
+    assert s.loc["number", "wall_2t_min"] == pytest.approx(125 / 60)
+    assert s.loc["number", "max_load"] == 2.5
+    with ledger.raises(ValueError, match="1 and with 2 threads"):
+        T.wallclock_summary(wall[wall["threads"] == 1])
+
+
+def test_calibration_defaults_to_the_assumed_speedup(tmp_path):
+    assert T.load_calibration(tmp_path) == {"speedup_2t": T.SPEEDUP_2T_ASSUMED, "measured": False}
+    assert T.load_wallclock(tmp_path) is None
+    (tmp_path / "teaching").mkdir()
+    (tmp_path / "teaching" / "calibration.json").write_text('{"speedup_2t": 1.7, "measured": true}')
+    assert T.load_calibration(tmp_path)["speedup_2t"] == 1.7
+
+
+def test_committed_estimates_use_the_committed_speedup(committed):
+    """est_wall_2core in search.csv is est_cpu_seconds over the speed-up in calibration.json."""
+    speed = T.load_calibration(SEARCH.parents[1])["speedup_2t"]
+    assert np.allclose(committed["est_wall_2core"], committed["est_cpu_seconds"] / speed, atol=0.06)

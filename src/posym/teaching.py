@@ -229,10 +229,45 @@ def seed_tally(robust: pd.DataFrame, where: str | tuple[str, ...] = ("cuda-devic
     return pd.DataFrame(rows)
 
 
-def chosen_cost(table: pd.DataFrame, speedup_2t: float = 1.5) -> pd.DataFrame:
+SPEEDUP_2T_ASSUMED = 1.5  # the 2-thread speed-up assumed where none was measured
+
+
+def load_calibration(root: str | Path | None = None) -> dict:
+    """``data/teaching/calibration.json`` (the measured 2-thread speed-up, ``speedup_2t``), or the assumed
+    speed-up with ``measured: False`` when the file is absent."""
+    import json
+
+    p = search_path(root).with_name("calibration.json")
+    if not p.is_file():
+        return {"speedup_2t": SPEEDUP_2T_ASSUMED, "measured": False}
+    return json.loads(p.read_text())
+
+
+def load_wallclock(root: str | Path | None = None) -> pd.DataFrame | None:
+    """``data/teaching/wallclock.csv``: the chosen preset trained one run at a time with 1 and 2 threads
+    (``scripts/teaching_search.py --wallclock``), or None when it was never measured."""
+    p = search_path(root).with_name("wallclock.csv")
+    return pd.read_csv(p) if p.is_file() else None
+
+
+def wallclock_summary(wall: pd.DataFrame) -> pd.DataFrame:
+    """Per task: the best wall time of ``train()`` with 1 and with 2 threads, their ratio (the speed-up of the
+    second thread) and the highest load average seen around those runs."""
+    rows = []
+    for task, g in wall.groupby("task", sort=False):
+        best = g.groupby("threads")["wall_seconds"].min()
+        if not {1, 2} <= set(best.index):
+            raise ValueError(f"wallclock table: task {task!r} needs runs with 1 and with 2 threads")
+        rows.append({"task": task, "runs": len(g), "wall_1t_min": best[1] / 60, "wall_2t_min": best[2] / 60,
+                     "speedup_2t": best[1] / best[2],
+                     "max_load": float(g[["load_start", "load_end"]].max().max())})
+    return pd.DataFrame(rows)
+
+
+def chosen_cost(table: pd.DataFrame, speedup_2t: float = SPEEDUP_2T_ASSUMED) -> pd.DataFrame:
     """The chosen configuration's runs timed on the 2-core machine (``cpu-here``): one-thread CPU seconds, the
     wall seconds on the loaded machine, the load, and the estimated wall time on an idle 2-core laptop
-    (CPU seconds / ``speedup_2t``, an assumed 2-thread speed-up)."""
+    (CPU seconds / ``speedup_2t``, the 2-thread speed-up: :func:`load_calibration`)."""
     t = table[is_preset(table) & (table["where"] == "cpu-here")]
     out = t[["task", "seed", "steps", "cpu_seconds", "wall_seconds", "load_start", "load_end"]].copy()
     out["est_wall_2core_min"] = out["cpu_seconds"] / speedup_2t / 60
