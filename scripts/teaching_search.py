@@ -124,6 +124,9 @@ def grid(name: str) -> list[dict]:
     if name == "rope-base":  # the first preset with RoPE base 100: the first 32 frequencies of the paper's d-128 head
         return [spec(t, s, "rope-base", mo(6, 64, rope_base=100.0), 3000, 128, 3e-3, 200)
                 for t in T for s in range(5)]
+    if name == "heldout":  # the chosen preset on seeds it was not chosen on (5-14), alternating tasks
+        return [spec(t, s, "heldout", None, None, None, None, None, preset="teaching")
+                for s in HELDOUT_SEEDS for t in T]
     if name == "depth":  # depth vs hops at the chosen recipe, timed here
         return [spec(t, 0, "depth", None, None, None, None, None, preset=f"teaching:n_layer={L}")
                 for L in DEPTHS for t in T]
@@ -135,6 +138,8 @@ FIRST_PRESET = (mo(6, 64), 3000, 128, 3e-3, 200)
 # finalists to time here: (n_layer, d_model, d_mlp, steps, batch, lr, warmup)
 HERE: list[tuple] = [(6, 32, 128, 3000, 128, 2e-3, 200)]
 DEPTHS: tuple[int, ...] = ()
+# seeds the preset was not chosen on (the search used seeds 0-4)
+HELDOUT_SEEDS = tuple(range(5, 15))
 
 
 def make_config(job: dict, device: str = "cpu"):
@@ -493,7 +498,7 @@ def finalize() -> None:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grid", help="explore | robust | here | seeds | letter-seeds | deep | rope-base | attn-only | "
-                                  "probes | depth")
+                                  "probes | depth | heldout")
     p.add_argument("--device", default="cpu")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)

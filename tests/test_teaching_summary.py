@@ -220,3 +220,83 @@ def test_committed_estimates_use_the_committed_speedup(committed):
     """est_wall_2core in search.csv is est_cpu_seconds over the speed-up in calibration.json."""
     speed = T.load_calibration(SEARCH.parents[1])["speedup_2t"]
     assert np.allclose(committed["est_wall_2core"], committed["est_cpu_seconds"] / speed, atol=0.06)
+
+
+# -----------------------------------------------------------------------------
+# Held-out seeds
+
+def test_wilson_interval_known_values():
+    from posym.stats import wilson
+
+    lo, hi = wilson(8, 10)
+    assert (round(float(lo), 3), round(float(hi), 3)) == (0.490, 0.943)
+    lo, hi = wilson(10, 10)
+    assert float(hi) == pytest.approx(1.0) and round(float(lo), 3) == 0.722
+    lo, hi = wilson(0, 10)
+    assert float(lo) == 0.0 and round(float(hi), 3) == 0.278
+
+
+@pytest.mark.parametrize("task,classes,accurate,why", [
+    ("number", "m P P P m S S", True, ""),
+    ("number", "m P P m m m m", True, "no pure symbolic head"),
+    ("number", "m P m m m S S", True, "fewer than two pure positional heads"),
+    ("number", "P P S P S", True, "positional and symbolic heads interleaved"),
+    ("number", "m P P P m S S", False, "a hop count below the accuracy threshold"),
+    ("letter", "S S S S S S", True, ""),
+    ("letter", "m S S S P S", True, "a positional head; 2 layers not pure symbolic"),
+])
+def test_miss_reason_names_the_failed_part(task, classes, accurate, why):
+    assert T.miss_reason(task, classes.split(), accurate) == why
+    assert (why == "") == (accurate and T.heads_ok(task, classes.split()))
+
+
+def _preset_rows(monkeypatch, rows):
+    """Rows that count as the chosen configuration (is_preset compares config hashes: make every row match)."""
+    monkeypatch.setattr(T, "is_preset", lambda t: pd.Series(True, index=t.index))
+    return T.with_criteria(pd.DataFrame(rows))
+
+
+def test_heldout_tally_separates_the_seeds_that_chose_it(monkeypatch):
+    good = dict(n_layer=4, pos="0.2 0.97 0.98 0.02", sym="0.6 0.03 0.02 0.99")   # m P P S: passes
+    bad = dict(n_layer=4, pos="0.2 0.97 0.98 0.5", sym="0.6 0.03 0.02 0.5")     # m P P m: no symbolic head
+    search = _preset_rows(monkeypatch, [row(seed=s, **good) for s in range(5)])
+    held = _preset_rows(monkeypatch, [row(seed=s, where="cpu-here", **(bad if s in (5, 9) else good))
+                                      for s in range(5, 15)] + [row(seed=3, where="cpu-here", **bad)])
+    tally = T.heldout_tally(search, held).set_index("task")
+    n = tally.loc["number"]
+    assert n.in_sample == "5 of 5" and n.heldout_seeds == "5–14"      # seed 3 chose it: not held out
+    assert (n.heldout_runs, n.heldout_passing, n.heldout_accurate) == (10, 8, 10)
+    assert n.heldout_rate == 0.8 and not n.below_target
+    assert round(n.ci_lo, 3) == 0.490 and round(n.ci_hi, 3) == 0.943
+    prof = T.miss_profile(held, reference=search)
+    assert prof["seed"].tolist() == [3, 5, 9]
+    assert (prof["why"] == "no pure symbolic head").all()
+    assert prof["typical"].iloc[0] == "m P P S"
+    assert prof["differs"].iloc[0] == "layer 3: S→m (0.50/0.50)"
+
+
+def test_typical_classes_prefers_the_pure_class_on_a_tie(monkeypatch):
+    t = _preset_rows(monkeypatch, [row(pos="0.5 0.97 0.02", sym="0.5 0.03 0.99"),
+                                   row(pos="0.5 0.5 0.02", sym="0.5 0.5 0.99")])
+    t["passes"] = True
+    assert T.typical_classes(t, "number") == ["m", "P", "S"]
+    with pytest.raises(ValueError, match="no passing letter run"):
+        T.typical_classes(t, "letter")
+
+
+HELDOUT = SEARCH.with_name("heldout.csv")
+
+
+@pytest.mark.skipif(not HELDOUT.exists(), reason="data/teaching/heldout.csv is not committed")
+def test_committed_heldout_table_is_the_preset_on_unseen_seeds(committed, ledger):
+    held = T.load_heldout(SEARCH.parents[1])
+    t = T.with_criteria(held)
+    ledger.rerun()
+    assert T.is_preset(held).all(), "every held-out run is exactly TrainConfig.teaching(task, seed)"
+    assert not held["seed"].isin(T.SEARCH_SEEDS).any()
+    assert (t["heads"] == t["classes"]).all() and (t["passes"] == t["pass"]).all()
+    tally = T.heldout_tally(T.with_criteria(committed), t)
+    assert set(tally["task"]) == {"number", "letter"}
+    assert (tally["heldout_runs"] >= 10).all()
+    prof = T.miss_profile(t, reference=T.with_criteria(committed))
+    assert len(prof) == int((~t["passes"]).sum()) and (prof["why"] != "").all()

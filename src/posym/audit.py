@@ -36,10 +36,10 @@ import pandas as pd
 import torch
 
 from . import io as pio
+from .stats import Z95, wilson  # noqa: F401  (wilson is part of this module's interface)
 from .tasks import (MAX_HOPS, N_TOTAL, QUERY_POS, SEQ_LEN, SPLIT_OFFSETS, SPLIT_SIZES, TARGET_WINDOW, TASK_NAMES,
                     TaskDataset, get_task)
 
-Z95 = 1.959963984540054
 N_LET = 8          # Letter task: letters a..h
 N_INSTR = SEQ_LEN - TARGET_WINDOW  # 9 instruction slots (8..15) plus the query (16)
 HOP_LABELS = ("all",) + tuple(str(h) for h in range(1, MAX_HOPS + 1))
@@ -53,18 +53,6 @@ MODEL_TABLES = ("shortcut_use", "shortcut_use_summary", "variant_accuracy", "var
 
 # =============================================================================
 # Small statistics helpers
-
-def wilson(k, n, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
-    """95 % Wilson score interval for ``k`` successes out of ``n`` (vectorised; NaN where n = 0)."""
-    k = np.asarray(k, dtype=float)
-    n = np.asarray(n, dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = k / n
-        den = 1 + z * z / n
-        mid = (p + z * z / (2 * n)) / den
-        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return np.clip(mid - half, 0.0, 1.0), np.clip(mid + half, 0.0, 1.0)
-
 
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
          15: 2.131, 20: 2.086, 30: 2.042}

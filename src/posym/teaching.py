@@ -318,3 +318,166 @@ def final_classes(scores: pd.DataFrame, gamma: float = 0.1) -> pd.DataFrame:
         rows.append({"task": task, "seed": int(seed), "step": int(last["step"].iloc[0]), "heads": " ".join(cls),
                      "has_positional": "P" in cls, "heads_pass": heads_ok(task, cls)})
     return pd.DataFrame(rows)
+
+
+# -----------------------------------------------------------------------------
+# Held-out seeds: the chosen configuration on seeds the search never saw
+
+#: the seeds whose runs chose the configuration (the search's ``seeds``/``attn-only`` stages)
+SEARCH_SEEDS = (0, 1, 2, 3, 4)
+#: a held-out pass rate below this asks for another look at the configuration
+HELDOUT_TARGET = 0.8
+
+
+def heldout_path(root: str | Path | None = None) -> Path:
+    """``data/teaching/heldout.csv`` under ``root`` (default: :func:`posym.book.data_dir`)."""
+    return search_path(root).with_name("heldout.csv")
+
+
+def load_heldout(root: str | Path | None = None) -> pd.DataFrame | None:
+    """The held-out table (same schema as the search table; ``scripts/teaching_search.py --grid heldout``), or
+    None when it has not been computed."""
+    p = heldout_path(root)
+    return load_search(p) if p.is_file() else None
+
+
+def heldout_tally(search: pd.DataFrame, heldout: pd.DataFrame) -> pd.DataFrame:
+    """Per task: the chosen configuration's pass count on the seeds that chose it (in-sample) next to its pass
+    rate on held-out seeds, with a 95 % Wilson interval.
+
+    Both tables need :func:`with_criteria` columns.  In-sample rows are the search's runs of the configuration on
+    :data:`SEARCH_SEEDS` (one per seed, counted as :func:`seed_tally` counts them);
+    held-out rows are the configuration's runs on any other seed.  Columns: task, in_sample (``k of n``),
+    in_sample_seeds, heldout_seeds, heldout_runs, heldout_accurate, heldout_passing, heldout_rate, ci_lo, ci_hi,
+    below_target (rate < :data:`HELDOUT_TARGET`).
+    """
+    from .stats import wilson
+
+    ins = seed_robustness(search)
+    ins = ins[ins["seed"].isin(SEARCH_SEEDS)]
+    ins_tally = seed_tally(ins).set_index("task")
+    held = seed_robustness(heldout)
+    held = held[~held["seed"].isin(SEARCH_SEEDS)]
+    rows = []
+    for task, g in held.groupby("task", sort=False):
+        g = g.drop_duplicates("seed")
+        k, n = int(g["passes"].sum()), len(g)
+        lo, hi = wilson(k, n)
+        it = ins_tally.loc[task] if task in ins_tally.index else None
+        rows.append({"task": task,
+                     "in_sample": f"{int(it.passing)} of {int(it.seeds_run)}" if it is not None else "–",
+                     "in_sample_seeds": it.seeds if it is not None else "",
+                     "heldout_seeds": _seed_span(sorted(int(s) for s in g["seed"])),
+                     "heldout_runs": n, "heldout_accurate": int(g["accurate"].sum()), "heldout_passing": k,
+                     "heldout_rate": k / n, "ci_lo": float(lo), "ci_hi": float(hi),
+                     "below_target": bool(k / n < HELDOUT_TARGET)})
+    return pd.DataFrame(rows)
+
+
+def _seed_span(seeds: list[int]) -> str:
+    """``5–14`` for a run of consecutive seeds, else the list."""
+    if seeds and seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 2:
+        return f"{seeds[0]}–{seeds[-1]}"
+    return " ".join(str(s) for s in seeds)
+
+
+def miss_reason(task: str, classes: list[str], accurate: bool = True) -> str:
+    """Why a run fails the criteria, in words ('' when it passes)."""
+    reasons = []
+    if not accurate:
+        reasons.append("a hop count below the accuracy threshold")
+    if task == "number":
+        pure = "".join(c for c in classes if c != "m")
+        if pure.count("P") < 2:
+            reasons.append("fewer than two pure positional heads")
+        if pure.count("S") == 0:
+            reasons.append("no pure symbolic head")
+        if pure.count("P") >= 2 and pure.count("S") and not re.fullmatch(r"P+S+", pure):
+            reasons.append("positional and symbolic heads interleaved")
+    elif task == "letter":
+        if "P" in classes:
+            reasons.append("a positional head")
+        not_sym = len(classes) - classes.count("S")
+        if not_sym > 1:
+            reasons.append(f"{not_sym} layers not pure symbolic")
+    else:
+        raise ValueError(f"unknown task {task!r}")
+    return "; ".join(reasons)
+
+
+def typical_classes(table: pd.DataFrame, task: str) -> list[str]:
+    """The most common class of each layer among the passing runs of ``task`` (needs :func:`with_criteria`
+    columns; ties go to the purer class, P or S before m)."""
+    ok = table[(table["task"] == task) & table["passes"]]
+    if ok.empty:
+        raise ValueError(f"no passing {task} run to compare with")
+    cls = [h.split() for h in ok["heads"]]
+    width = max(len(c) for c in cls)
+    out = []
+    for layer in range(width):
+        col = pd.Series([c[layer] for c in cls if len(c) > layer])
+        counts = col.value_counts()
+        best = counts[counts == counts.max()].index
+        out.append(next((c for c in ("P", "S", "m") if c in best), best[0]))
+    return out
+
+
+def miss_profile(table: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per failing run of the chosen configuration: task, seed, its classes, the typical classes of the
+    passing runs (of ``reference``, default ``table``), why it fails (:func:`miss_reason`), and the layers whose
+    class differs from the typical one with their positional/symbolic scores (``layer k: P→m (0.71/0.24)``).
+    Both tables need :func:`with_criteria` columns."""
+    ref = table if reference is None else reference
+    runs = table[is_preset(table) & ~table["passes"]]
+    rows = []
+    for r in runs.sort_values(["task", "seed"]).itertuples():
+        typ = typical_classes(ref[is_preset(ref)], r.task)
+        cls = r.heads.split()
+        pos, sym = str(r.pos).split(), str(r.sym).split()
+        diff = [f"layer {i}: {t}→{c} ({float(pos[i]):.2f}/{float(sym[i]):.2f})"
+                for i, (c, t) in enumerate(zip(cls, typ)) if c != t]
+        rows.append({"task": r.task, "seed": int(r.seed), "heads": r.heads, "typical": " ".join(typ),
+                     "why": miss_reason(r.task, cls, bool(r.accurate)), "differs": "; ".join(diff) or "–"})
+    return pd.DataFrame(rows, columns=["task", "seed", "heads", "typical", "why", "differs"])
+
+
+def plot_seed_classes(search: pd.DataFrame, heldout: pd.DataFrame, gamma: float = 0.1):
+    """Head class of every layer (columns) for every seed (rows) of the chosen configuration, one panel per task:
+    the seeds that chose it above the line, held-out seeds below, failing seeds marked with a cross.  Returns the
+    Figure.  Both tables need :func:`with_criteria` columns (at ``gamma``)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+
+    from .plotting import COLORS
+
+    both = pd.concat([seed_robustness(search).assign(set="chose it"),
+                      seed_robustness(heldout).assign(set="held out")], ignore_index=True)
+    both = both[both["set"].eq("held out") | both["seed"].isin(SEARCH_SEEDS)]
+    both = both.drop_duplicates(["task", "seed"], keep="first").sort_values(["task", "seed"], ascending=[False, True])
+    code = {"P": 0, "m": 1, "S": 2}
+    cmap = ListedColormap([COLORS["positional"], COLORS["mixed"], COLORS["symbolic"]])
+    tasks = list(dict.fromkeys(both["task"]))
+    n_rows = max(int((both["task"] == t).sum()) for t in tasks)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks) + 1.6, 0.3 * n_rows + 1.5), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        g = both[both["task"] == task].reset_index(drop=True)
+        width = max(len(h.split()) for h in g["heads"])
+        mat = np.array([[code[c] for c in h.split()] + [-1] * (width - len(h.split())) for h in g["heads"]])
+        ax.imshow(np.ma.masked_less(mat, 0), cmap=cmap, vmin=0, vmax=2, aspect="auto")
+        ax.set_yticks(range(len(g)), [f"seed {s}" for s in g["seed"]])
+        ax.set_xticks(range(width))
+        split = int((g["set"] == "chose it").sum())
+        if 0 < split < len(g):
+            ax.axhline(split - 0.5, color="black", lw=2)
+        for i, ok in enumerate(g["passes"]):
+            if not ok:
+                ax.text(width - 0.5 + 0.15, i, "✗ miss", va="center", ha="left", fontsize=9, clip_on=False)
+        ax.set(xlabel="layer", title=f"{task.capitalize()}: above the line the seeds that chose it")
+        ax.grid(False)
+    for c, label in (("positional", "pure positional"), ("mixed", "mixed"), ("symbolic", "pure symbolic")):
+        axes[0][-1].plot([], [], "s", color=COLORS[c], label=label)
+    fig.legend(loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(f"The teaching configuration's head classes per seed (γ = {gamma})", y=1.0)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
