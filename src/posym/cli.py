@@ -5,41 +5,153 @@
     posym verify  data/
     posym reproduce --scale smoke --engine local       # train + analyse every run, chapters, book, claims
     posym export-hf runs/smoke/number-s0 --out number-hf
+
+Building the parser imports nothing heavy (no torch, no pandas), so ``posym --help`` answers at once; each
+command imports what it needs when it runs. Every error is one line, ``posym CMD: error: ...``, naming the
+option or the file, with exit code 2; Ctrl-C stops with one line and exit code 130.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+# The names the parser offers, written out so that building it needs no torch (tests/test_cli.py checks them
+# against posym.tasks.TASK_NAMES, posym.train.SCALES and posym.reproduce.ENGINES).
+TASK_NAMES = ("number", "letter")
+SCALES = ("smoke", "teaching", "paper")
+ENGINES = ("serial", "local", "ray")
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
 
-def _int_list(s: str, name: str = "--seed") -> list[int]:
+
+class CLIError(ValueError):
+    """Bad input found by the command line itself."""
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` for every option that has a default and does not describe it itself."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block) and the defaults shown in ``--help``."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_type(minimum: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return v
+    parse.__name__ = what
+    return parse
+
+
+def _float_type(what: str, positive: bool):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not (v > 0 if positive else v >= 0) or v != v or v == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return v
+    parse.__name__ = what
+    return parse
+
+
+positive_int = _int_type(1, "a positive integer")
+nonneg_int = _int_type(0, "an integer >= 0")
+positive_float = _float_type("a positive number", positive=True)
+nonneg_float = _float_type("a number >= 0", positive=False)
+
+
+def parse_seed_list(s: str, option: str = "--seed") -> list[int]:
+    """``3``, ``0-4`` or ``0,2,7`` -> seeds (each >= 0)."""
     out = []
+    text = str(s).strip()
+    if text.startswith("-") and text[1:].strip().isdigit():
+        raise CLIError(f"{option} {s}: seeds must be integers >= 0")
     try:
-        for part in s.split(","):
-            if "-" in part:
-                a, b = part.split("-")
-                out.extend(range(int(a), int(b) + 1))
-            else:
-                out.append(int(part))
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, a list (0,2) or a range (0-4), got {s!r}") from None
-    if not out:
-        raise ValueError(f"{name} {s!r} is an empty range")
-    return out
+        for part in text.split(","):
+            a, dash, b = part.strip().partition("-")
+            lo, hi = int(a), int(b if dash else a)
+            if hi < lo:
+                raise CLIError(f"{option} {s!r}: range {part.strip()!r} is empty")
+            out.extend(range(lo, hi + 1))
+    except ValueError as e:
+        if isinstance(e, CLIError):
+            raise
+        raise CLIError(f"{option} must be a seed (0), a list (0,2) or a range (0-4) of integers >= 0, "
+                       f"got {s!r}") from None
+    if not out or min(out) < 0:
+        raise CLIError(f"{option} {s!r}: seeds must be integers >= 0")
+    return list(dict.fromkeys(out))
 
 
+_int_list = parse_seed_list  # the name older scripts import
+
+
+def _out_folder(template: str, **fields) -> Path:
+    try:
+        return Path(template.format(**fields))
+    except (KeyError, IndexError, ValueError) as e:
+        raise CLIError(f"--out {template!r}: it may use the fields {{task}} {{scale}} {{seed}} only "
+                       f"({type(e).__name__}: {e})") from None
+
+
+def _run_folder(path: str, option: str = "RUN") -> Path:
+    p = Path(path)
+    if p.is_file():
+        raise CLIError(f"{p} is a file (a checkpoint?); {option} is a run folder (the one that holds config.json "
+                       f"and checkpoints/)")
+    if not p.is_dir():
+        raise CLIError(f"{option} {p} does not exist")
+    if not (p / "config.json").is_file():
+        raise CLIError(f"{p} is not a run folder: it has no config.json (train one with `posym train`)")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
 def cmd_train(a) -> int:
-    from .train import TrainConfig, train
+    from .train import TrainConfig, check_device, train
 
+    check_device(a.device)
     overrides = {}
     for k in ("steps", "batch_size", "lr", "train_size", "checkpoint_every", "eval_size"):
         v = getattr(a, k)
         if v is not None:
             overrides[k] = v
-    for seed in _int_list(a.seed):
-        cfg = TrainConfig.preset(a.scale, task=a.task, seed=seed, device=a.device, **overrides)
-        out = Path(a.out.format(task=a.task, scale=a.scale, seed=seed))
+    seeds = parse_seed_list(a.seed)
+    jobs = []
+    for seed in seeds:  # every config and folder is checked before anything is written
+        try:
+            cfg = TrainConfig.preset(a.scale, task=a.task, seed=seed, device=a.device, **overrides)
+        except ValueError as e:
+            raise CLIError(_option_names(str(e))) from None
+        out = _out_folder(a.out, task=a.task, scale=a.scale, seed=seed)
+        if out.exists() and not out.is_dir():
+            raise CLIError(f"--out {out} is a file, not a folder")
+        jobs.append((cfg, out))
+    for cfg, out in jobs:
         run = train(cfg, out, progress=not a.quiet, threads=a.threads)
         if a.analyze:
             from .analyze import analyze_run
@@ -48,10 +160,21 @@ def cmd_train(a) -> int:
     return 0
 
 
+def _option_names(msg: str) -> str:
+    """``TrainConfig.batch_size must ...`` -> ``--batch-size must ...`` (the option the user typed)."""
+    import re
+
+    return re.sub(r"TrainConfig\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), msg)
+
+
 def cmd_analyze(a) -> int:
+    from .train import check_device
+
+    check_device(a.device)
+    runs = [_run_folder(r) for r in a.runs]
     from .analyze import analyze_run
 
-    for run in a.runs:
+    for run in runs:
         out = analyze_run(run, n_prompts=a.prompts, per_frequency=not a.no_freq, device=a.device,
                           progress=not a.quiet)
         s = out["scores"]
@@ -60,16 +183,28 @@ def cmd_analyze(a) -> int:
 
 
 def cmd_verify(a) -> int:
-    from .io import verify_manifest
+    from .io import verify_folder
 
     root = Path(a.path)
-    manifests = sorted(root.rglob("manifest.json")) if root.is_dir() else []
+    if not root.exists():
+        raise CLIError(f"{root} does not exist")
+    if root.is_file():
+        raise CLIError(f"{root} is a file; give the folder that holds manifest.json (or folders that do)")
+    manifests = sorted(root.rglob("manifest.json"))
     if not manifests:
-        print(f"no manifest.json under {root}", file=sys.stderr)
-        return 1
+        raise CLIError(f"no manifest.json under {root}")
+    bad = []
     for m in manifests:
-        man = verify_manifest(m.parent)
-        print(f"ok  {m.parent}  ({len(man.get('files', {}))} files)")
+        man, problems = verify_folder(m.parent)
+        if problems:
+            bad.append(m.parent)
+            print(f"BAD {m.parent}: {'; '.join(problems)}", flush=True)
+        else:
+            print(f"ok  {m.parent}  ({len(man.get('files', {}))} files)", flush=True)
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise CLIError(f"{len(bad)} of {len(manifests)} folder(s) failed verification: "
+                       f"{', '.join(map(str, bad[:3]))}{more} (details above)")
     return 0
 
 
@@ -96,88 +231,137 @@ def cmd_import_hf(a) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# The parser
+# ---------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from .tasks import TASK_NAMES
-    from .train import SCALES
+    p = _Parser(prog="posym", description="Positional vs symbolic attention heads, reproduced.")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    p = argparse.ArgumentParser(prog="posym", description="Positional vs symbolic attention heads, reproduced.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-
-    t = sub.add_parser("train", help="train a model on a task (resumes an interrupted run)")
-    t.add_argument("--task", required=True, choices=TASK_NAMES)
-    t.add_argument("--scale", default="smoke", choices=SCALES, help="preset (default: smoke)")
-    t.add_argument("--seed", default="0", help="seed or list/range, e.g. 0 or 0-4 or 0,2")
-    t.add_argument("--out", default="runs/{task}-{scale}-s{seed}", help="run folder (may use {task} {scale} {seed})")
-    t.add_argument("--device", default="cpu")
-    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    t.add_argument("--steps", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--train-size", type=int)
-    t.add_argument("--eval-size", type=int)
-    t.add_argument("--checkpoint-every", type=int)
+    t = sub.add_parser("train", help="train a model on a task (resumes an interrupted run, repairs a damaged one)",
+                       description="Train a model on a task; an interrupted run resumes from its last.pt, and "
+                                   "damaged files of a finished run are rebuilt.")
+    t.add_argument("--task", required=True, choices=TASK_NAMES, help="the task")
+    t.add_argument("--scale", default="smoke", choices=SCALES, help="preset of model and training recipe")
+    t.add_argument("--seed", default="0", help="seed, list or range of seeds, e.g. 0, 0,2 or 0-4")
+    t.add_argument("--out", default="runs/{task}-{scale}-s{seed}",
+                   help="run folder; may use the fields {task} {scale} {seed}")
+    t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    t.add_argument("--threads", type=positive_int, default=None,
+                   help="torch CPU threads (default: torch's choice, every core)")
+    t.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the preset's)")
+    t.add_argument("--batch-size", type=positive_int, default=None, help="batch size (default: the preset's)")
+    t.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default: the preset's)")
+    t.add_argument("--train-size", type=positive_int, default=None,
+                   help="training samples (default: the preset's; at most 432000)")
+    t.add_argument("--eval-size", type=positive_int, default=None,
+                   help="validation samples for accuracy (default: the preset's; at most 2400)")
+    t.add_argument("--checkpoint-every", type=positive_int, default=None,
+                   help="steps between checkpoints after the early log-spaced ones (default: the preset's)")
     t.add_argument("--analyze", action="store_true", help="run `posym analyze` after training")
-    t.add_argument("--prompts", type=int, default=400, help="metric prompts for --analyze")
-    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--prompts", type=positive_int, default=400, help="metric prompts for --analyze")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
-    an = sub.add_parser("analyze", help="positional/symbolic scores at every checkpoint of runs")
-    an.add_argument("runs", nargs="+")
-    an.add_argument("--prompts", type=int, default=400, help="hop-balanced held-out prompts (default 400)")
+    an = sub.add_parser("analyze", help="positional/symbolic scores at every checkpoint of runs",
+                        description="Positional and symbolic scores at every checkpoint of one or more run folders "
+                                    "(scores.parquet, freq_scores.parquet, prompts.json).")
+    an.add_argument("runs", nargs="+", metavar="RUN", help="run folder (holds config.json and checkpoints/)")
+    an.add_argument("--prompts", type=positive_int, default=400, help="hop-balanced held-out prompts")
     an.add_argument("--no-freq", action="store_true", help="skip the per-frequency scores")
-    an.add_argument("--device", default="cpu")
-    an.add_argument("--quiet", action="store_true")
+    an.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    an.add_argument("--quiet", action="store_true", help="no progress bar")
     an.set_defaults(func=cmd_analyze)
 
-    v = sub.add_parser("verify", help="check every manifest.json under a folder (checksums)")
-    v.add_argument("path")
+    v = sub.add_parser("verify", help="check every manifest.json under a folder (checksums, missing and extra files)",
+                       description="Check every folder with a manifest.json under PATH: listed files present with "
+                                   "their checksums, outputs recorded in steps.json unchanged, no unlisted files "
+                                   "(README.md and hidden files excepted). Reports every folder; exit 2 if any fails.")
+    v.add_argument("path", help="a results or run folder, or a folder holding many (e.g. data/)")
     v.set_defaults(func=cmd_verify)
 
-    from .reproduce import ENGINES
-
     r = sub.add_parser("reproduce", help="train, analyse and evaluate every run of a scale, then the chapters, "
-                                         "the book and the headline claims (skips what is complete and valid)")
-    r.add_argument("--scale", default="smoke", help=f"{' | '.join(SCALES)} (default: smoke)")
-    r.add_argument("--tasks", default=",".join(TASK_NAMES), help="comma-separated (default: all tasks)")
-    r.add_argument("--seeds", default=None, help="a count N (seeds 0..N-1), a range 0-4 (2-2: seed 2 only) or a list 0,2 "
-                                                  "(default: 5 at paper scale, else 1)")
-    r.add_argument("--engine", default="serial", help=f"{' | '.join(ENGINES)} (default: serial)")
-    r.add_argument("--address", default=None, help="Ray cluster address for --engine ray (auto, ray://host:10001); "
-                                                    "default: start a local Ray instance")
-    r.add_argument("--jobs", type=int, default=None, help="--engine local: worker processes (default: cores/threads)")
-    r.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1; results depend on it)")
-    r.add_argument("--device", default="cpu", help="cpu or cuda (cuda: num_gpus per Ray task, see --gpus-per-job)")
-    r.add_argument("--gpus-per-job", type=float, default=None, help="Ray GPU share per job (default 1 with cuda)")
-    r.add_argument("--out", default=None, help="run folders (default: runs/<scale>)")
+                                         "the book and the headline claims (skips what is complete and valid)",
+                       description="Train, analyse and evaluate every (task, seed) run of a scale, then execute the "
+                                   "chapters, build the book and print the headline claims. Skips what is complete "
+                                   "and valid, resumes what was interrupted, rebuilds what was damaged.")
+    r.add_argument("--scale", default="smoke", choices=SCALES, help="preset of every run")
+    r.add_argument("--tasks", default=",".join(TASK_NAMES), help="comma-separated tasks")
+    r.add_argument("--seeds", default=None, help="a count N (seeds 0..N-1), a range 0-4 (2-2: seed 2 only) or a "
+                                                  "list 0,2 (default: 5 at the paper scale, else 1)")
+    r.add_argument("--engine", default="serial", choices=ENGINES,
+                   help="serial: one job after the other here; local: a pool of processes; ray: Ray tasks")
+    r.add_argument("--address", default=None, help="Ray cluster address for --engine ray (auto, ray://host:10001; "
+                                                    "default: start a local Ray instance)")
+    r.add_argument("--jobs", type=positive_int, default=None,
+                   help="--engine local: worker processes (default: cores / threads)")
+    r.add_argument("--threads", type=positive_int, default=1, help="torch threads per job (results depend on it)")
+    r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (cuda: num_gpus per Ray task, see "
+                                                    "--gpus-per-job)")
+    r.add_argument("--gpus-per-job", type=nonneg_float, default=None,
+                   help="Ray GPU share per job (default: 1 with cuda, else 0)")
+    r.add_argument("--out", default=None, help="folder that holds the run folders (default: runs/<scale>)")
     r.add_argument("--publish", default=None, help="package the results into this folder, e.g. data/paper")
     r.add_argument("--no-book", action="store_true", help="do not execute the chapters nor build the book")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_reproduce)
 
-    e = sub.add_parser("export-hf", help="write a checkpoint as a Hugging Face GPTJForCausalLM folder")
+    e = sub.add_parser("export-hf", help="write a checkpoint as a Hugging Face GPTJForCausalLM folder",
+                       description="Write a checkpoint as a Hugging Face GPTJForCausalLM folder with a word-level "
+                                   "tokenizer that refuses unknown words.")
     e.add_argument("run", help="run folder (final checkpoint or --step), results folder with final.pt, or a .pt file")
     e.add_argument("--out", default=None, help="output folder (default: RUN/hf)")
-    e.add_argument("--step", type=int, default=None, help="checkpoint step (default: the last)")
+    e.add_argument("--step", type=nonneg_int, default=None, help="checkpoint step (default: the last)")
     e.add_argument("--task", default=None, choices=TASK_NAMES, help="only when RUN has no config.json")
-    e.add_argument("--n-positions", type=int, default=8192, help="RoPE table length of the HF model (default 8192)")
+    e.add_argument("--n-positions", type=positive_int, default=8192, help="RoPE table length of the HF model")
     e.set_defaults(func=cmd_export_hf)
 
-    im = sub.add_parser("import-hf", help="read a GPTJForCausalLM folder back into a posym checkpoint")
-    im.add_argument("folder")
+    im = sub.add_parser("import-hf", help="read a GPTJForCausalLM folder back into a posym checkpoint",
+                        description="Read a GPTJForCausalLM folder (e.g. one written by export-hf) back into a "
+                                    "posym checkpoint file.")
+    im.add_argument("folder", help="a Hugging Face GPTJForCausalLM folder (config.json + weights)")
     im.add_argument("--out", required=True, help="checkpoint file to write (.pt)")
     im.set_defaults(func=cmd_import_hf)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .io import ResultError
+def _one_line(e: BaseException) -> str:
+    msg = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    if isinstance(e, OSError):
+        what = e.strerror or msg or type(e).__name__
+        name = e.filename if e.filename is not None else None
+        if name is not None:
+            extra = f" -> {e.filename2}" if getattr(e, "filename2", None) else ""
+            return f"{name}{extra}: {what}"
+        return what
+    return msg or type(e).__name__
 
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    prog = f"posym {args.cmd}"
     try:
         return args.func(args)
-    except (ValueError, ResultError) as e:
-        print(f"posym {args.cmd}: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; run the same command again to resume (finished steps and checkpoints are "
+              f"kept)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, OSError) as e:  # bad input (PlanError, CLIError are ValueErrors), unwritable folders
+        if os.environ.get("POSYM_TRACEBACK"):
+            raise
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as e:  # noqa: BLE001
+        from .io import ResultError
+
+        if os.environ.get("POSYM_TRACEBACK"):
+            raise
+        if isinstance(e, ResultError):
+            print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+            return EXIT_ERROR
+        print(f"{prog}: internal error: {type(e).__name__}: {_one_line(e)} (run with POSYM_TRACEBACK=1 for the "
+              f"traceback, and please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

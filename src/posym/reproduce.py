@@ -216,6 +216,12 @@ def build_plan(scale: str = "smoke", tasks=None, seeds=None, out: str | Path | N
     if isinstance(threads, bool) or not isinstance(threads, int) or threads <= 0:
         raise PlanError(f"--threads must be a positive integer, got {threads!r}")
     out = Path(out if out is not None else Path("runs") / scale).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise PlanError(f"--out {out} is a file; --out is the folder that holds the run folders")
+    for name in ("config.json", "manifest.json"):
+        if (out / name).is_file():
+            raise PlanError(f"--out {out} is itself a run or results folder (it holds {name}); --out is the folder "
+                            f"that holds the run folders, e.g. --out {out.parent}")
     acfg = ANALYSIS[scale]
     if analysis:
         unknown = set(analysis) - set(asdict(acfg))
@@ -287,11 +293,13 @@ def _train_done(job: Job) -> bool:
     cfg = job.config()
     if not ckpt_path(run.path, cfg.steps).exists():
         return False
-    for rel, meta in files.items():
-        if rel.startswith("checkpoints/"):
-            p = run.path / rel
-            if not p.exists() or p.stat().st_size != meta.get("bytes"):
-                return False
+    for rel, meta in files.items():  # every file as it was when written (train repairs what is not)
+        p = run.path / rel
+        if not p.is_file() or p.stat().st_size != meta.get("bytes") or pio.sha256_file(p) != meta.get("sha256"):
+            return False
+    listed = {rel for rel in files if rel.startswith("checkpoints/")}
+    if any(p.relative_to(run.path).as_posix() not in listed for p in (run.path / "checkpoints").glob("[!.]*")):
+        return False  # a stray file there: train stops and names it
     return True
 
 
@@ -407,12 +415,17 @@ def run_job(job: Job, on_step: Callable[[Job, str], None] | None = None) -> dict
 
 
 def _run_job(job: Job, on_step) -> dict:
-    from .analyze import analyze_run, final_analyses
-    from .train import train
-
     conflict = check_conflict(job)
     if conflict:
         raise PlanError(conflict)
+    with pio.folder_lock(job.run_dir):  # one writer per run folder, whatever process or machine runs the job
+        return _run_job_locked(job, on_step)
+
+
+def _run_job_locked(job: Job, on_step) -> dict:
+    from .analyze import analyze_run, final_analyses
+    from .train import train
+
     run_dir = Path(job.run_dir)
     cfg = job.config()
     acfg = job.analysis_config()
@@ -530,8 +543,33 @@ class SerialEngine:
         pass
 
 
+def _worker_init(parent: int) -> None:
+    """In each worker of the local engine: ignore Ctrl-C (the parent stops the workers) and exit as soon as the
+    parent is gone, however it died (a killed parent cannot stop them, and they must not go on writing)."""
+    import signal
+    import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:  # Linux: the kernel kills this worker when the parent dies
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, name="posym-parent-watch", daemon=True).start()
+
+
 class LocalEngine:
-    """A pool of spawned processes (fresh interpreters, as Ray's workers are)."""
+    """A pool of spawned processes (fresh interpreters, as Ray's workers are). The workers exit when the parent
+    dies and are killed when the plan is interrupted."""
 
     name = "local"
 
@@ -540,7 +578,8 @@ class LocalEngine:
         from concurrent.futures import ProcessPoolExecutor
 
         self.workers = workers
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                        initializer=_worker_init, initargs=(os.getpid(),))
 
     def submit(self, job: Job):
         return self.pool.submit(run_job, job)
@@ -555,6 +594,18 @@ class LocalEngine:
         return h.result()
 
     def close(self, cancel=False):
+        if cancel:  # interrupted: the workers ignore Ctrl-C, so stop them here (they resume from last.pt next time)
+            procs = list((getattr(self.pool, "_processes", None) or {}).values())
+            for proc in procs:
+                try:
+                    proc.kill()
+                except (OSError, AttributeError):
+                    pass
+            for proc in procs:
+                try:
+                    proc.join(5)
+                except (OSError, AttributeError, AssertionError):
+                    pass
         self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
 
 
@@ -647,7 +698,7 @@ class PlanResult:
         lines = [f"{n_ran} step(s) run, {len(self.failed)} job(s) failed, {len(self.interrupted)} interrupted, "
                  f"in {self.seconds:.1f} s"]
         for name, err in self.failed.items():
-            lines.append(f"FAILED {name}:\n{err}")
+            lines.append(f"FAILED {name}: {err}")
         for name in self.interrupted:
             lines.append(f"interrupted {name} (run `posym reproduce` again to resume)")
         return "\n".join(lines)
@@ -762,10 +813,19 @@ def run_plan(plan: Plan, engine: str = "serial", address: str | None = None, wor
     return result
 
 
+#: Errors that describe bad input or damaged files: reported as their message alone.
+EXPECTED_ERRORS = (PlanError, pio.ResultError, ValueError, OSError)
+
+
 def _format_error(e: BaseException) -> str:
-    text = "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip()
-    lines = text.splitlines()
-    return "\n".join(lines[-25:])
+    """One line: the message of an expected error, else the exception type and message (a bug: the full
+    traceback goes to ``POSYM_TRACEBACK=1`` runs only)."""
+    if os.environ.get("POSYM_TRACEBACK"):
+        return "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip()
+    msg = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, OSError) and e.filename is not None and str(e.filename) not in msg:
+        msg = f"{e.filename}: {msg}"
+    return msg if isinstance(e, EXPECTED_ERRORS) else f"{type(e).__name__}: {msg}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -780,6 +840,10 @@ def publish(plan: Plan, dest: str | Path, checkpoint_seeds=(0,), note: str | Non
     out = []
     for j in plan.jobs:
         src, target = Path(j.run_dir), dest / j.name
+        _, problems = pio.verify_folder(src)  # copy only what is as it was written
+        if problems:
+            raise PlanError(f"{src} failed verification ({'; '.join(problems)}): run `posym reproduce` again "
+                            f"without --publish to repair it, then publish")
         if _published_same(src, target, RESULT_FILES):
             out.append(target)
             continue
@@ -1111,14 +1175,24 @@ def format_claims(df) -> str:
 # ---------------------------------------------------------------------------------------------
 def main_reproduce(a) -> int:
     """``posym reproduce`` (arguments parsed in :mod:`posym.cli`)."""
+    from .train import check_device
+
     if a.engine not in ENGINES:
-        raise PlanError(f"unknown engine {a.engine!r}: choose one of {', '.join(ENGINES)}")
+        raise PlanError(f"--engine {a.engine!r}: choose one of {', '.join(ENGINES)}")
+    if a.engine == "ray" and a.address is not None:
+        if a.device.split(":")[0] not in ("cpu", "cuda"):  # the GPUs are on the cluster's nodes, not here
+            raise PlanError(f"--device {a.device!r}: posym trains on cpu or cuda (or cuda:N)")
+    else:
+        check_device(a.device)
     plan = build_plan(scale=a.scale, tasks=a.tasks, seeds=a.seeds, out=a.out, device=a.device, threads=a.threads)
     print(plan.describe(), flush=True)
     res = run_plan(plan, engine=a.engine, address=a.address, workers=a.jobs, gpus_per_job=a.gpus_per_job,
                    progress=not a.quiet)
     print(res.summary(), flush=True)
     if not res.ok:
+        if res.failed:
+            names = ", ".join(res.failed)
+            raise PlanError(f"{len(res.failed)} job(s) failed ({names}); the reasons are above, one line each")
         return 1
     data_root = None
     if a.publish:

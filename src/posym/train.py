@@ -9,14 +9,25 @@ A run folder holds::
 
     config.json            TrainConfig + ModelConfig + config hash
     checkpoints/step_XXXXXXX.pt   model weights on the checkpoint schedule
-    last.pt                everything needed to resume (weights, optimiser, scheduler, RNG, step)
+    last.pt                everything needed to resume (weights, optimiser, scheduler, RNG, step, and the
+                           checksum of every file written so far), with its own checksum inside;
+                           the previous one is kept as last.prev.pt until the run is complete
     eval.csv               step x hop -> validation accuracy
     train_log.csv          step -> mean training loss since the previous log line, lr
     manifest.json          provenance (seed, git commit, versions, machine, wall time) + checksums
+
+Checksums are those recorded when each file was written and read back, never a hash of the file as it is
+when the run ends; a file damaged later is found by comparing, and :func:`repair_run` rebuilds it (training
+is deterministic, so a checkpoint is rebuilt by training again from step 0 up to its step).
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import io
 import math
+import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -190,10 +201,63 @@ def ckpt_path(run_dir: Path, step: int) -> Path:
     return run_dir / "checkpoints" / f"step_{step:07d}.pt"
 
 
-def save_checkpoint(run_dir: Path, step: int, model: GPTJ, cfg: TrainConfig) -> None:
+def save_checkpoint(run_dir: Path, step: int, model: GPTJ, cfg: TrainConfig) -> dict:
+    """Write the checkpoint of ``step``; returns its checksum as read back (``{"sha256", "bytes"}``)."""
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    pio.atomic_torch_save(ckpt_path(run_dir, step), {"step": step, "config_hash": cfg.hash(),
-                                                      "model_config": model.cfg.to_dict(), "state_dict": sd})
+    return pio.atomic_torch_save(ckpt_path(run_dir, step), {"step": step, "config_hash": cfg.hash(),
+                                                             "model_config": model.cfg.to_dict(), "state_dict": sd})
+
+
+STATE_FORMAT = "posym-resume-1"
+
+
+def save_state(path: Path, state: dict) -> dict:
+    """Write a resume state with the sha256 of its contents inside (torch.load alone accepts a flipped byte)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getvalue()
+    return pio.atomic_torch_save(path, {"format": STATE_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
+                                        "payload": payload})
+
+
+def load_state(path: Path, map_location="cpu") -> dict:
+    """Read a resume state written by :func:`save_state` (or an older plain one); :class:`ResultError` if corrupt."""
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=False)
+        if isinstance(obj, dict) and obj.get("format") == STATE_FORMAT:
+            payload = obj.get("payload")
+            if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != obj.get("sha256"):
+                raise pio.ResultError(f"resume state {path} is corrupt (its contents do not match its checksum)")
+            obj = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=False)
+    except pio.ResultError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise pio.ResultError(f"resume state {path} is corrupt ({type(e).__name__}: {e})") from e
+    if not isinstance(obj, dict) or not {"step", "model", "optimizer", "scheduler"} <= set(obj):
+        raise pio.ResultError(f"resume state {path} is corrupt (not a posym resume state)")
+    return obj
+
+
+def check_device(device: str, option: str = "--device") -> str:
+    """``device`` if torch can train on it here, else ValueError naming ``option`` (before anything is written)."""
+    if not isinstance(device, str) or not device.strip():
+        raise ValueError(f"{option} must be cpu or cuda (or cuda:N), got {device!r}")
+    try:
+        d = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"{option} {device!r} is not a device: use cpu or cuda (or cuda:N)") from None
+    if d.type == "cuda":
+        if torch.version.cuda is None:
+            raise ValueError(f"{option} {device}: this torch ({torch.__version__}) is built without CUDA; "
+                             f"use --device cpu or install a CUDA build of torch")
+        if not torch.cuda.is_available():
+            raise ValueError(f"{option} {device}: no CUDA GPU is visible (torch.cuda.is_available() is False); "
+                             f"use --device cpu")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise ValueError(f"{option} {device}: only {torch.cuda.device_count()} GPU(s) are visible")
+    elif d.type != "cpu":
+        raise ValueError(f"{option} {device!r}: posym trains on cpu or cuda (or cuda:N)")
+    return device
 
 
 def check_manifest_entry(path: Path) -> None:
@@ -262,16 +326,21 @@ class Run:
                                       f"this config is {cfg.hash()}. Use another --out folder.")
         else:
             run.path.mkdir(parents=True, exist_ok=True)
-            pio.atomic_write_json(cfg_file, {"train": cfg.to_dict(), "model": cfg.model_config().to_dict(),
-                                             "config_hash": cfg.hash()})
+            pio.atomic_write_json(cfg_file, _config_record(cfg))
         return run
 
     def is_complete(self) -> bool:
+        """A complete manifest for this folder's config (an unreadable manifest is not complete: training then
+        writes it again from the resume state)."""
         m = self.path / "manifest.json"
         if not m.exists():
             return False
-        man = pio.read_json(m)
-        return man.get("complete", False) and man.get("config_hash") == pio.read_json(self.path / "config.json")["config_hash"]
+        try:
+            man = pio.read_json(m)
+        except pio.ResultError:
+            return False
+        return (isinstance(man, dict) and man.get("complete", False) is True
+                and man.get("config_hash") == pio.read_json(self.path / "config.json")["config_hash"])
 
 
 def _set_threads(threads: int | None):
@@ -279,16 +348,108 @@ def _set_threads(threads: int | None):
         torch.set_num_threads(threads)
 
 
+def _locked(fn):
+    """Check the device, then hold the run folder's lock (one writer per folder) around ``fn``."""
+    @functools.wraps(fn)
+    def wrapper(cfg: TrainConfig, out: str | Path, *args, **kwargs):
+        check_device(cfg.device)
+        with pio.folder_lock(out):
+            return fn(cfg, out, *args, **kwargs)
+    return wrapper
+
+
+def _regenerate(run: Run, cfg: TrainConfig, steps: set[int], threads: int | None, need_last: bool) -> dict:
+    """Train ``cfg`` again from step 0 in a hidden folder of ``run`` up to the largest of ``steps`` (``cfg.steps``
+    with ``need_last``) and write those checkpoints (and ``last.pt``) into ``run``; returns their checksums."""
+    upto = cfg.steps if need_last else max(steps)
+    tmp = run.path / ".repair"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    out = {}
+    try:
+        train(cfg, tmp, progress=False, threads=threads, stop_after=upto)
+        for s in sorted(steps):
+            rel = ckpt_path(run.path, s).relative_to(run.path).as_posix()
+            out[rel] = pio.atomic_write_bytes(run.path / rel, (tmp / rel).read_bytes())
+        if need_last:
+            out["last.pt"] = pio.atomic_write_bytes(run.path / "last.pt", (tmp / "last.pt").read_bytes())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def repair_run(run: Run, cfg: TrainConfig, threads: int | None = None, quiet: bool = False) -> list[str]:
+    """Compare a complete run's files with the checksums its manifest recorded when they were written and
+    rebuild those that differ or are missing: checkpoints and ``last.pt`` by training again (deterministic),
+    ``eval.csv`` / ``train_log.csv`` from ``last.pt``, ``config.json`` from the config. Returns what was
+    rebuilt. A file in ``checkpoints/`` the manifest does not list, or a damaged file posym cannot rebuild,
+    stops with :class:`ResultError` saying what to do."""
+    man = pio.read_json(run.path / "manifest.json")
+    files = man.get("files", {})
+    listed_ckpts = {f for f in files if f.startswith("checkpoints/")}
+    stray = sorted(p.relative_to(run.path).as_posix() for p in (run.path / "checkpoints").glob("*")
+                   if not p.name.startswith(".") and p.relative_to(run.path).as_posix() not in listed_ckpts)
+    if stray:
+        raise pio.ResultError(f"{run.path / stray[0]} is not part of this run (its manifest does not list it)"
+                              f"{f' nor {len(stray) - 1} more' if len(stray) > 1 else ''}: move it out of "
+                              f"{run.path / 'checkpoints'}")
+
+    def intact(f):
+        p = run.path / f
+        return p.is_file() and p.stat().st_size == files[f].get("bytes") and pio.sha256_file(p) == files[f]["sha256"]
+
+    bad = [f for f in sorted(files) if not intact(f)]
+    if not bad:
+        return []
+    steps, need_last, tables = set(), False, []
+    for f in bad:
+        if f.startswith("checkpoints/step_") and f.endswith(".pt"):
+            steps.add(int(Path(f).stem.split("_")[1]))
+        elif f == "last.pt":
+            need_last = True
+        elif f in ("eval.csv", "train_log.csv", "config.json"):
+            tables.append(f)
+        else:
+            raise pio.ResultError(f"{run.path / f} does not match the checksum recorded when it was written and "
+                                  f"posym cannot rebuild it: restore it, or delete {run.path} and train again")
+    if not quiet:
+        print(f"posym: {run.path}: {', '.join(bad)} changed or missing since written; rebuilding "
+              + ("(training again from step 0)" if steps or need_last else ""), file=sys.stderr, flush=True)
+    fixed = _regenerate(run, cfg, steps, threads, need_last) if steps or need_last else {}
+    if "config.json" in tables:
+        fixed["config.json"] = pio.atomic_write_json(run.path / "config.json", _config_record(cfg))
+    if "eval.csv" in tables or "train_log.csv" in tables:
+        state = load_state(run.path / "last.pt")
+        if "eval.csv" in tables:
+            fixed["eval.csv"] = pio.atomic_write_table(run.path / "eval.csv", pd.DataFrame(state["eval_rows"]))
+        if "train_log.csv" in tables:
+            fixed["train_log.csv"] = pio.atomic_write_table(
+                run.path / "train_log.csv", pd.DataFrame(state["log_rows"], columns=["step", "loss", "lr"]))
+    if any(fixed[f]["sha256"] != files[f]["sha256"] for f in fixed):
+        # not bit-identical (another device or thread count): record the rebuilt files as written now
+        entries = {**files, **fixed}
+        pio.write_manifest(run.path, {k: v for k, v in man.items() if k != "files"}, files=sorted(entries),
+                           entries=entries)
+    return bad
+
+
+def _config_record(cfg: TrainConfig) -> dict:
+    return {"train": cfg.to_dict(), "model": cfg.model_config().to_dict(), "config_hash": cfg.hash()}
+
+
+@_locked
 def train(cfg: TrainConfig, out: str | Path, progress: bool = True, threads: int | None = None,
           stop_after: int | None = None, on_checkpoint=None) -> Run:
     """Train (or resume) the run described by ``cfg`` in folder ``out``.
 
     ``stop_after``: stop once this many steps are done (for tests of resume); ``on_checkpoint(step, model)``
-    is called at every checkpoint step (used for inline metrics).
+    is called at every checkpoint step (used for inline metrics). A complete run is checked against its
+    manifest and repaired (:func:`repair_run`); one process at a time writes a run folder.
     """
     _set_threads(threads)
     run = Run.create(out, cfg)
     if run.is_complete():
+        repair_run(run, cfg, threads=threads)
         return run
     device = torch.device(cfg.device)
     t_start = time.time()
@@ -312,15 +473,32 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, threads: int
     wall_before = 0.0
     loss_acc, loss_n = 0.0, 0  # running training loss since the last log line (saved in last.pt)
 
-    last = run.path / "last.pt"
-    if last.exists():
+    last, prev = run.path / "last.pt", run.path / "last.prev.pt"
+    state, corrupt = None, []
+    for path in (last, prev):  # the newest readable resume state
+        if not path.exists():
+            continue
         try:
-            state = torch.load(last, map_location=device, weights_only=False)
-        except Exception as e:  # noqa: BLE001
-            raise pio.ResultError(f"resume state {last} is corrupt ({type(e).__name__}: {e}); delete it to restart "
-                                  f"from the last checkpoint") from e
+            state = load_state(path, map_location=device)
+        except pio.ResultError:
+            corrupt.append(path.name)
+            continue
         if state.get("config_hash") != cfg.hash():
-            raise pio.ResultError(f"resume state {last} belongs to config {state.get('config_hash')}, not {cfg.hash()}")
+            raise pio.ResultError(f"resume state {path} belongs to config {state.get('config_hash')}, not {cfg.hash()}")
+        break
+    if corrupt and state is None:
+        raise pio.ResultError(f"resume state {' and '.join(corrupt)} in {run.path} is corrupt and there is no "
+                              f"readable earlier one, so the run can only start again from step 0: delete "
+                              f"{run.path} and run the same command again")
+    if corrupt:
+        print(f"posym: {last} is corrupt; resuming from {path.name} (step {state['step']})", file=sys.stderr,
+              flush=True)
+        last.unlink(missing_ok=True)  # unreadable; the next checkpoint writes it again
+    # checksums of the files written so far, each recorded when it was written and read back
+    written: dict[str, dict] = dict(state.get("written", {})) if state is not None else {}
+    written["config.json"] = pio.atomic_write_json(run.path / "config.json", _config_record(cfg))
+    saved = {"state": None}  # the resume state this process wrote last
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -342,7 +520,8 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, threads: int
         model.eval()
         acc = evaluate(model, x_val, y_val, h_val, cfg.eval_batch_size)
         eval_rows.extend({"step": step, "hop": k, "accuracy": v} for k, v in acc.items())
-        save_checkpoint(run.path, step, model, cfg)
+        written[ckpt_path(run.path, step).relative_to(run.path).as_posix()] = save_checkpoint(run.path, step, model,
+                                                                                               cfg)
         if on_checkpoint is not None:
             on_checkpoint(step, model)
         model.train()
@@ -350,13 +529,17 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, threads: int
                  "scheduler": sched.state_dict(), "rng_cpu": torch.get_rng_state(),
                  "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
                  "eval_rows": eval_rows, "log_rows": log_rows, "wall_s": wall_before + time.time() - t_start,
-                 "loss_acc": loss_acc, "loss_n": loss_n}
-        pio.atomic_torch_save(last, state)
-        pio.atomic_write_table(run.path / "eval.csv", pd.DataFrame(eval_rows))
-        pio.atomic_write_table(run.path / "train_log.csv", pd.DataFrame(log_rows, columns=["step", "loss", "lr"]))
+                 "loss_acc": loss_acc, "loss_n": loss_n, "written": dict(written)}
+        if last.exists():
+            last.replace(prev)  # kept until the new state is on disk
+        written["last.pt"] = save_state(last, state)
+        saved["state"] = state
+        written["eval.csv"] = pio.atomic_write_table(run.path / "eval.csv", pd.DataFrame(eval_rows))
+        written["train_log.csv"] = pio.atomic_write_table(run.path / "train_log.csv",
+                                                          pd.DataFrame(log_rows, columns=["step", "loss", "lr"]))
         return acc
 
-    if step == 0 and not ckpt_path(run.path, 0).exists():
+    if state is None:  # a fresh start (a step-0 checkpoint left by a killed start is written again, identical)
         checkpoint(0)
 
     model.train()
@@ -402,7 +585,15 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, threads: int
 
     if step >= cfg.steps:
         wall = wall_before + time.time() - t_start
+        if saved["state"] is None:  # resumed at the last step: write the state and the tables again, read back
+            written["last.pt"] = save_state(last, state)
+            written["eval.csv"] = pio.atomic_write_table(run.path / "eval.csv", pd.DataFrame(eval_rows))
+            written["train_log.csv"] = pio.atomic_write_table(
+                run.path / "train_log.csv", pd.DataFrame(log_rows, columns=["step", "loss", "lr"]))
+        prev.unlink(missing_ok=True)
         info = {"complete": True, "config_hash": cfg.hash(), "seed": cfg.seed, "task": cfg.task, "steps": cfg.steps,
                 "wall_time_s": round(wall, 2), **pio.provenance(cfg.device)}
-        pio.write_manifest(run.path, info)
+        files = set(written) | {p.relative_to(run.path).as_posix() for _, p in list_checkpoints(run.path)}
+        pio.write_manifest(run.path, info, files=sorted(files), entries=written, check=False)
+        repair_run(run, cfg, threads=threads)  # anything damaged since it was written
     return run
