@@ -1,0 +1,267 @@
+"""posym.scores and posym.adapters: the positional and symbolic scores of any RoPE language model.
+
+For every supported attention layout a tiny random model is built from its ``transformers`` config (no download):
+the fast scores equal a brute-force re-run of the real decoder layer on swapped hidden states, the diagonal of the
+content-position matrix is the model's own attention, and hand-built positional, symbolic and uniform heads planted
+in a real layer score as the definitions require.  Then the command line (outputs, manifest, errors), posym
+checkpoints, and the SmolLM2 cross-check against the llm chapter's own implementation."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from posym import adapters, metrics, scores
+
+# ---------------------------------------------------------------------------------------------
+# Tiny random models, one per layout
+# ---------------------------------------------------------------------------------------------
+
+V, T = 64, 10
+
+
+def _config(arch: str):
+    import transformers as tf
+
+    common = dict(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  max_position_embeddings=64)
+    if arch == "llama":
+        return tf.LlamaConfig(**common, num_key_value_heads=2, head_dim=8)
+    if arch == "mistral":  # a sliding window shorter than the prompts
+        return tf.MistralConfig(**common, num_key_value_heads=2, head_dim=8, sliding_window=6)
+    if arch == "qwen2":  # q/k/v biases
+        return tf.Qwen2Config(**common, num_key_value_heads=2)
+    if arch == "qwen3":  # q/k norms
+        return tf.Qwen3Config(**common, num_key_value_heads=2, head_dim=8)
+    if arch == "gemma2":  # soft-capping, a sliding-window layer and a global one
+        return tf.Gemma2Config(**common, num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=8,
+                               attn_logit_softcapping=4.0, sliding_window=5,
+                               layer_types=["sliding_attention", "full_attention"])
+    if arch == "gemma3":  # q/k norms, sliding window, two RoPE bases
+        return tf.Gemma3TextConfig(**common, num_key_value_heads=1, head_dim=8, query_pre_attn_scalar=8,
+                                   sliding_window=5, layer_types=["sliding_attention", "full_attention"])
+    if arch == "gpt_neox":  # fused qkv, partial rotary
+        return tf.GPTNeoXConfig(**common, rotary_pct=0.5)
+    if arch == "gptj":  # interleaved pairs, partial rotary
+        return tf.GPTJConfig(vocab_size=V, n_embd=32, n_layer=2, n_head=4, rotary_dim=4, n_positions=64,
+                             bos_token_id=0, eos_token_id=0)
+    if arch == "phi3":  # fused qkv, GQA
+        return tf.Phi3Config(**common, num_key_value_heads=2, pad_token_id=0)
+    raise KeyError(arch)
+
+
+ARCHS = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "gpt_neox", "gptj", "phi3")
+
+
+def tiny(arch: str, dtype=torch.float64, sharpen: float = 6.0):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(_config(arch), attn_implementation="eager").eval()
+    model = model.to(dtype)
+    ad = adapters.Adapter(model)
+    with torch.no_grad():
+        for l in range(ad.n_layers):
+            for w in qk_weights(ad, l):
+                if w is not None:
+                    w.mul_(sharpen)  # sharper attention than the default initialisation
+            attn = ad.attention(l)
+            for name in ("q_norm", "k_norm"):  # make the q/k norms do something
+                if hasattr(attn, name):
+                    getattr(attn, name).weight.normal_(0, 0.5)
+    return ad
+
+
+def qk_weights(ad: adapters.Adapter, layer: int, head: int | None = None):
+    """(Wq, bq, Wk, bk): views into the layer's real parameters (rows of one query head and of its key/value head
+    if ``head`` is given), whatever the projection layout."""
+    attn = ad.attention(layer)
+    H, Hkv, d = ad.n_heads, ad.n_kv_heads, ad.head_dim
+    qh = slice(None) if head is None else slice(head * d, (head + 1) * d)
+    kv = None if head is None else head // (H // Hkv)
+    kh = slice(None) if head is None else slice(kv * d, (kv + 1) * d)
+    if hasattr(attn, "q_proj"):
+        q, k = attn.q_proj, attn.k_proj
+        return (q.weight[qh], None if q.bias is None else q.bias[qh], k.weight[kh], None if k.bias is None else k.bias[kh])
+    if hasattr(attn, "query_key_value"):  # GPT-NeoX: per head [q | k | v]
+        W = attn.query_key_value.weight.view(H, 3 * d, -1)
+        b = attn.query_key_value.bias.view(H, 3 * d) if attn.query_key_value.bias is not None else None
+        hs = slice(None) if head is None else slice(head, head + 1)
+        return (W[hs, :d], None if b is None else b[hs, :d], W[hs, d:2 * d], None if b is None else b[hs, d:2 * d])
+    W = attn.qkv_proj.weight  # Phi-3: [q heads | k heads | v heads]
+    q = W[:H * d]
+    k = W[H * d:(H + Hkv) * d]
+    return (q if head is None else q[qh], None, k if head is None else k[kh], None)
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def model(request):
+    return request.param, tiny(request.param)
+
+
+def _ids(n=2, t=T, seed=1):
+    return torch.randint(1, V, (n, t), generator=torch.Generator().manual_seed(seed))
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast method is exact
+# ---------------------------------------------------------------------------------------------
+
+
+def test_layout_and_facts(model):
+    arch, ad = model
+    assert ad.n_layers == 2 and ad.n_heads == 4
+    cap = ad.capture(_ids(), [0])[0]
+    assert cap.q.shape == (2, 4, ad.head_dim) and cap.k.shape == (2, 4, T, ad.head_dim)
+    F = cap.cos.shape[-1]
+    partial = {"gpt_neox": 2, "gptj": 2}
+    assert F == partial.get(arch, ad.head_dim // 2)
+    if arch in ("mistral", "gemma2", "gemma3"):  # the sliding window hides the first keys from the query
+        assert int(cap.visible.sum()) == (6 if arch == "mistral" else 5)
+        assert cap.visible[-1] and not cap.visible[0]
+    else:
+        assert bool(cap.visible.all())
+
+
+def test_diagonal_is_the_models_own_attention(model, ledger):
+    arch, ad = model
+    ids = _ids(3)
+    out = ad.model(input_ids=ids, output_attentions=True, use_cache=False)
+    caps = ad.capture(ids)
+    for l in range(ad.n_layers):
+        f = scores.factors(caps[l], ad.layout.pairing, ad.scale(l), ad.softcap(l))
+        D = torch.softmax(torch.diagonal(scores.logit_matrix(f), dim1=-2, dim2=-1), -1)
+        own = out.attentions[l][:, :, -1].double()
+        ledger.rerun()
+        assert (D - own[..., f.positions]).abs().max() < 1e-6
+        hidden = [p for p in range(T) if p not in set(f.positions.tolist())]
+        assert not hidden or own[..., hidden].abs().max() < 1e-12  # keys outside a sliding window: no attention
+
+
+def test_fast_scores_equal_the_brute_force_rerun(model, ledger):
+    """Every swap, every head, both layers: the rows and the scores of re-running the real decoder layer on
+    swapped hidden states, against the content-position matrix (tau = 1e-4, float64 models)."""
+    arch, ad = model
+    ids = _ids(2)
+    fast = scores.score_ids(ad, ids, skip=1)
+    worst = 0.0
+    for l in range(ad.n_layers):
+        pos, sym, D, Dp = scores.rerun_scores(ad, ids, l, skip=1)
+        cap = ad.capture(ids, [l])[l]
+        f = scores.factors(cap, ad.layout.pairing, ad.scale(l), ad.softcap(l))
+        D2, Dp2 = scores.swapped_rows(scores.logit_matrix(f), scores.swap_pairs(f.positions, 1)[0])
+        ledger.rerun()
+        diffs = [(D - D2).abs().max(), (Dp - Dp2).abs().max(),
+                 (fast[l].scores.pos.double() - pos).abs().max(), (fast[l].scores.sym.double() - sym).abs().max()]
+        worst = max(worst, *map(float, diffs))
+        assert Dp2.std() > 1e-3  # the swaps really move attention
+    assert worst < 1e-5, (arch, worst)
+    print(f"{arch}: max |fast - rerun| = {worst:.1e}")
+
+
+def test_check_option_reports_the_difference(model):
+    arch, ad = model
+    chk = scores.check_swaps(ad, _ids(2), n_swaps=4)
+    assert list(chk["layer"]) == [0, 1] and (chk["swaps"] == 4).all()
+    assert chk[["max_diff_row", "max_diff_swapped"]].to_numpy().max() < 1e-5
+
+
+def test_float32_model_agrees_within_float32_rounding():
+    ad = tiny("llama", dtype=torch.float32)
+    ids = _ids(2)
+    D_pos = scores.score_ids(ad, ids, tau=1e-2)[1].scores.pos.double()
+    pos, *_ = scores.rerun_scores(ad, ids, 1, tau=1e-2)
+    assert (D_pos - pos).abs().max() < 1e-4
+
+
+# ---------------------------------------------------------------------------------------------
+# Hand-built heads planted in a real layer
+# ---------------------------------------------------------------------------------------------
+
+
+def _planted_hidden(ad, n=3, c=3.0, seed=0):
+    """Hidden states whose coordinate 0 is the same after the layer's input norm at every position (rows with mean
+    0 and equal norm: RMSNorm and LayerNorm both map coordinate 0 to one constant) and whose other coordinates
+    carry random content."""
+    D = ad.model.config.hidden_size
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(n, T, D - 2, generator=g, dtype=torch.float64)
+    u = u - u.mean(-1, keepdim=True)
+    u = u / u.norm(dim=-1, keepdim=True) * 4.0
+    h = torch.zeros(n, T, D, dtype=torch.float64)
+    h[..., 0], h[..., 1], h[..., 2:] = c, -c, u
+    return h
+
+
+def _plant(ad, layer: int, head: int, kind: str):
+    """Set one head's query and key weights by hand: ``positional`` (the query and every key the same vector in
+    the fastest frequency's plane: only position matters), ``symbolic`` (queries and keys only in position-free dimensions: the non-rotary ones, or the
+    slowest frequency pair where all dimensions rotate), ``uniform`` (zero query)."""
+    Wq, bq, Wk, bk = qk_weights(ad, layer, head)
+    d = ad.head_dim
+    cap = ad.capture(_ids(1), [layer])[layer]
+    F = cap.cos.shape[-1]
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for b in (bq, bk):
+            if b is not None:
+                b.zero_()
+        Wq.zero_()
+        Wk.zero_()
+        Wq, Wk = Wq.reshape(d, -1), Wk.reshape(d, -1)
+        if kind == "uniform":
+            return
+        fast = [0, F] if ad.layout.pairing == "half" else [0, 1]  # the fastest frequency (1 radian per token)
+        if kind == "positional":  # constant query and key in the fastest pair: logit = A cos((n - a) + phase)
+            Wq[fast, 0] = torch.tensor([8.0, 3.0], dtype=Wq.dtype)
+            Wk[fast, 0] = torch.tensor([2.0, 8.0], dtype=Wk.dtype)
+            return
+        if 2 * F < d:
+            dims = list(range(2 * F, d))
+        else:
+            dims = [F - 1, 2 * F - 1] if ad.layout.pairing == "half" else [2 * F - 2, 2 * F - 1]
+        Wq[dims, 0] = 8.0
+        Wk[dims, 2:] = torch.randn(len(dims), Wk.shape[1] - 2, generator=g, dtype=Wk.dtype) * 8
+
+
+def _sharpen_planted(ad, layer: int, Wq):
+    """q/k norms fix the size of queries and keys: widen them; a soft-cap saturates large logits to the same
+    value: bring the logits to a few units (the head stays what it is, only its temperature changes)."""
+    attn = ad.attention(layer)
+    with torch.no_grad():
+        for name in ("q_norm", "k_norm"):
+            if hasattr(attn, name):
+                getattr(attn, name).weight.fill_(8.0)
+        cap = ad.softcap(layer)
+        if cap:
+            c = ad.capture(_ids(3), [layer], hidden={layer: _planted_hidden(ad)})[layer]
+            M = scores.logit_matrix(scores.factors(c, ad.layout.pairing, ad.scale(layer)))[:, 0]
+            big = float(M.abs().amax())
+            if big > 0:
+                Wq.mul_(cap / big)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_planted_heads_score_as_the_definitions_require(arch, ledger):
+    """One kind per model: query heads that share a key/value head (GQA) would share the planted keys."""
+    got = {}
+    for kind in ("positional", "symbolic", "uniform"):
+        ad = tiny(arch)
+        _plant(ad, 0, 0, kind)
+        _sharpen_planted(ad, 0, qk_weights(ad, 0, 0)[0])
+        cap = ad.capture(_ids(3), [0], hidden={0: _planted_hidden(ad)})[0]
+        f = scores.factors(cap, ad.layout.pairing, ad.scale(0), ad.softcap(0))
+        r = scores.layer_result(f, skip=1)
+        got[kind] = (r.scores.pos[:, 0].double(), r.scores.sym[:, 0].double(), r.entropy_norm[:, 0])
+    ledger.rerun(3)
+    pos, sym, _ = got["positional"]
+    # every key is the same vector: exchanging contents changes nothing, so s_pos = 1 (up to rounding)
+    assert pos.min() > 1 - 1e-6 and sym.max() < 0.2, (arch, pos, sym)
+    pos, sym, _ = got["symbolic"]
+    assert sym.min() > 0.98 and pos.max() < 0.2, (arch, pos, sym)
+    pos, sym, ent = got["uniform"]  # zero query: uniform attention over the keys the query sees
+    assert pos.min() > 1 - 1e-6 and sym.min() > 1 - 1e-6 and ent.min() > 1 - 1e-6, (arch, pos, sym, ent)
+    print(arch, {k: (round(float(v[0].mean()), 4), round(float(v[1].mean()), 4)) for k, v in got.items()})
