@@ -5,8 +5,10 @@
     posym export-hf runs/paper/letter-s1 --step 3400
 
 The folder holds ``config.json`` + ``model.safetensors`` (written by ``save_pretrained``), a word-level
-tokenizer (``tokenizer.json``: one id per task token, split on spaces, exactly :class:`posym.tasks.Vocab`),
-``posym.json`` (where the weights came from) and a ``README.md``. It loads offline with::
+tokenizer (``tokenizer.json``: one id per task token, split on spaces, exactly :class:`posym.tasks.Vocab`; a
+word that is not a token of the task is refused, never mapped to another token), ``posym.json`` (where the
+weights came from), a ``README.md`` whose example prompt and answer were computed through transformers from
+the written folder, and ``manifest.json`` (checksums). It loads offline with::
 
     from transformers import AutoTokenizer, GPTJForCausalLM
     model = GPTJForCausalLM.from_pretrained("number-hf")
@@ -14,11 +16,17 @@ tokenizer (``tokenizer.json``: one id per task token, split on spaces, exactly :
     ids = tok("e 3 ... 7", return_tensors="pt").input_ids   # the 17 prompt tokens
     answer = tok.decode(model(ids).logits[0, -1].argmax())
 
-and gives the same logits as :class:`posym.model.GPTJ` (``tests/test_export.py``).
+and gives the same logits as :class:`posym.model.GPTJ` (``tests/test_export.py``). The folder is written
+next to ``out`` and renamed into place once complete, so a failed export leaves an earlier one intact.
+Models that GPT-J cannot express (no RoPE, a frequency mask, attention-only blocks, another RoPE base) are
+refused with one line.
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from . import io as pio
@@ -54,17 +62,38 @@ def _locate(run: str | Path, step: int | None) -> tuple[Path, dict | None, Path 
     raise pio.ResultError(f"{run} has no checkpoints (checkpoints/step_*.pt) and no final.pt")
 
 
+#: The word-level model's unknown token. It is deliberately *not* in the vocabulary: the model was never
+#: trained on such a token, so a word outside the task's vocabulary (a typo) makes tokenisation fail
+#: ("WordLevel error: Missing [UNK] token from the vocabulary") instead of becoming some other token.
+UNK = "<unk>"
+
+
 def word_tokenizer(vocab):
-    """A ``PreTrainedTokenizerFast`` with exactly the ids of a :class:`posym.tasks.Vocab` (no special tokens added)."""
+    """A ``PreTrainedTokenizerFast`` with exactly the ids of a :class:`posym.tasks.Vocab` (no special tokens added)
+    that refuses unknown words."""
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
     from tokenizers.pre_tokenizers import WhitespaceSplit
     from transformers import PreTrainedTokenizerFast
 
     pad = vocab.tokens[0]
-    tok = Tokenizer(WordLevel({t: i for i, t in enumerate(vocab.tokens)}, unk_token=pad))
+    assert UNK not in vocab.tokens
+    tok = Tokenizer(WordLevel({t: i for i, t in enumerate(vocab.tokens)}, unk_token=UNK))
     tok.pre_tokenizer = WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=pad, unk_token=pad, model_max_length=N_POSITIONS)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=pad, model_max_length=N_POSITIONS)
+
+
+def check_exportable(mc, source) -> None:
+    """ValueError (one line, naming ``source``) for a model that ``GPTJForCausalLM`` cannot compute."""
+    if mc.rotary_dim == 0:
+        raise ValueError(f"{source}: a model without RoPE (rotary_dim 0, NoPE) cannot be written as a "
+                         f"GPTJForCausalLM (transformers' GPT-J always rotates; rotary_dim 0 would fail on the first "
+                         f"forward pass); use the checkpoint with posym itself")
+    if mc.rope_base != 10000.0:
+        raise ValueError(f"{source}: GPT-J in transformers uses RoPE base 10000; this model has {mc.rope_base}")
+    if mc.freq_mask is not None or mc.attn_only:
+        raise ValueError(f"{source}: GPT-J in transformers has no frequency mask or attention-only blocks; "
+                         f"this model cannot be exported")
 
 
 def export_hf(run: str | Path, out: str | Path | None = None, step: int | None = None, task: str | None = None,
@@ -78,8 +107,7 @@ def export_hf(run: str | Path, out: str | Path | None = None, step: int | None =
     expect = run_cfg.get("config_hash") if run_cfg else None
     model, obj = load_checkpoint(ckpt, expect_hash=expect)
     mc = model.cfg
-    if mc.rope_base != 10000.0:
-        raise ValueError(f"GPT-J in transformers uses RoPE base 10000; this model has {mc.rope_base}")
+    check_exportable(mc, ckpt)
     if mc.max_seq_len is not None:
         n_positions = min(n_positions, mc.max_seq_len)
     train_cfg = (run_cfg or {}).get("train", {})
@@ -91,30 +119,76 @@ def export_hf(run: str | Path, out: str | Path | None = None, step: int | None =
         raise ValueError(f"task {task!r} has {len(vocab)} tokens but the model's vocabulary has {mc.vocab_size}")
 
     out = Path(out) if out is not None else Path(folder) / "hf"
+    if out.exists() and not (out.is_dir() and ((out / "posym.json").is_file() or not any(out.iterdir()))):
+        raise ValueError(f"--out {out} exists and is not a posym export; choose another --out")
     hf = to_hf(model, n_positions=n_positions)
     hf.config.posym_task = task
-    out.mkdir(parents=True, exist_ok=True)
-    from transformers.utils import logging as hf_logging
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    hf.save_pretrained(out, safe_serialization=True)
-    word_tokenizer(vocab).save_pretrained(out)
-    step_no = obj.get("step")
-    info = {"source": str(Path(ckpt).resolve()), "source_sha256": pio.sha256_file(ckpt), "step": step_no,
-            "task": task, "seed": train_cfg.get("seed"), "config_hash": obj.get("config_hash"),
-            "model_config": mc.to_dict(), "posym": pio.package_versions().get("posym"),
-            "git_commit": pio.git_commit()}
-    pio.atomic_write_json(out / "posym.json", info)
-    example = get_task(task)
-    pio.atomic_write_text(out / "README.md", _readme(task, step_no, train_cfg, mc, n_positions, out.name, example))
+        hf_logging.disable_progress_bar()
+        hf.save_pretrained(tmp, safe_serialization=True)
+        word_tokenizer(vocab).save_pretrained(tmp)
+        step_no = obj.get("step")
+        source = pio.written_entry(ckpt) or {"sha256": pio.sha256_file(ckpt)}
+        info = {"source": str(Path(ckpt).resolve()), "source_sha256": source["sha256"], "step": step_no,
+                "task": task, "seed": train_cfg.get("seed"), "config_hash": obj.get("config_hash"),
+                "model_config": mc.to_dict(), "posym": pio.package_versions().get("posym"),
+                "git_commit": pio.git_commit()}
+        pio.atomic_write_json(tmp / "posym.json", info)
+        example, answer = _read_back(tmp, model, get_task(task))
+        pio.atomic_write_text(tmp / "README.md", _readme(task, step_no, train_cfg, mc, n_positions, out.name,
+                                                          example, answer))
+        entries = {}
+        for f in sorted(p.name for p in tmp.iterdir() if p.is_file()):
+            os.chmod(tmp / f, pio.FILE_MODE)  # save_pretrained writes some files 0600
+            # every file was just written and then read back (the model and tokenizer by _read_back)
+            entries[f] = pio.written_entry(tmp / f) or {"sha256": pio.sha256_file(tmp / f),
+                                                        "bytes": (tmp / f).stat().st_size}
+        pio.write_manifest(tmp, {"what": "posym export-hf", "source": info["source"], "step": step_no},
+                           files=sorted(entries), entries=entries)
+        os.chmod(tmp, 0o755 & ~pio._UMASK)
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.replace(old)
+        tmp.replace(out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
-def _readme(task, step, train_cfg, mc, n_positions, name, task_obj) -> str:
-    from .tasks import balanced_eval_set
+def _read_back(folder: Path, model, task_obj):
+    """Load the written folder with transformers, check it gives posym's logits on held-out prompts, and
+    return one prompt with the answer transformers gives for it."""
+    import torch
+    from transformers import AutoTokenizer, GPTJForCausalLM
 
-    s = balanced_eval_set(task_obj, 4, seed=0, split="test")[0]
+    from .tasks import balanced_eval_set, to_tensors
+
+    hf = GPTJForCausalLM.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    samples = balanced_eval_set(task_obj, 8, seed=0, split="test")
+    x, _, _ = to_tensors(samples, task_obj.vocab)
+    ids = tok([" ".join(s.tokens) for s in samples], return_tensors="pt").input_ids
+    with torch.no_grad():
+        ref, got = model(x)[:, -1], hf(ids).logits[:, -1]
+    diff = (ref - got).abs().max().item()
+    if not torch.equal(ids, x) or diff > 1e-4 * max(1.0, ref.abs().max().item()):
+        raise pio.ResultError(f"{folder}: the written Hugging Face model does not reproduce posym's logits "
+                              f"(max difference {diff:.2e}); nothing was exported")
+    s = samples[0]
+    return s, tok.decode(got[0].argmax())
+
+
+def _readme(task, step, train_cfg, mc, n_positions, name, s, answer) -> str:
     prompt = " ".join(s.tokens)
+    verdict = "the right answer" if answer == s.answer else f"the task's answer is {s.answer}"
     return f"""# posym `{task}` model ({name})
 
 A GPT-J-style Transformer trained from scratch by [posym](https://github.com/posym/posym) on the
@@ -132,8 +206,11 @@ from transformers import AutoTokenizer, GPTJForCausalLM
 model = GPTJForCausalLM.from_pretrained("{name}").eval()
 tok = AutoTokenizer.from_pretrained("{name}")
 ids = tok("{prompt}", return_tensors="pt").input_ids
-print(tok.decode(model(ids).logits[0, -1].argmax()))   # expected: {s.answer}
+print(tok.decode(model(ids).logits[0, -1].argmax()))   # prints {answer} ({verdict})
 ```
+
+A word that is not one of the task's tokens is refused by the tokenizer (`WordLevel error: Missing [UNK]
+token`), never replaced by another token.
 
 RoPE tables are precomputed up to `n_positions` = {n_positions} tokens. Back in posym:
 `posym import-hf {name} --out model.pt`, then `posym.train.load_checkpoint("model.pt")`.
@@ -149,7 +226,25 @@ def import_hf(folder: str | Path, out: str | Path) -> Path:
     from .model import GPTJ, ModelConfig
 
     folder = Path(folder)
-    hf = GPTJForCausalLM.from_pretrained(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder (import-hf reads a Hugging Face model folder)")
+    cfg_file = folder / "config.json"
+    try:
+        model_type = json.loads(cfg_file.read_text()).get("model_type") if cfg_file.is_file() else None
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+        raise pio.ResultError(f"{cfg_file} is not valid JSON; {folder} is not a Hugging Face model folder") from None
+    if model_type is None:
+        raise ValueError(f"{folder} is not a Hugging Face model folder (no config.json with a model_type)")
+    if model_type != "gptj":
+        raise ValueError(f"{folder} holds a {model_type!r} model; import-hf reads GPT-J (GPTJForCausalLM) only")
+    if not any((folder / w).is_file() for w in ("model.safetensors", "pytorch_model.bin",
+                                                 "model.safetensors.index.json", "pytorch_model.bin.index.json")):
+        raise ValueError(f"{folder} has no weights (model.safetensors or pytorch_model.bin)")
+    try:
+        hf = GPTJForCausalLM.from_pretrained(folder)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise pio.ResultError(f"{folder}: transformers cannot load it ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:300]})") from None
     c = hf.config
     if c.activation_function != "gelu" or getattr(c, "tie_word_embeddings", False):
         raise ValueError(f"{folder}: posym reads untied GPT-J models with exact GELU only (this one has "

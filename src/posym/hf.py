@@ -12,6 +12,9 @@ def hf_config(cfg: ModelConfig, n_positions: int = 2048):
 
     if cfg.freq_mask is not None or cfg.attn_only:
         raise ValueError("GPT-J in transformers has no frequency mask or attention-only blocks; cannot export this model")
+    if cfg.rotary_dim == 0:
+        raise ValueError("a model without RoPE (rotary_dim 0) cannot be a GPTJForCausalLM: transformers' GPT-J "
+                         "always rotates (rotary_dim 0 fails on the first forward pass)")
     return GPTJConfig(
         vocab_size=cfg.vocab_size, n_positions=n_positions, n_embd=cfg.d_model, n_layer=cfg.n_layer,
         n_head=cfg.n_head, rotary_dim=cfg.rotary_dim, n_inner=cfg.d_mlp, activation_function="gelu",
