@@ -261,6 +261,7 @@ def import_hf(folder: str | Path, out: str | Path) -> Path:
         info = json.loads((folder / "posym.json").read_text())
     out = Path(out)
     pio.atomic_torch_save(out, {"step": info.get("step"), "config_hash": info.get("config_hash"),
+                                "task": info.get("task", getattr(c, "posym_task", None)),
                                 "model_config": mc.to_dict(),
                                 "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}})
     return out

@@ -331,6 +331,11 @@ class GPTJ(nn.Module):
             raise ValueError(f"sequence length {T} exceeds this model's max_seq_len={self.cfg.max_seq_len}")
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.cfg.vocab_size):
             raise ValueError(f"token id out of range [0, {self.cfg.vocab_size}): got min {int(idx.min())}, max {int(idx.max())}")
+        task = getattr(self, "task", None)  # set by posym.train.load_checkpoint when the task is known
+        if task is not None:
+            from .tasks import get_task
+
+            get_task(task).check_ids(idx)
 
     def forward(self, idx: torch.Tensor, last_only: bool = False, fast: bool | None = None,
                 resid_out: list | None = None) -> torch.Tensor:

@@ -201,6 +201,47 @@ class Task:
         """Follow the task's rule from the last token; return (answer, hops, chain)."""
         raise NotImplementedError
 
+    # --- prompts ------------------------------------------------------------------
+    def _id_ranges(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(first, last) ids of the target-window tokens and of the instruction tokens."""
+        raise NotImplementedError
+
+    def check_ids(self, ids) -> None:
+        """ValueError unless every row of ``ids`` (token ids, shape (batch, seq) or (seq,)) is laid out as a
+        prompt of this task: instruction tokens in the last 9 positions (the instruction window and the query),
+        target-window tokens (or ``<pad>``) before them. Catches a prompt of the other task, whose ids may all
+        be in range for this vocabulary."""
+        t = ids if isinstance(ids, torch.Tensor) else torch.as_tensor(np.asarray(ids))
+        if t.dim() == 1:
+            t = t[None]
+        if t.dim() != 2 or t.numel() == 0:
+            return
+        (tlo, thi), (ilo, ihi) = self._id_ranges()
+        T = t.shape[1]
+        n_instr = min(T, INSTRUCTION_WINDOW + 1)
+        instr = t[:, T - n_instr:]
+        target = t[:, :T - n_instr]
+        bad_i = (instr < ilo) | (instr > ihi)
+        bad_t = ((target < tlo) | (target > thi)) & (target != 0)
+        if not (bool(bad_i.any()) or bool(bad_t.any())):
+            return
+        rows = bad_i.any(1) | bad_t.any(1) if target.shape[1] else bad_i.any(1)
+        r = int(rows.nonzero()[0, 0])
+        if target.shape[1] and bool(bad_t[r].any()):
+            pos = int(bad_t[r].nonzero()[0, 0])
+            want = "a target-window token"
+        else:
+            pos = T - n_instr + int(bad_i[r].nonzero()[0, 0])
+            want = "an instruction token" if pos < T - 1 else "an instruction token (the query)"
+        tid = int(t[r, pos])
+        tok = repr(self.vocab.tokens[tid]) if 0 <= tid < len(self.vocab) else "out of the vocabulary"
+        raise ValueError(f"not a {self.name}-task prompt: prompt {r}, position {pos} holds id {tid} ({tok}), "
+                         f"expected {want}; {int(rows.sum())} of {t.shape[0]} prompt(s) do not fit this task")
+
+    def check_prompt(self, tokens: Sequence[str]) -> None:
+        """ValueError unless ``tokens`` are tokens of this task laid out as a prompt (see :meth:`check_ids`)."""
+        self.check_ids(self.vocab.encode(tokens))
+
     def extend_target_window(self, sample: Sample, extra: int, rng: np.random.Generator) -> Sample:
         """Length generalisation (paper Sec. 3.6, App. H).
 
@@ -287,7 +328,17 @@ class NumberTask(Task):
         chain[rows, hops] = tp
         return x, chain
 
+    def _id_ranges(self):
+        return ((self.vocab.stoi[self.letters[0]], self.vocab.stoi[self.letters[-1]]),
+                (self.vocab.stoi[self.numbers[0]], self.vocab.stoi[self.numbers[-1]]))
+
     def solve(self, tokens):
+        unknown = [t for t in tokens if t not in self._number_set and t not in self._letter_set]
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} is not a number-task token (integers 1..16, letters a..dp)")
+        if not tokens or tokens[-1] not in self._number_set:
+            raise ValueError(f"the query (last token) must be an integer 1..16, got "
+                             f"{tokens[-1] if tokens else None!r}")
         p = len(tokens) - 1
         chain = [p]
         while tokens[p].isdigit():
@@ -402,6 +453,10 @@ class LetterTask(Task):
             j = j + p
         chain[rows, hops] = tp
         return x, chain
+
+    def _id_ranges(self):
+        return ((self.vocab.stoi[self.target_tokens[0]], self.vocab.stoi[self.target_tokens[-1]]),
+                (self.vocab.stoi[self.instruction_tokens[0]], self.vocab.stoi[self.instruction_tokens[-1]]))
 
     @staticmethod
     def _is_target(tok: str) -> bool:

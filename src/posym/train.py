@@ -293,7 +293,27 @@ def load_checkpoint(path: str | Path, expect_hash: str | None = None, map_locati
         model.load_state_dict(obj["state_dict"])
     except RuntimeError as e:
         raise pio.ResultError(f"checkpoint {path} does not match its own model config: {e}") from e
+    task = checkpoint_task(path, obj)
+    if task is not None and len(get_task(task).vocab) == model.cfg.vocab_size:
+        model.task = task  # the model refuses prompts of another task (posym.tasks.Task.check_ids)
     return model.to(map_location).eval(), obj
+
+
+def checkpoint_task(path: Path, obj: dict) -> str | None:
+    """The task a checkpoint was trained on: recorded in it, or in the run's config.json next to it."""
+    if obj.get("task") in TASK_NAMES:
+        return obj["task"]
+    for folder in (path.parent, path.parent.parent):
+        cfg_file = folder / "config.json"
+        if cfg_file.is_file():
+            try:
+                d = pio.read_json(cfg_file)
+            except pio.ResultError:
+                return None
+            task = d.get("train", {}).get("task") if isinstance(d, dict) else None
+            ok = task in TASK_NAMES and d.get("config_hash") in (None, obj.get("config_hash"))
+            return task if ok else None
+    return None
 
 
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
