@@ -52,6 +52,9 @@ def main(argv=None) -> int:
         die("--record measures the standard parameter sets; do not combine it with -p overrides")
     out_dir = args.out or ROOT / "_build" / "executed" / args.params
     overrides = {k: parse_value(v) for k, v in args.param}
+    if "scale" in overrides:
+        die(f"-p scale {overrides['scale']!r}: the scale is chosen with --params (one of {', '.join(book.SCALES)}), "
+            f"not with -p", 2)
 
     total = time.perf_counter()
     for n in names:

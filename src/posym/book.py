@@ -30,8 +30,10 @@ import platform
 import random
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -193,8 +195,19 @@ register(ChapterSpec(
 # -----------------------------------------------------------------------------
 # Validation and setup
 
+def _is_checkout(folder: Path) -> bool:
+    return ((folder / "pyproject.toml").is_file() and (folder / "src" / "posym").is_dir()
+            and (folder / "_toc.yml").is_file())
+
+
 def repo_root() -> Path | None:
-    """The checkout that holds this package (``None`` for a non-editable install)."""
+    """The posym checkout to work in: the one that holds the current directory (so that a second clone
+    writes its own ``_build/`` and reads its own ``data/``), else the one this package was installed from
+    (``None`` for a non-editable install run outside any checkout)."""
+    cwd = Path.cwd().resolve()
+    for folder in (cwd, *cwd.parents):
+        if _is_checkout(folder):
+            return folder
     here = Path(__file__).resolve()
     for parent in here.parents:
         if (parent / "pyproject.toml").is_file() and (parent / "src" / "posym").is_dir():
@@ -203,7 +216,7 @@ def repo_root() -> Path | None:
 
 
 def data_dir() -> Path:
-    """Where committed results live: ``$POSYM_DATA_DIR`` or ``<repo>/data``."""
+    """Where committed results live: ``$POSYM_DATA_DIR``, else ``data/`` of :func:`repo_root`."""
     env = os.environ.get("POSYM_DATA_DIR")
     if env:
         return Path(env).expanduser().resolve()
@@ -564,9 +577,10 @@ def execute_chapter(source: Path | str, output: Path | str, scale: str, override
     t0 = time.perf_counter()
     try:
         try:
-            pm.execute_notebook(nb, str(tmp_out), parameters=parameters, cwd=str(cwd or source.parent),
-                                progress_bar=False, log_output=False, execution_timeout=timeout,
-                                kernel_name=nb.metadata["kernelspec"].get("name", "python3"))
+            with _kernel_stderr(tmpdir / "kernel.log"):
+                pm.execute_notebook(nb, str(tmp_out), parameters=parameters, cwd=str(cwd or source.parent),
+                                    progress_bar=False, log_output=False, execution_timeout=timeout,
+                                    kernel_name=nb.metadata["kernelspec"].get("name", "python3"))
         except pm.PapermillExecutionError as e:
             raise ChapterError(chapter, e.ename, e.evalue) from None
         seconds = time.perf_counter() - t0
@@ -579,6 +593,34 @@ def execute_chapter(source: Path | str, output: Path | str, scale: str, override
         return seconds
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+#: What a kernel prints on every run that says nothing about the chapter: the local kernel's TCP notice and
+#: the interrupt that ends its event loop at shutdown.
+_KERNEL_NOISE = ("Kernel is running over TCP without encryption", "KeyboardInterrupt caught in kernel")
+
+
+@contextmanager
+def _kernel_stderr(log: Path):
+    """Send what the kernel (and papermill) write to file descriptor 2 into ``log`` while a chapter runs; on
+    the way out, pass on every line except the kernel's routine noise (:data:`_KERNEL_NOISE`)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(log, "wb") as f:
+        os.dup2(f.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        try:
+            text = log.read_text(errors="replace")
+        except OSError:
+            text = ""
+        keep = [line for line in text.splitlines() if line.strip() and not any(n in line for n in _KERNEL_NOISE)]
+        if keep:
+            print("\n".join(keep), file=sys.stderr, flush=True)
 
 
 def git_commit(root: Path | None = None) -> str | None:

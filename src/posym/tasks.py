@@ -333,19 +333,25 @@ class NumberTask(Task):
                 (self.vocab.stoi[self.numbers[0]], self.vocab.stoi[self.numbers[-1]]))
 
     def solve(self, tokens):
-        unknown = [t for t in tokens if t not in self._number_set and t not in self._letter_set]
-        if unknown:
-            raise ValueError(f"{unknown[0]!r} is not a number-task token (integers 1..16, letters a..dp)")
+        """Follow the jumps from the query; also reads the paper's illustrative letters (e.g. ``'C'``).
+
+        Raises ValueError when the query or a token on the chain is not an integer 1..16, when the chain jumps
+        before the first token, or when it ends on a token that is not a letter.
+        """
         if not tokens or tokens[-1] not in self._number_set:
             raise ValueError(f"the query (last token) must be an integer 1..16, got "
                              f"{tokens[-1] if tokens else None!r}")
         p = len(tokens) - 1
         chain = [p]
-        while tokens[p].isdigit():
+        while tokens[p].isdigit() or tokens[p] in self._number_set:
+            if tokens[p] not in self._number_set:
+                raise ValueError(f"{tokens[p]!r} at position {p} is not a number-task integer (1..16)")
             p -= int(tokens[p])
             if p < 0:
                 raise ValueError("the chain jumps before the first token")
             chain.append(p)
+        if not tokens[p].isalpha():
+            raise ValueError(f"the chain ends at position {p} on {tokens[p]!r}, which is not a letter")
         return tokens[p], len(chain) - 1, tuple(chain)
 
     def _extra_tokens(self, sample, extra, rng):
