@@ -325,15 +325,9 @@ def folder_lock(folder: str | Path):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            try:
-                holder = os.read(fd, 64).decode(errors="replace").strip()
-            finally:
-                os.close(fd)
-            raise ResultError(f"{folder} is being written by another posym process"
-                              + (f" (pid {holder})" if holder else "")
-                              + "; wait for it to finish or stop it, then run this again") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            raise ResultError(f"{folder} is being written by another posym process; wait for it to finish or "
+                              f"stop it, then run this again") from None
         with _HELD_GUARD:
             _HELD[key] = [fd, 1]
     try:
