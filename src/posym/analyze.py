@@ -30,8 +30,13 @@ def metric_prompts(task: str, seed: int, n: int = N_PROMPTS):
 
 
 def analyze_run(run_dir: str | Path, n_prompts: int = N_PROMPTS, per_frequency: bool = True, tau: float = TAU,
-                device: str = "cpu", progress: bool = True, steps: list[int] | None = None) -> dict[str, pd.DataFrame]:
-    """Compute the metric at every checkpoint of a run (or at ``steps``) and store the tables."""
+                device: str = "cpu", progress: bool = True, steps: list[int] | None = None,
+                timings: dict | None = None) -> dict[str, pd.DataFrame]:
+    """Compute the metric at every checkpoint of a run (or at ``steps``) and store the tables.
+
+    ``timings``: a dict that receives the seconds spent in each part, summed over checkpoints (``load``,
+    ``forward``, ``scores``, ``per_frequency``, ``tables``) and ``checkpoints`` (see :func:`timings_line`).
+    One model is built and every checkpoint's weights are loaded into it."""
     run = Run(run_dir)
     cfg = run.config
     ckpts = list_checkpoints(run.path)
@@ -52,12 +57,20 @@ def analyze_run(run_dir: str | Path, n_prompts: int = N_PROMPTS, per_frequency: 
         from tqdm.auto import tqdm
         it = tqdm(ckpts, desc=f"analyze {run.path.name}", leave=False)
     t0 = time.time()
+    split = {k: 0.0 for k in TIMING_PARTS}
+    model = None
     for step, path in it:
-        model, _ = load_checkpoint(path, expect_hash=cfg.hash(), map_location=device)
-        sc = model_scores(model, x, tau=tau, per_frequency=per_frequency)
+        t = time.perf_counter()
+        model, _ = load_checkpoint(path, expect_hash=cfg.hash(), map_location=device, into=model)
+        split["load"] += time.perf_counter() - t
+        sc = model_scores(model, x, tau=tau, per_frequency=per_frequency, timings=split)
+        t = time.perf_counter()
         rows.append(scores_table(sc, T, step=step))
         if per_frequency:
             frows.append(frequency_table(sc, step=step))
+        split["tables"] += time.perf_counter() - t
+    if timings is not None:
+        timings.update(split, checkpoints=len(ckpts))
     out = {"scores": pd.concat(rows, ignore_index=True)}
     pio.atomic_write_table(run.path / "scores.parquet", out["scores"])
     if per_frequency:
@@ -67,6 +80,17 @@ def analyze_run(run_dir: str | Path, n_prompts: int = N_PROMPTS, per_frequency: 
                                                       "tau": tau, "seconds": round(time.time() - t0, 2),
                                                       "prompts": [s.text() for s in samples]})
     return out
+
+
+TIMING_PARTS = ("load", "forward", "scores", "per_frequency", "tables")
+
+
+def timings_line(timings: dict) -> str:
+    """Seconds per checkpoint of :func:`analyze_run`'s ``timings``, split into its parts."""
+    n = max(1, timings.get("checkpoints", 1))
+    total = sum(timings.get(k, 0.0) for k in TIMING_PARTS)
+    parts = ", ".join(f"{k.replace('_', '-')} {timings.get(k, 0.0) / n:.3f}" for k in TIMING_PARTS)
+    return f"{total / n:.3f} s per checkpoint ({parts}); {total:.1f} s for {n} checkpoints"
 
 
 def load_trajectory(run_dir: str | Path) -> pd.DataFrame:

@@ -34,6 +34,7 @@ We keep the 1/sqrt(d_head) scale, so ``M = sum_f M_f`` (+ the non-rotary part).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -191,10 +192,10 @@ def _factors(q: torch.Tensor, k: torch.Tensor, attn):
     q = q.double() * (1.0 / math.sqrt(attn.d_head))
     k = k.double()
     rest = (k[..., R:] * q[..., None, R:]).sum(-1)  # (..., H, T)
-    qc = torch.view_as_complex(q[..., :R].unflatten(-1, (R // 2, 2)).contiguous())  # (..., H, F)
-    kc = torch.view_as_complex(k[..., :R].unflatten(-1, (R // 2, 2)).contiguous())  # (..., H, T, F)
-    c = kc.conj_physical().mul_(qc[..., None, :])  # q conj(k)
-    cr, ci = c.real, c.imag
+    qr, qi = q[..., None, 0:R:2], q[..., None, 1:R:2]  # (..., H, 1, F): the RoPE pairs as complex numbers
+    kr, ki = k[..., 0:R:2], k[..., 1:R:2]  # (..., H, T, F)
+    cr = torch.addcmul(kr * qr, ki, qi)  # q conj(k), real and imaginary parts as contiguous tensors
+    ci = torch.addcmul(kr * qi, ki, qr, value=-1.0)
     rel = (T - 1 - torch.arange(T, device=k.device, dtype=torch.float64))[:, None] * attn.angles[None, :]
     return cr, ci, rest, rel.cos(), rel.sin()
 
@@ -364,9 +365,11 @@ def _scores(diag, half_e, half_d, Pd, tau):
 
 
 def _fast_scores(model: GPTJ, layers: list[int], resids: list[torch.Tensor], tau: float,
-                 per_frequency: bool) -> list[LayerScores]:
+                 per_frequency: bool, timings: dict | None = None) -> list[LayerScores]:
     """The fast method for several layers at once: every layer's query and keys are stacked, so the swap
-    arithmetic runs as a few large tensor operations instead of many small ones."""
+    arithmetic runs as a few large tensor operations instead of many small ones.  ``timings``: seconds are
+    added to its ``scores`` and ``per_frequency`` entries."""
+    t0 = time.perf_counter()
     T = resids[0].shape[1]
     pairs = swap_pairs(T - 1).to(resids[0].device)
     i, j = pairs[:, 0], pairs[:, 1]
@@ -376,10 +379,14 @@ def _fast_scores(model: GPTJ, layers: list[int], resids: list[torch.Tensor], tau
     M = cos @ cr.transpose(-1, -2) - sin @ ci.transpose(-1, -2) + rest[..., None, :]  # (L, N, H, T, T)
     pos, sym, D = scores_from_logits(torch.diagonal(M, dim1=-2, dim2=-1), M[..., i, j] - M[..., j, i], pairs, tau)
     ent = attention_entropy(D)
+    t1 = time.perf_counter()
     if per_frequency:
         L, N, H, _, F_ = cr.shape
         fp, fs, fm = frequency_scores(cr.flatten(0, 1), ci.flatten(0, 1), cos, sin, pairs, tau)
         fp, fs, fm = (t.view(L, N, H, F_) for t in (fp, fs, fm))
+    if timings is not None:
+        timings["scores"] = timings.get("scores", 0.0) + t1 - t0
+        timings["per_frequency"] = timings.get("per_frequency", 0.0) + time.perf_counter() - t1
     out = []
     for k in range(len(layers)):
         res = LayerScores(pos=pos[k].float(), sym=sym[k].float(), entropy=ent[k].float())
@@ -389,9 +396,97 @@ def _fast_scores(model: GPTJ, layers: list[int], resids: list[torch.Tensor], tau
     return out
 
 
+def _pair_blocks(pairs: torch.Tensor) -> list[tuple[int, int, int, int, int]] | None:
+    """``pairs`` as runs ``(i, s0, s1, j0, j1)``: swaps s0..s1-1 are (i, j0), ..., (i, j1-1).  None unless they are
+    :func:`swap_pairs` of some n (every (i, j), i < j < n, in its order), which the fast kernels need."""
+    S = len(pairs)
+    n = int(round((1 + math.sqrt(1 + 8 * S)) / 2)) if S else 0
+    if S == 0 or n * (n - 1) // 2 != S or not torch.equal(pairs.cpu(), swap_pairs(n)):
+        return None
+    out, s = [], 0
+    for i in range(n - 1):
+        out.append((i, s, s + n - 1 - i, i + 1, n))
+        s += n - 1 - i
+    return out
+
+
 @torch.no_grad()
-def frequency_scores(cr, ci, cos, sin, pairs, tau: float = TAU, chunk: int = 4096):
+def frequency_scores(cr, ci, cos, sin, pairs, tau: float = TAU, chunk: int = 2048):
     """Scores of every RoPE frequency as a 2-D head of its own (logits ``M_f``, see :func:`rope_terms`).
+
+    ``cr, ci`` (..., T, F): content terms (float64); ``cos, sin`` (T, F); ``pairs``: :func:`swap_pairs`.
+    Returns ``(pos, sym, maxlogit)``, each (..., F) float32; maxlogit = max over keys of ``M_f[a, a]``.
+
+    One vectorised pass over all rows (prompts x heads x layers) and frequencies, in chunks of about ``chunk``
+    (row, frequency) cells, every swap of a chunk at once.  The swap formulas of :func:`scores_from_logits`,
+    rewritten so that the work per swap is elementwise float32 arithmetic with three ``exp``:
+
+    * the original pair ``(D_i, D_j)`` is a positive multiple of ``(1, u)``, ``u = exp(M_jj - M_ii)``, and the
+      swapped pair of ``(1, v)``, ``v = exp(M_ji - M_ij)``, so (exactly, for any u, v > 0)
+      ``cos_pos = (1 + uv) / sqrt((1 + u^2)(1 + v^2))`` and ``cos_sym = (u + v) / sqrt((1 + u^2)(1 + v^2))``;
+      the exponents are clamped to [-20, 20] (a direction turns by < 3e-9 there, and no product overflows);
+    * the weight ``exp((|D_i - D_j| - max_s |D_i - D_j|) / tau)``: the softmax ``D`` is taken in float64 and, with
+      ``P = D - min D`` and ``Q = max D - D`` (over the swapped positions; both >= 0), the exponent is
+      ``-min(Q_i + P_j, Q_j + P_i) / tau``: a sum of two non-negative numbers, so float32 loses no digits to
+      cancellation (relative error ~1e-7 of the exponent); weights below ``exp(-80)`` of the largest are 0.
+
+    The result equals :func:`frequency_scores_reference` (float64 throughout) to ~1e-6 for logits up to ~10
+    per frequency (float32 rounding of the swap logits).  Pairs other than :func:`swap_pairs` use the reference.
+    """
+    *lead, T, F = cr.shape
+    R = math.prod(lead)
+    blocks = _pair_blocks(pairs)
+    if F == 0 or R == 0:
+        empty = torch.zeros(*lead, F, device=cr.device)
+        return empty, empty.clone(), empty.clone()
+    if blocks is None or blocks[-1][4] > T:
+        return frequency_scores_reference(cr, ci, cos, sin, pairs, tau, chunk)
+    n_pos = blocks[-1][4]  # positions 0..n_pos-1 are swapped
+    dev, S = cr.device, len(pairs)
+    c64, s64 = cos.to(dev, torch.float64)[:, None], sin.to(dev, torch.float64)[:, None]  # (T, 1, F)
+    c32, s32 = c64.float(), s64.float()
+    crT = cr.reshape(R, T, F).transpose(0, 1).to(torch.float64, memory_format=torch.contiguous_format)  # (T, R, F)
+    ciT = ci.reshape(R, T, F).transpose(0, 1).to(torch.float64, memory_format=torch.contiguous_format)
+    diagT = crT * c64 - ciT * s64  # M_f[a, a]
+    cr32, ci32, diag32 = crT.float(), ciT.float(), diagT.float()
+    out = torch.empty(3, F, R, dtype=torch.float32, device=dev)  # pos, sym, maxlogit (this layout as before)
+    one = torch.ones((), dtype=torch.float32, device=dev)
+    per = max(1, chunk // F)
+    buf = torch.empty(5, S, min(per, R), F, dtype=torch.float32, device=dev)
+    for r0 in range(0, R, per):
+        r1 = min(R, r0 + per)
+        n = r1 - r0
+        diag = diagT[:, r0:r1]
+        m = diag.amax(0)
+        E = (diag - m).exp_()
+        D = E.div_(E.sum(0))[:n_pos]  # (n_pos, n, F) float64
+        Pn = (D - D.amin(0)).mul_(-1.0 / tau).float()  # -P / tau
+        Qn = (D - D.amax(0)).mul_(1.0 / tau).float()  # -Q / tau
+        w, u, v, t1, t2 = (b[:, :n] for b in buf)
+        cr_, ci_, dg = cr32[:, r0:r1], ci32[:, r0:r1], diag32[:, r0:r1]
+        for i, s0, s1, j0, j1 in blocks:  # swaps (i, j) for j in j0..j1-1
+            x = torch.add(Qn[i], Pn[j0:j1], out=w[s0:s1])
+            torch.maximum(x, torch.add(Qn[j0:j1], Pn[i], out=t1[s0:s1]), out=x)
+            torch.sub(dg[j0:j1], dg[i], out=u[s0:s1])  # M_jj - M_ii
+            vb = torch.mul(cr_[i], c32[j0:j1], out=v[s0:s1])  # M_ji - M_ij, M[a, b] = cr_b C_a - ci_b S_a
+            vb.addcmul_(ci_[i], s32[j0:j1], value=-1.0).addcmul_(cr_[j0:j1], c32[i], value=-1.0)
+            vb.addcmul_(ci_[j0:j1], s32[i])
+        w.clamp_(min=-80.0)
+        buf[1:3, :, :n].clamp_(-20.0, 20.0)
+        buf[:3, :, :n].exp_()
+        wd = torch.addcmul(one, u, u, out=t1).mul_(torch.addcmul(one, v, v, out=t2)).rsqrt_().mul_(w)
+        Wsum = w.sum(0)
+        p = torch.addcmul(one, u, v, out=t2).mul_(wd).sum(0)
+        q = u.add_(v).mul_(wd).sum(0)
+        out[0, :, r0:r1] = p.div_(Wsum).t()
+        out[1, :, r0:r1] = q.div_(Wsum).t()
+        out[2, :, r0:r1] = m.t()
+    return tuple(o.t().reshape(*lead, F) for o in out)
+
+
+@torch.no_grad()
+def frequency_scores_reference(cr, ci, cos, sin, pairs, tau: float = TAU, chunk: int = 4096):
+    """:func:`frequency_scores` in float64 throughout, by :func:`scores_from_logits` (any ``pairs``).
 
     For frequency f, the logits the scores need are linear in the content terms ``(cr, ci)`` of a prompt:
     ``M_f[a, a]``, ``M_f[i, j] - M_f[j, i]`` and ``M_f[i, i] - M_f[j, j]`` come out of one matrix product per
@@ -434,8 +529,11 @@ def frequency_scores(cr, ci, cos, sin, pairs, tau: float = TAU, chunk: int = 409
 
 @torch.no_grad()
 def model_scores(model: GPTJ, x: torch.Tensor, tau: float = TAU, method: str = "fast", per_frequency: bool = False,
-                 batch_size: int = 100) -> list[LayerScores]:
-    """Scores of every layer on prompts ``x`` (N, T); the query is the last token."""
+                 batch_size: int = 100, timings: dict | None = None) -> list[LayerScores]:
+    """Scores of every layer on prompts ``x`` (N, T); the query is the last token.
+
+    ``timings`` (fast method): a dict to which the seconds of the shared forward pass (``forward``), the scores
+    (``scores``) and the per-frequency scores (``per_frequency``) are added."""
     if method not in ("fast", "rerun"):
         raise ValueError(f"unknown metric method {method!r}: choose 'fast' or 'rerun'")
     was_training = model.training
@@ -444,9 +542,12 @@ def model_scores(model: GPTJ, x: torch.Tensor, tau: float = TAU, method: str = "
     per_layer: list[list[LayerScores]] = [[] for _ in range(L)]
     try:
         for s in range(0, len(x), batch_size):
+            t0 = time.perf_counter()
             resids = residual_inputs(model, x[s:s + batch_size])
+            if timings is not None:
+                timings["forward"] = timings.get("forward", 0.0) + time.perf_counter() - t0
             if method == "fast":
-                chunk = _fast_scores(model, list(range(L)), resids, tau, per_frequency)
+                chunk = _fast_scores(model, list(range(L)), resids, tau, per_frequency, timings)
             else:
                 chunk = [layer_scores(model, l, r, tau=tau, method=method, per_frequency=per_frequency)
                          for l, r in enumerate(resids)]
