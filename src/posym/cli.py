@@ -176,10 +176,14 @@ def cmd_analyze(a) -> int:
     from .analyze import analyze_run
 
     for run in runs:
+        timings: dict = {}
         out = analyze_run(run, n_prompts=a.prompts, per_frequency=not a.no_freq, device=a.device,
-                          progress=not a.quiet)
+                          progress=not a.quiet, timings=timings)
         s = out["scores"]
         print(f"{run}: {s['step'].nunique()} checkpoints x {s['layer'].nunique()} layers -> scores.parquet")
+        if a.timings:
+            from .analyze import timings_line
+            print(f"{run}: {timings_line(timings)}")
     return 0
 
 
@@ -278,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--no-freq", action="store_true", help="skip the per-frequency scores")
     an.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     an.add_argument("--quiet", action="store_true", help="no progress bar")
+    an.add_argument("--timings", action="store_true",
+                    help="print the seconds per checkpoint: load, forward pass, scores, per-frequency scores, tables")
     an.set_defaults(func=cmd_analyze)
 
     v = sub.add_parser("verify", help="check every manifest.json under a folder (checksums, missing and extra files)",

@@ -273,14 +273,18 @@ def check_manifest_entry(path: Path) -> None:
             return
 
 
-def load_checkpoint(path: str | Path, expect_hash: str | None = None, map_location="cpu") -> tuple[GPTJ, dict]:
-    """Load a checkpoint into a fresh model; refuses corrupt files and other configs with a clear error."""
+def load_checkpoint(path: str | Path, expect_hash: str | None = None, map_location="cpu",
+                    into: GPTJ | None = None) -> tuple[GPTJ, dict]:
+    """Load a checkpoint into a fresh model; refuses corrupt files and other configs with a clear error.
+
+    ``into``: a model of the same config to load the weights into instead of building a new one (what a loop
+    over a run's checkpoints wants: no initialisation per checkpoint).  The file is read with ``mmap``."""
     path = Path(path)
     if not path.exists():
         raise pio.ResultError(f"checkpoint {path} does not exist")
     check_manifest_entry(path)
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001
         raise pio.ResultError(f"checkpoint {path} is corrupt or not a posym checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(obj, dict) or "state_dict" not in obj or "model_config" not in obj:
@@ -288,7 +292,8 @@ def load_checkpoint(path: str | Path, expect_hash: str | None = None, map_locati
     if expect_hash is not None and obj.get("config_hash") != expect_hash:
         raise pio.ResultError(f"checkpoint {path} was made with config {obj.get('config_hash')}, "
                               f"but this run's config is {expect_hash}; refusing to mix runs")
-    model = GPTJ(ModelConfig.from_dict(obj["model_config"]))
+    cfg = ModelConfig.from_dict(obj["model_config"])
+    model = into if into is not None and into.cfg == cfg else GPTJ(cfg)
     try:
         model.load_state_dict(obj["state_dict"])
     except RuntimeError as e:
