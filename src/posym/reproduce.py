@@ -455,6 +455,7 @@ def _run_job_locked(job: Job, on_step) -> dict:
             res["interrupted"] = True
             return res
         done("train", ["manifest.json"], time.perf_counter() - t0)
+        status = step_status(job)  # a repaired run that came out bit-identical keeps its analyses
     # analyze
     if status["analyze"]:
         if "analyze" in read_steps(run_dir):
