@@ -210,11 +210,14 @@ def test_checkpoint_from_another_config_is_refused(smoke_run, ledger):
 
 
 def test_corrupt_resume_state_is_refused(smoke_run, tmp_path, ledger):
+    """With no readable earlier state, the error says what to run (not 'delete last.pt', which restarts from 0)."""
     cfg = TrainConfig.smoke(steps=30, eval_size=40)
     run = tmp_path / "run"
     train(cfg, run, progress=False, stop_after=10)
     (run / "last.pt").write_bytes(b"\x00" * 100)
-    with ledger.raises(pio.ResultError, match=r"last\.pt is corrupt", kind="fault"):
+    (run / "last.prev.pt").write_bytes(b"\x00" * 100)
+    with ledger.raises(pio.ResultError, match=r"last\.pt and last\.prev\.pt .* is corrupt .* step 0: delete",
+                       kind="fault"):
         train(cfg, run, progress=False)
 
 

@@ -202,14 +202,13 @@ def cmd_verify(a) -> int:
     for m in manifests:
         man, problems = verify_folder(m.parent)
         if problems:
-            bad.append(m.parent)
+            bad.append(f"{m.parent} ({'; '.join(problems)})")
             print(f"BAD {m.parent}: {'; '.join(problems)}", flush=True)
         else:
             print(f"ok  {m.parent}  ({len(man.get('files', {}))} files)", flush=True)
     if bad:
-        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise CLIError(f"{len(bad)} of {len(manifests)} folder(s) failed verification: "
-                       f"{', '.join(map(str, bad[:3]))}{more} (details above)")
+        more = f"; and {len(bad) - 3} more (listed above)" if len(bad) > 3 else ""
+        raise CLIError(f"{len(bad)} of {len(manifests)} folder(s) failed verification: {'; '.join(bad[:3])}{more}")
     return 0
 
 

@@ -305,9 +305,9 @@ _HELD_GUARD = threading.Lock()
 
 @contextmanager
 def folder_lock(folder: str | Path):
-    """Hold an exclusive lock on ``folder`` (``.posym.lock`` in it) while writing there; re-entrant in one
-    process. Another process that holds it makes this raise :class:`ResultError` at once (no waiting). The
-    operating system releases the lock when its holder dies, even by SIGKILL."""
+    """Hold an exclusive lock on ``folder`` (``.posym.lock`` in it, removed on release) while writing there;
+    re-entrant in one process. Another process that holds it makes this raise :class:`ResultError` at once (no
+    waiting). The operating system releases the lock when its holder dies, even by SIGKILL."""
     import fcntl
 
     folder = Path(folder)
@@ -319,15 +319,23 @@ def folder_lock(folder: str | Path):
             fresh = False
         else:
             fresh = True
+    lock = folder / LOCK_NAME
     if fresh:
-        lock = folder / LOCK_NAME
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, FILE_MODE)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise ResultError(f"{folder} is being written by another posym process; wait for it to finish or "
+                                  f"stop it, then run this again") from None
+            try:  # the holder before us may have removed the file it locked: lock the one that is there now
+                same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
             os.close(fd)
-            raise ResultError(f"{folder} is being written by another posym process; wait for it to finish or "
-                              f"stop it, then run this again") from None
         with _HELD_GUARD:
             _HELD[key] = [fd, 1]
     try:
@@ -337,4 +345,8 @@ def folder_lock(folder: str | Path):
             _HELD[key][1] -= 1
             if _HELD[key][1] == 0:
                 fd = _HELD.pop(key)[0]
+                try:
+                    os.unlink(lock)  # while still holding it; nothing is left behind
+                except OSError:
+                    pass
                 os.close(fd)  # closing the descriptor releases the lock

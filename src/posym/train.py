@@ -216,8 +216,8 @@ def save_state(path: Path, state: dict) -> dict:
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getvalue()
-    return pio.atomic_torch_save(path, {"format": STATE_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
-                                        "payload": payload})
+    return pio.atomic_torch_save(path, {"format": STATE_FORMAT, "step": state["step"],  # step: for a quick look
+                                        "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload})
 
 
 def load_state(path: Path, map_location="cpu") -> dict:
