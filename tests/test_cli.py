@@ -304,6 +304,7 @@ def test_verify_reports_every_bad_folder_and_extra_files(tmp_path, capsys, ledge
     assert f"BAD {tmp_path / 'c'}: table.csv: missing" in out
     assert f"ok  {tmp_path / 'd'}" in out
     assert len(err.strip().splitlines()) == 1 and "3 of 4 folder(s) failed verification" in err
+    assert "table.csv: missing" in err and "stray.parquet" in err  # the one line names the files
 
 
 def test_verify_accepts_the_committed_results(capsys):
