@@ -17,7 +17,7 @@ import torch
 from . import io as pio
 from .metrics import TAU, frequency_table, model_scores, scores_table
 from .tasks import balanced_eval_set, get_task, to_tensors
-from .train import Run, list_checkpoints, load_checkpoint
+from .train import Run, list_checkpoints, load_checkpoint, precision_context
 
 N_PROMPTS = 400
 
@@ -31,12 +31,14 @@ def metric_prompts(task: str, seed: int, n: int = N_PROMPTS):
 
 def analyze_run(run_dir: str | Path, n_prompts: int = N_PROMPTS, per_frequency: bool = True, tau: float = TAU,
                 device: str = "cpu", progress: bool = True, steps: list[int] | None = None,
-                timings: dict | None = None) -> dict[str, pd.DataFrame]:
+                timings: dict | None = None, precision: str = "fp32") -> dict[str, pd.DataFrame]:
     """Compute the metric at every checkpoint of a run (or at ``steps``) and store the tables.
 
     ``timings``: a dict that receives the seconds spent in each part, summed over checkpoints (``load``,
     ``forward``, ``scores``, ``per_frequency``, ``tables``) and ``checkpoints`` (see :func:`timings_line`).
-    One model is built and every checkpoint's weights are loaded into it."""
+    One model is built and every checkpoint's weights are loaded into it.  ``precision`` (``fp32``, ``bf16``,
+    ``fp16``): autocast of the model's matmuls (the scores themselves are always computed in float32/float64);
+    anything but fp32 changes the tables and is recorded in ``prompts.json``."""
     run = Run(run_dir)
     cfg = run.config
     ckpts = list_checkpoints(run.path)
@@ -63,7 +65,8 @@ def analyze_run(run_dir: str | Path, n_prompts: int = N_PROMPTS, per_frequency: 
         t = time.perf_counter()
         model, _ = load_checkpoint(path, expect_hash=cfg.hash(), map_location=device, into=model)
         split["load"] += time.perf_counter() - t
-        sc = model_scores(model, x, tau=tau, per_frequency=per_frequency, timings=split)
+        with precision_context(precision, torch.device(device).type):
+            sc = model_scores(model, x, tau=tau, per_frequency=per_frequency, timings=split)
         t = time.perf_counter()
         rows.append(scores_table(sc, T, step=step))
         if per_frequency:
@@ -78,6 +81,7 @@ def analyze_run(run_dir: str | Path, n_prompts: int = N_PROMPTS, per_frequency: 
         pio.atomic_write_table(run.path / "freq_scores.parquet", out["freq_scores"])
     pio.atomic_write_json(run.path / "prompts.json", {"split": "test", "seed": cfg.seed, "n": n_prompts,
                                                       "tau": tau, "seconds": round(time.time() - t0, 2),
+                                                      **({} if precision == "fp32" else {"precision": precision}),
                                                       "prompts": [s.text() for s in samples]})
     return out
 

@@ -22,6 +22,7 @@ is deterministic, so a checkpoint is rebuilt by training again from step 0 up to
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -43,6 +44,18 @@ from .model import GPTJ, ModelConfig
 from .tasks import TASK_NAMES, SPLIT_SIZES, TaskDataset, get_task
 
 SCALES = ("smoke", "teaching", "paper")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def precision_context(precision: str, device_type: str = "cpu"):
+    """Autocast for ``precision`` (``fp32``: none).  Matmuls run in bf16/fp16, reductions and the loss in float32;
+    the weights and the optimizer stay float32.  On the CPU, bf16 is the fast one (fp16 autocast works but has no
+    fast kernels on most CPUs)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if PRECISIONS[precision] is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=PRECISIONS[precision])
 
 
 @dataclass
@@ -64,8 +77,11 @@ class TrainConfig:
     checkpoint_every: int = 50
     log_every: int = 10
     device: str = "cpu"
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of the forward pass (fp16 with a gradient scaler)
 
     def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.task not in TASK_NAMES:
             raise ValueError(f"unknown task {self.task!r}: choose one of {', '.join(TASK_NAMES)}")
         for name in ("steps", "batch_size", "eval_size", "eval_batch_size", "checkpoint_every", "log_every"):
@@ -131,6 +147,8 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["betas"] = list(d["betas"])
+        if d["precision"] == "fp32":  # the default is left out: configs (and hashes) of fp32 runs are unchanged
+            del d["precision"]
         return d
 
     @classmethod
@@ -492,6 +510,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, threads: int
     model = GPTJ(cfg.model_config()).to(device)
     opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup_steps, cfg.steps))
+    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
     step = 0
     eval_rows: list[dict] = []
     log_rows: list[dict] = []
@@ -528,6 +547,8 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, threads: int
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng_cpu"])
+        if scaler is not None and state.get("scaler") is not None:
+            scaler.load_state_dict(state["scaler"])
         if device.type == "cuda" and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(state["rng_cuda"])
         step = state["step"]
@@ -555,6 +576,8 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, threads: int
                  "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
                  "eval_rows": eval_rows, "log_rows": log_rows, "wall_s": wall_before + time.time() - t_start,
                  "loss_acc": loss_acc, "loss_n": loss_n, "written": dict(written)}
+        if scaler is not None:
+            state["scaler"] = scaler.state_dict()
         if last.exists():
             last.replace(prev)  # kept until the new state is on disk
         written["last.pt"] = save_state(last, state)
@@ -585,13 +608,22 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, threads: int
         if len(idx) < cfg.batch_size:  # wrap into the next epoch
             nxt = order(epoch + 1)
             idx = torch.cat((idx, nxt[: cfg.batch_size - len(idx)]))
-        logits = model(x_train[idx], last_only=True)[:, -1]
-        loss = F.cross_entropy(logits, y_train[idx])
+        with precision_context(cfg.precision, device.type):
+            logits = model(x_train[idx], last_only=True)[:, -1]
+        loss = F.cross_entropy(logits.float(), y_train[idx])
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        if scaler is None:
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+        else:  # fp16: loss scaling; a step with inf/nan gradients is skipped and the scale lowered
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
         sched.step()
         step += 1
         loss_acc += loss.item()
