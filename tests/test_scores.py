@@ -434,3 +434,39 @@ def test_smollm2_scores_equal_the_llm_chapters_code(ledger):
                                    .to_numpy()).all()
     for col in ("pos", "sym", "entropy_norm"):
         assert np.abs(new[col] - old[col]).max() < 1e-4, col
+
+
+# ---------------------------------------------------------------------------------------------
+# TransformerLens (optional: pip install -r requirements-lens.txt)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["rotate-half", "adjacent-pairs-gqa"])
+def test_transformer_lens_hooked_transformer(variant, ledger):
+    tl = pytest.importorskip("transformer_lens", reason="transformer-lens is not installed (requirements-lens.txt)")
+    import warnings
+
+    extra = {"rotary_adjacent_pairs": True, "n_key_value_heads": 2} if variant != "rotate-half" else {}
+    cfg = tl.HookedTransformerConfig(n_layers=2, d_model=32, n_ctx=32, d_head=8, n_heads=4, d_vocab=V, act_fn="gelu",
+                                     positional_embedding_type="rotary", rotary_dim=6, normalization_type="LN",
+                                     dtype=torch.float64, device="cpu", seed=0, **extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = tl.HookedTransformer(cfg).eval()
+    with torch.no_grad():
+        for b in model.blocks:
+            for name in ("W_Q", "W_K", "_W_K"):
+                if isinstance(getattr(b.attn, name, None), torch.nn.Parameter):
+                    getattr(b.attn, name).mul_(6)
+    ad = adapters.adapter_for(model)
+    assert isinstance(ad, adapters.LensAdapter)
+    ids = _ids(2)
+    _, cache = model.run_with_cache(ids)
+    res = scores.score_ids(ad, ids, skip=1)
+    for l in range(2):
+        pos, sym, D, Dp = scores.rerun_scores(ad, ids, l, skip=1)
+        ledger.rerun(2)
+        assert (cache[f"blocks.{l}.attn.hook_pattern"][:, :, -1] - D).abs().max() < 1e-9
+        assert (res[l].scores.pos.double() - pos).abs().max() < 1e-5
+        assert (res[l].scores.sym.double() - sym).abs().max() < 1e-5
+        assert Dp.std() > 1e-3

@@ -33,6 +33,10 @@ from typing import Sequence
 import torch
 
 
+class _Done(Exception):
+    """Stops a forward pass once the layers asked for have run."""
+
+
 class ScoresError(ValueError):
     """A problem with the model or the prompts that the user can fix; the message is one line."""
 
@@ -176,8 +180,12 @@ class Adapter:
         current = [None]
         handles = []
 
+        last = max(layers)
+
         def pre(l, module, args, kwargs):
             current[0] = l
+            if l > last:
+                raise _Done  # nothing after the last wanted layer is needed
             if l in want:
                 if hidden is not None and l in hidden:
                     if args:
@@ -218,6 +226,8 @@ class Adapter:
         try:
             base = _get(self.model, self.layout.layers.rsplit(".", 1)[0])  # the backbone (no vocabulary projection)
             base(input_ids=input_ids, use_cache=False)
+        except _Done:
+            pass
         finally:
             for mod, orig in patches:
                 mod.apply_rotary_pos_emb = orig
@@ -311,3 +321,160 @@ def _expand(kwargs: dict, n: int, N: int, b: int) -> dict:
             return {k: one(x) for k, x in v.items()}
         return v
     return {k: one(v) for k, v in kwargs.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# TransformerLens
+# ---------------------------------------------------------------------------------------------
+
+
+def is_hooked_transformer(model) -> bool:
+    """A TransformerLens ``HookedTransformer`` (recognised by its config, without importing TransformerLens)."""
+    return hasattr(getattr(model, "cfg", None), "positional_embedding_type") and hasattr(model, "blocks")
+
+
+class LensAdapter:
+    """A TransformerLens ``HookedTransformer`` with rotary attention, with the interface of :class:`Adapter`.
+
+    The pre-RoPE queries and keys come from the ``hook_q``/``hook_k`` hook points of every attention layer; the
+    rotation is the layer's own ``apply_rotary`` applied to unit vectors (one per frequency), and is checked
+    against what the model itself rotated, ``hook_rot_q``/``hook_rot_k``.  The scale is ``1 / attn_scale``, the
+    soft-cap ``cfg.attn_scores_soft_cap``, and local layers see the last ``cfg.window_size`` keys.  The re-run
+    calls the real block on swapped ``hook_resid_pre`` states and reads ``hook_pattern``."""
+
+    def __init__(self, model):
+        cfg = model.cfg
+        if cfg.positional_embedding_type != "rotary":
+            raise ScoresError(f"this HookedTransformer uses {cfg.positional_embedding_type!r} position embeddings, "
+                              "not rotary ones (RoPE); the scores of this tool need RoPE")
+        self.model = model
+        pairing = "interleaved" if getattr(cfg, "rotary_adjacent_pairs", False) else "half"
+        self.layout = Layout("TransformerLens HookedTransformer", layers="blocks", attn="attn", pairing=pairing,
+                             capture="lens")
+        self.layers = model.blocks
+        self.n_heads = int(cfg.n_heads)
+        self.n_kv_heads = int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads)
+        self.head_dim = int(cfg.d_head)
+        self.max_positions = int(cfg.n_ctx)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    def attention(self, layer: int):
+        return self.layers[layer].attn
+
+    def scale(self, layer: int) -> float:
+        cfg = self.model.cfg
+        return 1.0 / float(self.attention(layer).attn_scale) if cfg.use_attn_scale else 1.0
+
+    def softcap(self, layer: int) -> float | None:
+        cap = float(getattr(self.model.cfg, "attn_scores_soft_cap", -1.0) or -1.0)
+        return cap if cap > 0 else None
+
+    def describe(self) -> dict:
+        cfg = self.model.cfg
+        return {"model_type": "transformer_lens", "layout": self.layout.name, "layers": self.n_layers,
+                "query_heads": self.n_heads, "kv_heads": self.n_kv_heads, "head_dim": self.head_dim,
+                "pairing": self.layout.pairing, "rotary_dim": int(cfg.rotary_dim)}
+
+    def _rotation(self, layer: int, T: int, dtype):
+        """cos, sin (1, T, F) of the layer's own rotation, from ``apply_rotary`` on unit vectors."""
+        R = int(self.model.cfg.rotary_dim)
+        F = R // 2
+        x = torch.zeros(1, T, F, self.head_dim, dtype=dtype)
+        re = torch.arange(F) if self.layout.pairing == "half" else 2 * torch.arange(F)
+        im = re + F if self.layout.pairing == "half" else re + 1
+        x[0, :, torch.arange(F), re] = 1.0  # "head" f holds the unit vector of frequency f
+        y = self.attention(layer).apply_rotary(x, 0)
+        f = torch.arange(F)
+        return y[:, :, f, re[f]], y[:, :, f, im[f]]
+
+    @torch.no_grad()
+    def capture(self, input_ids: torch.Tensor, layers: Sequence[int] | None = None,
+                hidden: dict[int, torch.Tensor] | None = None) -> dict[int, LayerCapture]:
+        layers = list(range(self.n_layers)) if layers is None else [int(l) for l in layers]
+        got: dict[int, dict] = {l: {} for l in layers}
+        hooks = []
+        for l in layers:
+            def resid(t, hook, l=l):
+                if hidden is not None and l in hidden:
+                    t = hidden[l].to(t.dtype)
+                got[l]["hidden"] = t.detach()
+                return t
+            hooks.append((f"blocks.{l}.hook_resid_pre", resid))
+            for name in ("q", "k", "rot_q", "rot_k"):
+                hooks.append((f"blocks.{l}.attn.hook_{name}",
+                              lambda t, hook, l=l, name=name: got[l].__setitem__(name, t.detach())))
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            self.model.run_with_hooks(input_ids, fwd_hooks=hooks, stop_at_layer=max(layers) + 1)
+        finally:
+            self.model.train(was_training)
+        N, T = input_ids.shape
+        cfg = self.model.cfg
+        out = {}
+        for l in layers:
+            st = got[l]
+            q, k = st["q"].transpose(1, 2), st["k"].transpose(1, 2)  # (N, heads, T, d)
+            cos, sin = self._rotation(l, T, q.dtype)
+            self._check_rotation(l, q, k, st["rot_q"].transpose(1, 2), st["rot_k"].transpose(1, 2), cos, sin)
+            groups = self.n_heads // k.shape[1]
+            k = k.repeat_interleave(groups, dim=1) if groups > 1 else k
+            visible = torch.ones(T, dtype=torch.bool)
+            types = getattr(cfg, "attn_types", None)
+            if types is not None and types[l] == "local" and T > cfg.window_size:
+                visible[:T - cfg.window_size] = False
+            out[l] = LayerCapture(hidden=st["hidden"], kwargs={}, q=q[:, :, -1], k=k, cos=cos, sin=sin,
+                                  visible=visible)
+        return out
+
+    def _check_rotation(self, layer, q, k, rq, rk, cos, sin):
+        """The rotation read from ``apply_rotary`` must reproduce ``hook_rot_q``/``hook_rot_k``."""
+        F = cos.shape[-1]
+        R = 2 * F
+        if self.layout.pairing == "half":
+            sl_r, sl_i = slice(0, F), slice(F, R)
+        else:
+            sl_r, sl_i = slice(0, R, 2), slice(1, R, 2)
+        c, s = cos[:, None], sin[:, None]  # (1, 1, T, F)
+        for x, rx in ((q, rq), (k, rk)):
+            xr, xi = x[..., sl_r], x[..., sl_i]
+            err = max(float((xr * c - xi * s - rx[..., sl_r]).abs().max()),
+                      float((xi * c + xr * s - rx[..., sl_i]).abs().max()),
+                      float((x[..., R:] - rx[..., R:]).abs().max()) if R < x.shape[-1] else 0.0)
+            if err > 1e-4 * max(1.0, float(rx.abs().max())):
+                raise ScoresError(f"layer {layer}: hook_rot_q/hook_rot_k are not the rotation of hook_q/hook_k "
+                                  f"that apply_rotary describes (difference {err:.1e}); this RoPE variant is not "
+                                  "supported")
+
+    @torch.no_grad()
+    def rerun_rows(self, input_ids: torch.Tensor, layer: int, pairs: torch.Tensor, chunk: int = 512,
+                   cap: LayerCapture | None = None):
+        """As :meth:`Adapter.rerun_rows`: the real block on swapped ``hook_resid_pre`` states, ``hook_pattern``."""
+        if cap is None:
+            cap = self.capture(input_ids, [layer])[layer]
+        h = cap.hidden
+        N, T, _ = h.shape
+        S = len(pairs)
+        rows: list[torch.Tensor] = []
+        grab = self.attention(layer).hook_pattern.register_forward_hook(
+            lambda m, i, o: rows.append(o[:, :, -1].detach()))
+        try:
+            s_idx = torch.arange(1, S + 1)
+            for n in range(N):
+                batch = h[n][None].repeat(S + 1, 1, 1)
+                batch[s_idx, pairs[:, 0]] = h[n, pairs[:, 1]]
+                batch[s_idx, pairs[:, 1]] = h[n, pairs[:, 0]]
+                for s in range(0, S + 1, chunk):
+                    self.layers[layer](batch[s:s + chunk])
+        finally:
+            grab.remove()
+        out = torch.cat(rows).view(N, S + 1, -1, T).transpose(1, 2)
+        return out[:, :, 0], out[:, :, 1:]
+
+
+def adapter_for(model):
+    """:class:`LensAdapter` for a TransformerLens ``HookedTransformer``, else :class:`Adapter`."""
+    return LensAdapter(model) if is_hooked_transformer(model) else Adapter(model)

@@ -194,13 +194,20 @@ def score_ids(adapter: Adapter, input_ids: torch.Tensor, *, layers: Sequence[int
     parts: dict[int, list[LayerResult]] = {l: [] for l in layers}
     for s in range(0, len(input_ids), batch_size):
         caps = adapter.capture(input_ids[s:s + batch_size], layers)
-        for l in layers:
-            f = factors(caps[l], adapter.layout.pairing, adapter.scale(l), adapter.softcap(l))
-            parts[l].append(layer_result(f, skip, tau, per_frequency))
+        for l, r in zip(layers, score_captured(adapter, caps, tau=tau, skip=skip, per_frequency=per_frequency)):
+            parts[l].append(r)
         del caps
         if progress is not None:
             progress(min(batch_size, len(input_ids) - s))
     return [_cat(parts[l]) for l in layers]
+
+
+@torch.no_grad()
+def score_captured(adapter: Adapter, caps: dict[int, LayerCapture], *, tau: float = TAU, skip: int = 1,
+                   per_frequency: bool = False) -> list[LayerResult]:
+    """:func:`score_ids` from captures already made (``adapter.capture``: {layer: capture}), in their order."""
+    return [layer_result(factors(c, adapter.layout.pairing, adapter.scale(l), adapter.softcap(l)), skip, tau,
+                         per_frequency) for l, c in caps.items()]
 
 
 @torch.no_grad()
@@ -245,6 +252,23 @@ def rerun_scores(adapter: Adapter, input_ids: torch.Tensor, layer: int, skip: in
     return pos, sym, D, Dp
 
 
+@torch.no_grad()
+def attention_rows(adapter: Adapter, input_ids: torch.Tensor | None = None, layers: Sequence[int] | None = None,
+                   caps: dict[int, LayerCapture] | None = None) -> list[torch.Tensor]:
+    """The last query's attention (N, H, T) in each of ``layers`` (0 where the mask hides a key), float64; from
+    ``caps`` ({layer: capture}) when given, else from one forward pass on ``input_ids``."""
+    if caps is None:
+        caps = adapter.capture(torch.as_tensor(input_ids), layers)
+    out = []
+    for l, cap in caps.items():
+        f = factors(cap, adapter.layout.pairing, adapter.scale(l), adapter.softcap(l))
+        D = torch.softmax(torch.diagonal(logit_matrix(f), dim1=-2, dim2=-1), -1)
+        full = torch.zeros(*D.shape[:-1], cap.k.shape[2], dtype=D.dtype)
+        full[..., f.positions] = D
+        out.append(full)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Tables
 # ---------------------------------------------------------------------------------------------
@@ -275,7 +299,7 @@ def frequency_table(results: list[LayerResult], layers: Sequence[int] | None = N
                     **keys) -> pd.DataFrame:
     """One row per layer, head and RoPE frequency (0 = fastest): the frequency's scores as a two-dimensional head
     of its own, its largest logit over keys (mean and sd over prompts), its angle and period in tokens.
-    ``heads``: optional list of (layer, head) to keep."""
+    ``heads``: optional list of (layer, head) to keep, in that order."""
     layers = list(range(len(results))) if layers is None else list(layers)
     keep = None if heads is None else {(int(a), int(b)) for a, b in heads}
     frames = []
@@ -292,10 +316,11 @@ def frequency_table(results: list[LayerResult], layers: Sequence[int] | None = N
                            "maxlogit_sd": s.freq_maxlogit.std(0).reshape(-1).numpy() if len(s.pos) > 1 else 0.0,
                            "angle": ang[ff.ravel()]})
         df["period"] = 2 * np.pi / df["angle"]
-        if keep is not None:
-            df = df[[(l, h) in keep for h in df["head"]]]
         frames.append(df)
-    return pd.concat(frames, ignore_index=True)
+    out = pd.concat(frames, ignore_index=True)
+    if keep is not None:  # in the order asked
+        out = pd.concat([out[(out["layer"] == l) & (out["head"] == h)] for l, h in heads], ignore_index=True)
+    return out
 
 
 def plot_heatmaps(table: pd.DataFrame, title: str = "", columns=("pos", "sym", "entropy_norm")):
@@ -304,7 +329,7 @@ def plot_heatmaps(table: pd.DataFrame, title: str = "", columns=("pos", "sym", "
 
     names = {"pos": ("positional score", "Blues"), "sym": ("symbolic score", "Oranges"),
              "entropy_norm": ("normalised entropy", "Greys")}
-    fig, axes = plt.subplots(1, len(columns), figsize=(4.6 * len(columns), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.6 * len(columns), 3.4), squeeze=False, layout="constrained")
     for ax, col in zip(axes[0], columns):
         label, cmap = names.get(col, (col, "viridis"))
         grid = table.pivot(index="head", columns="layer", values=col)
@@ -316,7 +341,6 @@ def plot_heatmaps(table: pd.DataFrame, title: str = "", columns=("pos", "sym", "
         fig.colorbar(im, ax=ax, fraction=0.05)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 

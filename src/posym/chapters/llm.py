@@ -30,6 +30,8 @@ register(ChapterSpec(
         "n_freq_heads": Param(int, 3, "heads whose per-frequency scores are computed and drawn", min=1),
         "n_check": Param(int, {"smoke": 1, "teaching": 2, "paper": 2},
                          "prompts of the check against re-running the layer on swapped hidden states", min=1, max=8),
+        "tool_prompts": Param(int, {"smoke": 8, "teaching": 32, "paper": 32},
+                              "Number-style prompts scored in 'Score your own model' (posym scores)", min=2, max=1024),
         "probe_lengths": Param(str, {"smoke": "12,48", "teaching": "12,16,24,32,48,64",
                                      "paper": "12,16,24,32,48,64,80,100,150,200,300"},
                                "window lengths of the 1-hop probe (the paper scale reads data/llm/probe.csv)"),
