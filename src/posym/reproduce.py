@@ -259,9 +259,30 @@ def _record_step(run_dir: Path, step: str, record: dict) -> None:
     pio.atomic_write_json(run_dir / STEPS_FILE, steps)
 
 
+def _sha_as_written(p: Path) -> str:
+    """The checksum recorded when this process wrote ``p``; else the file's own (files written by another
+    process: a training manifest, or tables adopted after a content check)."""
+    e = pio.written_entry(p)
+    return e["sha256"] if e is not None else pio.sha256_file(p)
+
+
 def _manifest_sha(run_dir: Path) -> str | None:
     m = run_dir / "manifest.json"
-    return pio.sha256_file(m) if m.exists() else None
+    return _sha_as_written(m) if m.exists() else None
+
+
+def record_outputs(run_dir: str | Path, step: str, params: dict, outputs: Iterable[str], device: str = "cpu") -> None:
+    """Record in ``steps.json`` the outputs ``posym analyze`` just wrote (checksums as written), so that
+    ``posym verify`` checks them and ``posym reproduce`` reuses them when its parameters are the same."""
+    import torch
+
+    run_dir = Path(run_dir)
+    rec = {"config_hash": pio.read_json(run_dir / "config.json").get("config_hash"),
+           "train_manifest": _manifest_sha(run_dir),
+           "outputs": {f: _sha_as_written(run_dir / f) for f in outputs if (run_dir / f).exists()},
+           "threads": torch.get_num_threads(), "device": device,
+           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "params": params, "seconds": None}
+    _record_step(run_dir, step, rec)
 
 
 def check_conflict(job: Job) -> str | None:
@@ -390,7 +411,7 @@ def _step_record(job: Job, step: str, outputs: Iterable[str], seconds: float | N
     run_dir = Path(job.run_dir)
     acfg = job.analysis_config()
     rec = {"config_hash": job.config().hash(), "train_manifest": _manifest_sha(run_dir),
-           "outputs": {f: pio.sha256_file(run_dir / f) for f in outputs if (run_dir / f).exists()},
+           "outputs": {f: _sha_as_written(run_dir / f) for f in outputs if (run_dir / f).exists()},
            "threads": job.threads, "device": job.train.get("device", "cpu"),
            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if step in ("analyze", "final"):
@@ -478,6 +499,10 @@ def _run_job_locked(job: Job, on_step) -> dict:
         final_analyses(run_dir, device=cfg.device, lengths=list(acfg.lengths), n_length=acfg.n_length,
                        n_test=acfg.n_test, progress=False)
         done("final", FINAL_OUTPUTS, time.perf_counter() - t0)
+    problems = pio.verify_folder(run_dir)[1]  # what `posym verify` would still reject
+    if problems:
+        raise PlanError(f"{run_dir}: {'; '.join(problems)}; move files that posym did not write out of the run "
+                        f"folder, then run this again")
     return res
 
 
