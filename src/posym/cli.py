@@ -137,7 +137,7 @@ def cmd_train(a) -> int:
 
     check_device(a.device)
     overrides = {}
-    for k in ("steps", "batch_size", "lr", "train_size", "checkpoint_every", "eval_size"):
+    for k in ("steps", "batch_size", "lr", "train_size", "checkpoint_every", "eval_size", "precision"):
         v = getattr(a, k)
         if v is not None:
             overrides[k] = v
@@ -156,7 +156,9 @@ def cmd_train(a) -> int:
         run = train(cfg, out, progress=not a.quiet, threads=a.threads)
         if a.analyze:
             from .analyze import analyze_run
-            analyze_run(run.path, n_prompts=a.prompts, device=a.device, progress=not a.quiet)
+            analyze_run(run.path, n_prompts=a.prompts, device=a.device, progress=not a.quiet,
+                        precision=cfg.precision)
+            _record_analysis(run.path, a.prompts, True, a.device, cfg.precision)
         print(f"{out}: done (config {cfg.hash()})")
     return 0
 
@@ -176,11 +178,28 @@ def cmd_analyze(a) -> int:
     from .analyze import analyze_run
 
     for run in runs:
+        timings: dict = {}
         out = analyze_run(run, n_prompts=a.prompts, per_frequency=not a.no_freq, device=a.device,
-                          progress=not a.quiet)
+                          progress=not a.quiet, timings=timings, precision=a.precision)
+        _record_analysis(run, a.prompts, not a.no_freq, a.device, a.precision)
         s = out["scores"]
         print(f"{run}: {s['step'].nunique()} checkpoints x {s['layer'].nunique()} layers -> scores.parquet")
+        if a.timings:
+            from .analyze import timings_line
+            print(f"{run}: {timings_line(timings)}")
     return 0
+
+
+def _record_analysis(run, n_prompts: int, per_frequency: bool, device: str, precision: str = "fp32") -> None:
+    """The tables just written, with their checksums, in the run's steps.json (what verify checks)."""
+    from .metrics import TAU
+    from .reproduce import ANALYZE_OUTPUTS, record_outputs
+
+    outputs = [f for f in ANALYZE_OUTPUTS if per_frequency or f != "freq_scores.parquet"]
+    params = {"n_prompts": n_prompts, "per_frequency": per_frequency, "tau": TAU}
+    if precision != "fp32":
+        params["precision"] = precision
+    record_outputs(run, "analyze", params, outputs, device=device)
 
 
 def cmd_verify(a) -> int:
@@ -198,14 +217,13 @@ def cmd_verify(a) -> int:
     for m in manifests:
         man, problems = verify_folder(m.parent)
         if problems:
-            bad.append(m.parent)
+            bad.append(f"{m.parent} ({'; '.join(problems)})")
             print(f"BAD {m.parent}: {'; '.join(problems)}", flush=True)
         else:
             print(f"ok  {m.parent}  ({len(man.get('files', {}))} files)", flush=True)
     if bad:
-        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise CLIError(f"{len(bad)} of {len(manifests)} folder(s) failed verification: "
-                       f"{', '.join(map(str, bad[:3]))}{more} (details above)")
+        more = f"; and {len(bad) - 3} more (listed above)" if len(bad) > 3 else ""
+        raise CLIError(f"{len(bad)} of {len(manifests)} folder(s) failed verification: {'; '.join(bad[:3])}{more}")
     return 0
 
 
@@ -265,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validation samples for accuracy (default: the preset's; at most 2400)")
     t.add_argument("--checkpoint-every", type=positive_int, default=None,
                    help="steps between checkpoints after the early log-spaced ones (default: the preset's)")
+    t.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None,
+                   help="autocast of the forward pass (default fp32; fp16 with a gradient scaler; bf16 is the fast "
+                        "one on CPUs); part of the run's config")
     t.add_argument("--analyze", action="store_true", help="run `posym analyze` after training")
     t.add_argument("--prompts", type=positive_int, default=400, help="metric prompts for --analyze")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -278,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--no-freq", action="store_true", help="skip the per-frequency scores")
     an.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     an.add_argument("--quiet", action="store_true", help="no progress bar")
+    an.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                    help="autocast of the forward pass (default fp32: the tables of the book)")
+    an.add_argument("--timings", action="store_true",
+                    help="print the seconds per checkpoint: load, forward pass, scores, per-frequency scores, tables")
     an.set_defaults(func=cmd_analyze)
 
     v = sub.add_parser("verify", help="check every manifest.json under a folder (checksums, missing and extra files)",
@@ -348,8 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--per-frequency", action="store_true", help="also score every RoPE frequency of every head")
     sc.add_argument("--check", type=nonneg_int, default=0, metavar="K",
                     help="re-run K sampled swaps per layer the slow way and report the largest difference")
-    sc.add_argument("--batch-size", type=positive_int, default=16)
-    sc.add_argument("--format", default="csv", choices=("csv", "parquet"))
+    sc.add_argument("--batch-size", type=positive_int, default=16, help="prompts per forward pass")
+    sc.add_argument("--format", default="csv", choices=("csv", "parquet"), help="format of the tables")
     sc.add_argument("--out", default=None, help="output folder (default: scores-<model name>)")
     sc.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     sc.add_argument("--quiet", action="store_true", help="no progress bar")
