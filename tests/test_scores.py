@@ -458,8 +458,9 @@ def test_transformer_lens_hooked_transformer(variant, ledger):
             for name in ("W_Q", "W_K", "_W_K"):
                 if isinstance(getattr(b.attn, name, None), torch.nn.Parameter):
                     getattr(b.attn, name).mul_(6)
-    ad = adapters.adapter_for(model)
-    assert isinstance(ad, adapters.LensAdapter)
+    loaded = scores.from_model(model, name="tiny-lens")
+    ad = loaded.adapter
+    assert isinstance(ad, adapters.LensAdapter) and len(loaded.sha256) == 64
     ids = _ids(2)
     _, cache = model.run_with_cache(ids)
     res = scores.score_ids(ad, ids, skip=1)

@@ -439,6 +439,21 @@ def load_model(spec: str | Path) -> LoadedModel:
                        {"title": getattr(model.config, "name_or_path", "") or path.name})
 
 
+def from_model(model, tokenizer=None, name: str = "in-memory model") -> LoadedModel:
+    """A model already in memory: a ``transformers`` causal LM (eager attention) or a TransformerLens
+    ``HookedTransformer``; pass the result to :func:`run`."""
+    from .adapters import adapter_for
+
+    ad = adapter_for(model)
+    if tokenizer is None:
+        tokenizer = getattr(model, "tokenizer", None)
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():  # the weights as they are in memory
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return LoadedModel("hf", name, model, tokenizer, ad, h.hexdigest(), [], {"title": name})
+
+
 def _load_posym(path: Path) -> LoadedModel:
     from .export import _locate
     from .io import ResultError
