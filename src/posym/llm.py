@@ -27,6 +27,10 @@ convention: Llama and Gemma rotate the two *halves* of a head (``rotate_half``: 
 dimensions ``f`` and ``f + d/2``), not GPT-J's interleaved pairs.  :func:`rerun_rows` is the slow reference
 that really re-runs the layer's attention on swapped hidden states.
 
+The book and ``scripts/llm_scores.py`` compute these scores with :mod:`posym.scores` (the ``posym scores`` tool,
+which covers any supported RoPE architecture).  The functions below are the hand-written version for the two GGUF
+models; ``tests/test_scores.py`` checks that both give the same per-head scores on SmolLM2.
+
 Probe.  :func:`probe` runs the 1-hop Number-style and Letter-style prompts of Paper 2 (Table 2; our own
 wording with the same rules and our own few-shot examples) and scores greedy answers.
 """
