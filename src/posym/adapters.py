@@ -288,7 +288,8 @@ class Adapter:
         block = self.layers[layer]
         attn = self.attention(layer)
         rows: list[torch.Tensor] = []
-        grab = attn.register_forward_hook(lambda m, i, o: rows.append(o[1][:, :, -1].detach()))
+        grab = attn.register_forward_hook(
+            lambda m, i, o: rows.append(None if o[1] is None else o[1][:, :, -1].detach()))
         was_training = self.model.training
         self.model.eval()
         try:

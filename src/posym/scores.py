@@ -444,6 +444,9 @@ def from_model(model, tokenizer=None, name: str = "in-memory model") -> LoadedMo
     ``HookedTransformer``; pass the result to :func:`run`."""
     from .adapters import adapter_for
 
+    cfg = getattr(model, "config", None)
+    if cfg is not None and getattr(cfg, "_attn_implementation", "eager") != "eager":
+        model.set_attn_implementation("eager")  # the re-run (--check) reads attention weights
     ad = adapter_for(model)
     if tokenizer is None:
         tokenizer = getattr(model, "tokenizer", None)
