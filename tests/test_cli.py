@@ -172,6 +172,7 @@ BAD = _derived_bad_cases() + [
     (["train", "--task", "number", "--device", "cuda:99"], "--device"),
     (["train", "--task", "number", "--out", "{tmp}/out/{nope}"], "--out"),
     (["train", "--task", "number", "--out", "{file}"], "--out"),
+    (["train", "--task", "number", "--seed", "0-1", "--out", "{tmp}/out"], "{seed}"),
     (["analyze", "{tmp}/does-not-exist"], "does-not-exist"),
     (["analyze", "{tmp}"], "config.json"),
     (["analyze", "{file}"], "is a file"),

@@ -142,6 +142,9 @@ def cmd_train(a) -> int:
         if v is not None:
             overrides[k] = v
     seeds = parse_seed_list(a.seed)
+    if len(seeds) > 1 and "{seed}" not in a.out:
+        raise CLIError(f"--out {a.out!r} is one folder for {len(seeds)} seeds; put {{seed}} in it "
+                       f"(e.g. runs/{{task}}-{{scale}}-s{{seed}})")
     jobs = []
     for seed in seeds:  # every config and folder is checked before anything is written
         try:
