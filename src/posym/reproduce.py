@@ -1217,6 +1217,16 @@ def main_reproduce(a) -> int:
     print(res.summary(), flush=True)
     if not res.ok:
         if res.failed:
+            bad = set(res.failed) | set(res.interrupted)
+            tasks_ok = [t for t in dict.fromkeys(j.task for j in plan.jobs)
+                        if not any(j.name in bad for j in plan.jobs if j.task == t)]
+            if tasks_ok:  # the claims of the tasks whose jobs all finished
+                try:
+                    claims = headline_claims(plan.out, tasks=tasks_ok, seeds=sorted({j.seed for j in plan.jobs}))
+                    print(f"\nHeadline claims of the finished tasks ({', '.join(tasks_ok)}): paper vs ours\n"
+                          + format_claims(claims))
+                except (pio.ResultError, ValueError, KeyError):
+                    pass
             names = ", ".join(res.failed)
             raise PlanError(f"{len(res.failed)} job(s) failed ({names}); the reasons are above, one line each")
         return 1
