@@ -25,6 +25,9 @@ MATHJAX := _mathjax/mathjax/tex-mml-chtml.js
 CHROMIUM ?= /usr/bin/chromium
 NBVAL_RUNS ?= 1
 TEST_NBVAL_RUNS ?= 3
+# pytest and nbval run on every core (pytest-xdist); one test file (and its module fixtures) per worker at a time
+TEST_WORKERS ?= auto
+XDIST := -n $(TEST_WORKERS) --dist loadfile
 EXECUTED = _build/executed/$(PARAMS)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -94,7 +97,7 @@ test:
 	@echo "== make test: all stages passed ==" && cat _build/timings.txt
 
 pytest: venv
-	$(PY) -m pytest tests/ -q -p no:cacheprovider
+	$(PY) -m pytest tests/ -q -p no:cacheprovider $(XDIST) --durations=20
 	$(PY) scripts/testing_report.py --check
 
 testing-report:
@@ -106,7 +109,7 @@ nbval: venv
 	@for i in $$(seq 1 $(NBVAL_RUNS)); do \
 	    echo "[nbval] run $$i of $(NBVAL_RUNS) on $(EXECUTED)"; \
 	    $(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
-	        -p no:cacheprovider -q $(EXECUTED)/*.ipynb || exit 1; \
+	        -p no:cacheprovider -q $(XDIST) $(EXECUTED)/*.ipynb || exit 1; \
 	done
 
 # --- book ----------------------------------------------------------------------------------------

@@ -92,12 +92,30 @@ def pytest_runtest_logreport(report):
         _OUTCOMES[outcome] += 1
 
 
+def _merge_ledger(by_test: dict) -> None:
+    for nodeid, counts in by_test.items():
+        _LEDGER.by_test[nodeid].update(counts)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist (``pytest -n 2``), in the controller: a worker finished; merge the ledger it counted.  (The
+    outcomes are counted here already: the workers' reports reach ``pytest_runtest_logreport`` of the controller.)"""
+    _merge_ledger(getattr(node, "workeroutput", {}).get("posym_ledger", {}))
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """Write the ledger when the whole suite ran (``pytest tests/`` without -k/-m or a narrower path)."""
+    """Write the ledger when the whole suite ran (``pytest tests/`` without -k/-m or a narrower path).
+
+    An xdist worker hands its ledger to the controller (``workeroutput``), which writes the merged one."""
     cfg = session.config
+    if hasattr(cfg, "workerinput"):
+        if hasattr(cfg, "workeroutput"):
+            cfg.workeroutput["posym_ledger"] = {k: dict(v) for k, v in _LEDGER.by_test.items()}
+        return
     args = [Path(a).resolve() for a in cfg.args]
     whole = args == [REPO / "tests"] and not cfg.getoption("keyword") and not cfg.getoption("markexpr")
-    if not whole or hasattr(cfg, "workerinput"):
+    if not whole:
         return
     data = {"exitstatus": int(exitstatus), "tests": dict(sorted(_OUTCOMES.items())),
             "totals": dict(_LEDGER.totals()), "kinds": LEDGER_KINDS,
