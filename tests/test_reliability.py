@@ -388,3 +388,32 @@ def test_a_nope_model_is_refused_with_one_line(tmp_path, capsys, ledger):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "rotary_dim 0" in err and "nope.pt" in err
     assert not (tmp_path / "hf").exists()
+
+
+def test_the_reproduce_command_repairs_a_damaged_checkpoint_and_prints_the_claims(tmp_path, monkeypatch, capsys,
+                                                                                   ledger):
+    """The real command (smoke presets shrunk to a 20-step run): a truncated checkpoint of a finished run is
+    rebuilt, the claims are printed and the exit code is 0; a file it did not write gives one line and exit 2."""
+    from posym import cli
+    from posym import reproduce as rp
+
+    orig = TrainConfig.smoke.__func__
+    monkeypatch.setattr(TrainConfig, "smoke", classmethod(lambda cls, task="number", seed=0, **kw:
+                                                          orig(cls, task=task, seed=seed, **{**TINY, **kw})))
+    monkeypatch.setitem(rp.ANALYSIS, "smoke", rp.AnalysisConfig(n_prompts=20, lengths=(17, 25), n_length=20,
+                                                                n_test=200))
+    argv = ["reproduce", "--tasks", "number", "--out", str(tmp_path), "--no-book", "--quiet"]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    ledger.fault()
+    _truncate(ckpt_path(tmp_path / "number-s0", 10))
+    assert cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err and "Headline claims" in out and "1 step(s) run, 0 job(s) failed" in out
+    assert pio.verify_folder(tmp_path / "number-s0")[1] == []
+    ledger.fault()
+    (tmp_path / "number-s0" / "notes.txt").write_text("mine\n")
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err and len(err.strip().splitlines()) == 1
+    assert "FAILED number-s0: " in out and "notes.txt" in out and "move files that posym did not write" in out

@@ -499,11 +499,19 @@ def _run_job_locked(job: Job, on_step) -> dict:
         final_analyses(run_dir, device=cfg.device, lengths=list(acfg.lengths), n_length=acfg.n_length,
                        n_test=acfg.n_test, progress=False)
         done("final", FINAL_OUTPUTS, time.perf_counter() - t0)
-    problems = pio.verify_folder(run_dir)[1]  # what `posym verify` would still reject
-    if problems:
-        raise PlanError(f"{run_dir}: {'; '.join(problems)}; move files that posym did not write out of the run "
-                        f"folder, then run this again")
+    problem = _folder_problem(job)
+    if problem:
+        raise PlanError(problem)
     return res
+
+
+def _folder_problem(job: Job) -> str | None:
+    """What ``posym verify`` would still reject in a job's folder once every step is done (one line)."""
+    problems = pio.verify_folder(job.run_dir)[1]
+    if not problems:
+        return None
+    return (f"{job.run_dir}: {'; '.join(problems)}; move files that posym did not write out of the run folder, "
+            f"then run this again")
 
 
 def _trained_steps(job: Job) -> int:
@@ -753,6 +761,10 @@ def run_plan(plan: Plan, engine: str = "serial", address: str | None = None, wor
     todo = [j for j in plan.jobs if not all(status[j.name].values())]
     for j in plan.jobs:
         if j not in todo:
+            problem = _folder_problem(j)
+            if problem:
+                result.failed[j.name] = problem
+                continue
             result.skipped[j.name] = list(STEPS)
             _adopt(j)
     total = len(plan.jobs) * len(STEPS)
