@@ -435,8 +435,9 @@ def load_model(spec: str | Path) -> LoadedModel:
         raise ScoresError(f"{spec_s}: not a model (expected a folder with config.json, a .gguf file or a posym "
                           "checkpoint)")
     model.eval()
+    title = path.stem if path.is_file() else path.name
     return LoadedModel("hf", spec_s, model, tok, Adapter(model), _hash_files(files), [str(p) for p in files],
-                       {"title": getattr(model.config, "name_or_path", "") or path.name})
+                       {"title": title})
 
 
 def from_model(model, tokenizer=None, name: str = "in-memory model") -> LoadedModel:
