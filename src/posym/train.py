@@ -27,6 +27,7 @@ import functools
 import hashlib
 import io
 import math
+import os
 import shutil
 import sys
 import time
@@ -578,8 +579,14 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, threads: int
                  "loss_acc": loss_acc, "loss_n": loss_n, "written": dict(written)}
         if scaler is not None:
             state["scaler"] = scaler.state_dict()
-        if last.exists():
-            last.replace(prev)  # kept until the new state is on disk
+        if last.exists():  # the previous state stays as last.prev.pt (a second name; last.pt never goes missing)
+            tmp = run.path / ".last.prev.pt.tmp"
+            tmp.unlink(missing_ok=True)
+            try:
+                os.link(last, tmp)
+            except OSError:
+                shutil.copyfile(last, tmp)
+            os.replace(tmp, prev)
         written["last.pt"] = save_state(last, state)
         saved["state"] = state
         written["eval.csv"] = pio.atomic_write_table(run.path / "eval.csv", pd.DataFrame(eval_rows))
