@@ -36,6 +36,8 @@ def _config(arch: str):
         return tf.Qwen2Config(**common, num_key_value_heads=2)
     if arch == "qwen3":  # q/k norms
         return tf.Qwen3Config(**common, num_key_value_heads=2, head_dim=8)
+    if arch == "gemma":  # multi-query attention, (1 + w) RMS norms
+        return tf.GemmaConfig(**common, num_key_value_heads=1, head_dim=8)
     if arch == "gemma2":  # soft-capping, a sliding-window layer and a global one
         return tf.Gemma2Config(**common, num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=8,
                                attn_logit_softcapping=4.0, sliding_window=5,
@@ -53,7 +55,7 @@ def _config(arch: str):
     raise KeyError(arch)
 
 
-ARCHS = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "gpt_neox", "gptj", "phi3")
+ARCHS = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gpt_neox", "gptj", "phi3")
 
 
 def tiny(arch: str, dtype=torch.float64, sharpen: float = 6.0):
