@@ -408,6 +408,8 @@ def test_posym_checkpoint_matches_the_books_metric(ledger):
     assert res.manifest["check"]["max_difference"] < 1e-3
     with ledger.raises(ValueError, match="own task"):
         scores.run(run, "number:12", 2)
+    with ledger.raises(ValueError, match="multiple of 4"):
+        scores.run(run, "task", 6)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -560,6 +560,9 @@ def prompt_set(spec: str, loaded: LoadedModel, n: int, seed: int = 0) -> PromptS
         task = loaded.info.get("task")
         if task is None:
             raise ScoresError(f"{loaded.source}: the checkpoint does not say which task it was trained on")
+        if n % 4:
+            raise ScoresError(f"-n {n}: a posym checkpoint is scored on hop-balanced prompts (1-4 hops), so -n must be "
+                              "a multiple of 4")
         samples, x, _, _ = metric_prompts(task, int(loaded.info.get("seed", 0)), n)
         return PromptSet(f"task:{task}", texts=[s.text() for s in samples], ids=x.tolist())
     if name == "task":
