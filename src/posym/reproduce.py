@@ -761,12 +761,12 @@ def run_plan(plan: Plan, engine: str = "serial", address: str | None = None, wor
     todo = [j for j in plan.jobs if not all(status[j.name].values())]
     for j in plan.jobs:
         if j not in todo:
+            _adopt(j)  # tables of an older driver are recorded first (they are part of the run)
             problem = _folder_problem(j)
             if problem:
                 result.failed[j.name] = problem
                 continue
             result.skipped[j.name] = list(STEPS)
-            _adopt(j)
     total = len(plan.jobs) * len(STEPS)
     done0 = sum(sum(s.values()) for s in status.values())
     bar = None
