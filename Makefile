@@ -94,6 +94,7 @@ test:
 	@scripts/timed nbval $(MAKE) --no-print-directory nbval PARAMS=smoke NBVAL_RUNS=$(TEST_NBVAL_RUNS)
 	@scripts/timed html $(PY) scripts/build_book.py --params smoke
 	@scripts/timed browser-check $(PY) scripts/check_html.py
+	@awk '{ s += $$2 } END { printf "%-14s %8.1f s\n", "total", s }' _build/timings.txt >> _build/timings.txt
 	@echo "== make test: all stages passed ==" && cat _build/timings.txt
 
 pytest: venv
