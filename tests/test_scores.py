@@ -187,6 +187,21 @@ def test_check_option_reports_the_difference(model):
     assert chk[["max_diff_row", "max_diff_swapped"]].to_numpy().max() < 1e-5
 
 
+def test_prompts_in_chunks_give_the_same_scores_and_long_prompts_fit(monkeypatch):
+    ad = tiny("qwen3")
+    ids = _ids(3, 24)
+    whole = scores.score_ids(ad, ids, per_frequency=True)
+    monkeypatch.setattr(scores, "CHUNK_ELEMENTS", 1)  # one prompt at a time
+    parts = scores.score_ids(ad, ids, per_frequency=True)
+    for a, b in zip(whole, parts):
+        for k in ("pos", "sym", "entropy", "freq_pos", "freq_sym", "freq_maxlogit"):
+            assert torch.equal(getattr(a.scores, k), getattr(b.scores, k)), k
+    monkeypatch.undo()
+    ad.model.config.max_position_embeddings = 512
+    long = scores.score_ids(ad, _ids(1, 200), layers=[1], per_frequency=True)[0]
+    assert long.n_swaps == 198 * 197 // 2 and long.scores.freq_pos.shape == (1, 4, 4)
+
+
 def test_float32_model_agrees_within_float32_rounding():
     ad = tiny("llama", dtype=torch.float32)
     ids = _ids(2)

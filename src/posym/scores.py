@@ -144,23 +144,78 @@ class LayerResult:
     angles: torch.Tensor | None = None  # (F,) radians per token of each frequency
 
 
-def layer_result(f: Factors, skip: int, tau: float = TAU, per_frequency: bool = False) -> LayerResult:
-    pairs, _ = swap_pairs(f.positions, skip)
-    M = logit_matrix(f)
+#: elements of float64 work tensors per step (prompts are processed in chunks below this, ~256 MB)
+CHUNK_ELEMENTS = 1 << 25
+
+
+def pair_scores(diag: torch.Tensor, m_ij: torch.Tensor, m_ji: torch.Tensor, pairs: torch.Tensor, tau: float = TAU):
+    """Scores from the original logits ``diag`` (..., T) and, for every swap ``(i, j)`` of ``pairs``, the logits of
+    the exchanged contents ``m_ij = M[i, j]``, ``m_ji = M[j, i]`` (..., S).  float64; returns (pos, sym, D).
+
+    The formula of :func:`posym.metrics.scores_from_logits` (cosines of the attention pairs written with
+    ``A = tanh((M_ii - M_jj)/2)``, ``B = tanh((M_ij - M_ji)/2)``, exact where attention rounds to 0; weights
+    ``softmax(|D_i - D_j| / tau)``), with the per-swap differences taken by indexing, so that memory grows with
+    the number of swaps only (no position-by-swap matrix)."""
+    diag = diag.double()
     i, j = pairs[:, 0], pairs[:, 1]
-    pos, sym, D = metrics.scores_from_logits(torch.diagonal(M, dim1=-2, dim2=-1), M[..., i, j] - M[..., j, i],
-                                             pairs, tau)
-    ent = metrics.attention_entropy(D)
-    Tv = len(f.positions)
+    D = torch.softmax(diag, dim=-1)
+    a = (D[..., i] - D[..., j]).abs_()
+    w = a.sub_(a.amax(-1, keepdim=True)).mul_(1.0 / tau).exp_()
+    A = (diag[..., i] - diag[..., j]).mul_(0.5).tanh_()
+    B = (m_ij.double() - m_ji.double()).mul_(0.5).tanh_()
+    AB = A * B
+    wd = A.square_().add_(1.0).mul_(B.square_().add_(1.0)).rsqrt_().mul_(w)
+    s0, s1, W = wd.sum(-1), wd.mul_(AB).sum(-1), w.sum(-1)
+    return (s0 + s1).div_(W), (s0 - s1).div_(W), D
+
+
+def _frequency_scores(f: Factors, pairs: torch.Tensor, tau: float):
+    """Every RoPE frequency scored as a two-dimensional head of its own (logits ``M_f``, without soft-cap).
+    Returns pos, sym, maxlogit (N, H, F), float32."""
+    i, j = pairs[:, 0], pairs[:, 1]
+    N, H, Tv, F = f.cr.shape
+    Pr, Pi = f.Pr[:, None], f.Pi[:, None]  # (B, 1, Tv, F)
+    out = [torch.empty(N, H, F) for _ in range(3)]
+    for k in range(F):
+        cr, ci, pr, pi = f.cr[..., k], f.ci[..., k], Pr[..., k], Pi[..., k]
+        diag = pr * cr - pi * ci
+        m_ij = pr[..., i] * cr[..., j] - pi[..., i] * ci[..., j]
+        m_ji = pr[..., j] * cr[..., i] - pi[..., j] * ci[..., i]
+        pos, sym, _ = pair_scores(diag, m_ij, m_ji, pairs, tau)
+        out[0][..., k], out[1][..., k], out[2][..., k] = pos, sym, diag.amax(-1)
+    return tuple(out)
+
+
+def _rows(f: Factors, n0: int, n1: int) -> Factors:
+    B = f.Pr.shape[0]
+    sl = slice(n0, n1) if B > 1 else slice(None)
+    return Factors(cr=f.cr[n0:n1], ci=f.ci[n0:n1], rest=f.rest[n0:n1], Pr=f.Pr[sl], Pi=f.Pi[sl],
+                   positions=f.positions, softcap=f.softcap)
+
+
+def layer_result(f: Factors, skip: int, tau: float = TAU, per_frequency: bool = False) -> LayerResult:
+    """Scores of one layer's heads from its :class:`Factors` (prompts in chunks that keep memory bounded)."""
+    pairs, _ = swap_pairs(f.positions, skip)
+    i, j = pairs[:, 0], pairs[:, 1]
+    N, H, Tv, F = f.cr.shape
+    per = max(1, CHUNK_ELEMENTS // (H * max(Tv * Tv, len(pairs) * max(1, F if per_frequency else 1))))
+    parts = []
+    for n0 in range(0, N, per):
+        g = _rows(f, n0, min(N, n0 + per))
+        M = logit_matrix(g)
+        pos, sym, D = pair_scores(torch.diagonal(M, dim1=-2, dim2=-1), M[..., i, j], M[..., j, i], pairs, tau)
+        del M
+        part = [pos, sym, metrics.attention_entropy(D)]
+        if per_frequency:
+            part += list(_frequency_scores(g, pairs, tau))
+        parts.append(part)
+    pos, sym, ent = (torch.cat([p[k] for p in parts]) for k in range(3))
     res = LayerScores(pos=pos.float(), sym=sym.float(), entropy=ent.float())
-    angles = None
-    if Tv >= 2:
-        angles = torch.atan2(f.Pi[0, -2], f.Pr[0, -2]).float()  # rotation over one position
     if per_frequency:
         if f.Pr.shape[0] > 1 and not (torch.allclose(f.Pr, f.Pr[:1]) and torch.allclose(f.Pi, f.Pi[:1])):
             raise ScoresError("per-frequency scores need the same positions in every prompt")
-        res.freq_pos, res.freq_sym, res.freq_maxlogit = metrics.frequency_scores(f.cr, f.ci, f.Pr[0], f.Pi[0],
-                                                                                 pairs, tau)
+        res.freq_pos, res.freq_sym, res.freq_maxlogit = (torch.cat([p[k] for p in parts]) for k in range(3, 6))
+    angles = torch.atan2(f.Pi[0, -2], f.Pr[0, -2]).float() if Tv >= 2 else None  # rotation over one position
     return LayerResult(scores=res, entropy_norm=(ent / math.log(Tv)).float() if Tv > 1 else torch.zeros_like(
         ent, dtype=torch.float32), n_keys=Tv, n_swaps=len(pairs), angles=angles)
 
