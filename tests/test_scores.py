@@ -102,7 +102,8 @@ def qk_weights(ad: adapters.Adapter, layer: int, head: int | None = None):
     kh = slice(None) if head is None else slice(kv * d, (kv + 1) * d)
     if hasattr(attn, "q_proj"):
         q, k = attn.q_proj, attn.k_proj
-        return (q.weight[qh], None if q.bias is None else q.bias[qh], k.weight[kh], None if k.bias is None else k.bias[kh])
+        return (q.weight[qh], None if q.bias is None else q.bias[qh],
+                k.weight[kh], None if k.bias is None else k.bias[kh])
     if hasattr(attn, "query_key_value"):  # GPT-NeoX: per head [q | k | v]
         W = attn.query_key_value.weight.view(H, 3 * d, -1)
         b = attn.query_key_value.bias.view(H, 3 * d) if attn.query_key_value.bias is not None else None
@@ -231,8 +232,9 @@ def _planted_hidden(ad, n=3, c=3.0, seed=0):
 
 def _plant(ad, layer: int, head: int, kind: str):
     """Set one head's query and key weights by hand: ``positional`` (the query and every key the same vector in
-    the fastest frequency's plane: only position matters), ``symbolic`` (queries and keys only in position-free dimensions: the non-rotary ones, or the
-    slowest frequency pair where all dimensions rotate), ``uniform`` (zero query)."""
+    the fastest frequency's plane: only position matters), ``symbolic`` (queries and keys only in position-free
+    dimensions: the non-rotary ones, or the slowest frequency pair where all dimensions rotate), ``uniform`` (zero
+    query)."""
     Wq, bq, Wk, bk = qk_weights(ad, layer, head)
     d = ad.head_dim
     cap = ad.capture(_ids(1), [layer])[layer]
@@ -435,7 +437,8 @@ def test_posym_checkpoint_matches_the_books_metric(ledger):
     _, x, _, _ = metric_prompts("number", 0, 8)
     want = metrics.scores_table(metrics.model_scores(model, x), x.shape[1])
     ledger.rerun()
-    assert np.allclose(res.table["pos"], want["pos"], atol=1e-6) and np.allclose(res.table["sym"], want["sym"], atol=1e-6)
+    assert np.allclose(res.table["pos"], want["pos"], atol=1e-6)
+    assert np.allclose(res.table["sym"], want["sym"], atol=1e-6)
     assert res.manifest["check"]["max_difference"] < 1e-3
     with ledger.raises(ValueError, match="own task"):
         scores.run(run, "number:12", 2)

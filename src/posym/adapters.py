@@ -311,7 +311,8 @@ class Adapter:
             grab.remove()
             self.model.train(was_training)
         if any(r is None for r in rows):
-            raise ScoresError("the attention module returned no weights; load the model with attn_implementation='eager'")
+            raise ScoresError("the attention module returned no weights; load the model with "
+                              "attn_implementation='eager'")
         out = torch.cat(rows).view(N, S + 1, -1, T).transpose(1, 2)  # (N, H, S+1, T)
         return out[:, :, 0], out[:, :, 1:]
 

@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 
 from . import metrics
-from .adapters import Adapter, LayerCapture, ScoresError, layout_for, supported
+from .adapters import Adapter, LayerCapture, ScoresError, layout_for
 from .metrics import TAU, LayerScores
 
 QUERY_MARK = "<|query|>"
