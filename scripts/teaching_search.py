@@ -1,4 +1,4 @@
-"""Search for the `teaching` scale (issue 11): the smallest configuration that shows the paper's phenomenon
+"""Search for the `teaching` scale: the smallest configuration that shows the paper's phenomenon
 on a laptop CPU in about five minutes per task.
 
 Every run trains from scratch, measures its cost, computes the metric on the final checkpoint only (200
@@ -391,7 +391,7 @@ WALLCLOCK = DATA / "wallclock.csv"
 
 def wallclock(reps: int = 1) -> None:
     """Train the chosen preset (``TrainConfig.teaching(task)``, seed 0) from scratch with 1 and with 2 torch
-    threads, one run at a time, and record the wall time of ``train()`` in ``wallclock.csv``: the issue's
+    threads, one run at a time, and record the wall time of ``train()`` in ``wallclock.csv``: the search's
     "about five minutes per task" measured directly.  The 2-thread speed-up of these whole runs (the smaller of
     the two tasks', so that estimates err long) replaces the assumed one in ``calibration.json``.  Run it on a
     quiet machine; the 1-minute load average before and after each run is recorded."""
@@ -464,6 +464,56 @@ def summary(table: Path) -> None:
     print(agg.drop(columns=["classes"]).to_string(index=False))
 
 
+def _heldout_info() -> dict | None:
+    """What heldout.csv holds: runs, seeds and passes per task (None when it was never computed)."""
+    path = DATA / "heldout.csv"
+    if not path.exists():
+        return None
+    df = read(path)
+    return {"file": "heldout.csv", "grid": "heldout", "seeds": list(HELDOUT_SEEDS),
+            "runs": {t: int(n) for t, n in df["task"].value_counts().items()},
+            "passing": {t: int(g["pass"].astype(str).str.lower().eq("true").sum()) for t, g in df.groupby("task")}}
+
+
+def rescore(table: Path, runs: Path, n_prompts: int) -> None:
+    """Score the final checkpoint of every run of ``table`` again with ``n_prompts`` prompts (the default of
+    ``posym train --analyze`` is 400; the search used 200) and add the columns ``pos_p{n}``, ``sym_p{n}``,
+    ``classes_p{n}`` and ``pass_heads_p{n}``: whether a run's verdict depends on the prompt sample.  Needs the run
+    folders (``--runs``) the grid trained; the table is rewritten atomically."""
+    import torch
+
+    from posym.analyze import analyze_run
+    from posym.io import atomic_write_table
+
+    torch.set_num_threads(1)
+    df = read(table)
+    sfx = f"_p{n_prompts}"
+    for col in ("pos", "sym", "classes"):
+        df[col + sfx] = df.get(col + sfx, pd_na(len(df)))
+    df["pass_heads" + sfx] = df.get("pass_heads" + sfx, pd_na(len(df)))
+    for i, r in df.iterrows():
+        run_dir = runs / f"{r.task}-s{int(r.seed)}-{r.config_hash}"
+        if not run_dir.is_dir():
+            raise SystemExit(f"{run_dir} is missing: rescoring needs the run folders of {table}")
+        sc = analyze_run(run_dir, n_prompts=n_prompts, per_frequency=False, progress=False,
+                         steps=[int(r.steps)])["scores"].sort_values("layer")
+        pos, sym = sc["pos"].to_numpy(), sc["sym"].to_numpy()
+        cls = head_classes(pos, sym, GAMMA)
+        df.at[i, "pos" + sfx] = " ".join(f"{v:.3f}" for v in pos)
+        df.at[i, "sym" + sfx] = " ".join(f"{v:.3f}" for v in sym)
+        df.at[i, "classes" + sfx] = " ".join(cls)
+        df.at[i, "pass_heads" + sfx] = heads_ok(r.task, cls)
+        print(f"{r.task:6s} s{int(r.seed)}: [{r.classes}] at {N_PROMPTS} prompts, [{' '.join(cls)}] at {n_prompts}",
+              flush=True)
+    atomic_write_table(table, df)
+
+
+def pd_na(n: int):
+    import pandas as pd
+
+    return pd.Series([pd.NA] * n, dtype="object")
+
+
 def finalize() -> None:
     """summary.csv and manifest.json (provenance, the chosen configuration, checksums) of data/teaching/."""
     from posym.io import provenance, write_manifest
@@ -473,7 +523,7 @@ def finalize() -> None:
     df = read(TABLE)
     cal = calibration()
     info = {
-        "what": "search for the teaching scale (issue 11); rows in search.csv, see README.md",
+        "what": "search for the teaching scale; rows in search.csv, see README.md",
         "script": "scripts/teaching_search.py",
         **provenance("cpu"),
         "runs": {w: int(n) for w, n in df["where"].value_counts().items()},
@@ -486,6 +536,7 @@ def finalize() -> None:
                        "speedup_2t is an assumption (not measured)")},
         "criteria": {"gamma": GAMMA, "gamma_loose": GAMMA_LOOSE, "n_prompts": N_PROMPTS,
                      "accuracy": "min over hops of validation accuracy (2,400 samples) >= 0.9"},
+        "heldout": _heldout_info(),
         "chosen": {"preset": "TrainConfig.teaching(task)",
                    "train_config": {t: TrainConfig.teaching(t).to_dict() for t in ("number", "letter")},
                    "model_config": {t: TrainConfig.teaching(t).model_config().to_dict() for t in ("number", "letter")},
@@ -506,10 +557,14 @@ def main():
     p.add_argument("--runs", type=Path, default=REPO / "runs" / "teaching_search")
     p.add_argument("--where", default=None, help="label of where the runs train (default cpu-here / cuda-device)")
     p.add_argument("--limit", type=int, default=None, help="only the first N runs of the grid")
+    p.add_argument("--reverse", action="store_true",
+                   help="the grid in reverse order (a second process working towards the first)")
     p.add_argument("--calibrate", action="store_true", help="per-step CPU cost of the table's architectures")
     p.add_argument("--speedup", action="store_true", help="measure the 1- vs 2-thread speed ratio here")
     p.add_argument("--wallclock", action="store_true",
                    help="time the chosen preset with 1 and 2 threads (wallclock.csv, calibration.json)")
+    p.add_argument("--rescore", type=int, default=None, metavar="N",
+                   help="score the final checkpoints of --table's runs again with N prompts (new columns)")
     p.add_argument("--summary", action="store_true")
     p.add_argument("--finalize", action="store_true", help="summary.csv and manifest.json of data/teaching")
     a = p.parse_args()
@@ -521,7 +576,8 @@ def main():
         calibrate(a.table)
     if a.grid:
         where = a.where or ("cpu-here" if a.device == "cpu" else "cuda-device")
-        jobs = grid(a.grid)[: a.limit]
+        jobs = grid(a.grid)
+        jobs = (jobs[::-1] if a.reverse else jobs)[: a.limit]
         df = read(a.table)
         done = set()
         if len(df):
@@ -543,6 +599,8 @@ def main():
                       f"b{row['batch_size']} lr {row['lr']:g}: acc {row['val_acc']:.3f} (min hop "
                       f"{row['val_acc_min_hop']:.3f}) [{row['classes']}] pass={row['pass']} "
                       f"cpu {row['cpu_seconds']:.0f}s wall {row['wall_seconds']:.0f}s", flush=True)
+    if a.rescore:
+        rescore(a.table, a.runs, a.rescore)
     if a.summary:
         summary(a.table)
     if a.finalize:

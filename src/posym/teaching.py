@@ -1,4 +1,4 @@
-"""The teaching-scale search as a short appendix of the book (issue 11).
+"""The teaching-scale search as a short appendix of the book.
 
 ``scripts/teaching_search.py`` trained every configuration of the search and wrote one row per run to
 ``data/teaching/search.csv`` (schema in ``data/teaching/README.md``). This module only *reads* that table and
@@ -214,7 +214,7 @@ def seed_robustness(table: pd.DataFrame) -> pd.DataFrame:
 
 def seed_tally(robust: pd.DataFrame, where: str | tuple[str, ...] = ("cuda-device", "cpu-here")) -> pd.DataFrame:
     """Per task, among the chosen configuration's runs (one per seed): seeds run, accurate and passing seeds,
-    against the issue's target of 4 of 5.  ``where``: one place, or places in order of preference -- a seed
+    against the search's target of 4 of 5.  ``where``: one place, or places in order of preference -- a seed
     trained in several places counts once, from the first (the same seed retrained on another device can end
     in the other solution, so it is not a second sample)."""
     order = (where,) if isinstance(where, str) else tuple(where)
@@ -443,7 +443,7 @@ def miss_profile(table: pd.DataFrame, reference: pd.DataFrame | None = None) -> 
 
 def plot_seed_classes(search: pd.DataFrame, heldout: pd.DataFrame, gamma: float = 0.1):
     """Head class of every layer (columns) for every seed (rows) of the chosen configuration, one panel per task:
-    the seeds that chose it above the line, held-out seeds below, failing seeds marked with a cross.  Returns the
+    the seeds that chose it above the line, held-out seeds below, seeds that miss the criterion marked ✗.  Returns the
     Figure.  Both tables need :func:`with_criteria` columns (at ``gamma``)."""
     import matplotlib.pyplot as plt
     import numpy as np
@@ -457,27 +457,33 @@ def plot_seed_classes(search: pd.DataFrame, heldout: pd.DataFrame, gamma: float 
     both = both.drop_duplicates(["task", "seed"], keep="first").sort_values(["task", "seed"], ascending=[False, True])
     code = {"P": 0, "m": 1, "S": 2}
     cmap = ListedColormap([COLORS["positional"], COLORS["mixed"], COLORS["symbolic"]])
-    tasks = list(dict.fromkeys(both["task"]))
+    tasks = sorted(dict.fromkeys(both["task"]), key=lambda t: (t != "number", t))
     n_rows = max(int((both["task"] == t).sum()) for t in tasks)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks) + 1.6, 0.3 * n_rows + 1.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.4 * len(tasks) + 1.2, 0.32 * n_rows + 1.6), squeeze=False,
+                             layout="constrained")
     for ax, task in zip(axes[0], tasks):
         g = both[both["task"] == task].reset_index(drop=True)
         width = max(len(h.split()) for h in g["heads"])
         mat = np.array([[code[c] for c in h.split()] + [-1] * (width - len(h.split())) for h in g["heads"]])
         ax.imshow(np.ma.masked_less(mat, 0), cmap=cmap, vmin=0, vmax=2, aspect="auto")
-        ax.set_yticks(range(len(g)), [f"seed {s}" for s in g["seed"]])
+        ax.set_yticks(range(len(g)), [f"seed {s}" + ("  ✗" if not ok else "") for s, ok in zip(g["seed"], g["passes"])])
         ax.set_xticks(range(width))
+        ax.set_xticks(np.arange(-0.5, width, 1), minor=True)
+        ax.set_yticks(np.arange(-0.5, len(g), 1), minor=True)
+        ax.grid(False, which="major")
+        ax.grid(True, which="minor", color="white", lw=1.0)
+        ax.tick_params(which="minor", length=0)
         split = int((g["set"] == "chose it").sum())
         if 0 < split < len(g):
-            ax.axhline(split - 0.5, color="black", lw=2)
-        for i, ok in enumerate(g["passes"]):
-            if not ok:
-                ax.text(width - 0.5 + 0.15, i, "✗ miss", va="center", ha="left", fontsize=9, clip_on=False)
-        ax.set(xlabel="layer", title=f"{task.capitalize()}: above the line the seeds that chose it")
-        ax.grid(False)
+            ax.axhline(split - 0.5, color="black", lw=2.5)
+            ax.text(width - 0.45, split - 0.6, "chose it ↑", ha="left", va="bottom", fontsize=9, clip_on=False)
+            ax.text(width - 0.45, split - 0.4, "held out ↓", ha="left", va="top", fontsize=9, clip_on=False)
+        ax.set(xlabel="layer", title=f"{task.capitalize()} task")
     for c, label in (("positional", "pure positional"), ("mixed", "mixed"), ("symbolic", "pure symbolic")):
         axes[0][-1].plot([], [], "s", color=COLORS[c], label=label)
-    fig.legend(loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle(f"The teaching configuration's head classes per seed (γ = {gamma})", y=1.0)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.legend(loc="outside lower center", ncol=4, frameon=False,
+               handles=axes[0][-1].get_legend_handles_labels()[0]
+               + [plt.Line2D([], [], ls="", marker="$✗$", color="black")],
+               labels=axes[0][-1].get_legend_handles_labels()[1] + ["seed misses the criterion"])
+    fig.suptitle(f"Head class of every layer, per seed (γ = {gamma})")
     return fig
