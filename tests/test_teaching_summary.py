@@ -300,3 +300,30 @@ def test_committed_heldout_table_is_the_preset_on_unseen_seeds(committed, ledger
     assert (tally["heldout_runs"] >= 10).all()
     prof = T.miss_profile(t, reference=T.with_criteria(committed))
     assert len(prof) == int((~t["passes"]).sum()) and (prof["why"] != "").all()
+
+
+def test_gamma_needed_is_the_smallest_passing_tolerance():
+    # layer 2 is symbolic only once gamma >= 0.09 (its positional score): the run passes from there on
+    assert T.gamma_needed("number", "0.5 0.97 0.98 0.09", "0.5 0.02 0.03 0.96") == pytest.approx(0.09)
+    assert T.gamma_needed("letter", "0.01 0.02", "0.99 0.98") == pytest.approx(0.01)  # one layer may be impure
+    assert np.isnan(T.gamma_needed("number", "0.5 0.5", "0.5 0.5"))
+    for g in (0.085, 0.05):
+        assert not T.heads_ok("number", T.layer_classes("0.5 0.97 0.98 0.09", "0.5 0.02 0.03 0.96", g))
+
+
+def test_near_misses_pass_at_gamma_but_not_at_the_stricter_tolerance(monkeypatch):
+    monkeypatch.setattr(T, "is_preset", lambda t: pd.Series(True, index=t.index))
+    good = dict(n_layer=4, pos="0.2 0.97 0.98 0.02", sym="0.6 0.03 0.02 0.99")       # m P P S, needs 0.03
+    narrow = dict(n_layer=4, pos="0.2 0.97 0.98 0.09", sym="0.6 0.03 0.02 0.95")     # S only from gamma 0.09
+    search = pd.DataFrame([row(seed=s, **good) for s in range(5)])
+    held = pd.DataFrame([row(seed=5, where="cpu-here", **narrow), row(seed=6, where="cpu-here", **good)])
+    near = T.near_misses(search, held, near_gamma=0.075, gamma=0.1)
+    assert near["seed"].tolist() == [5] and near["why"].iloc[0] == "no pure symbolic head"
+    assert near["differs"].iloc[0] == "layer 3: S→m (0.09/0.95)"
+    v = T.verdict_table(T.with_criteria(search), T.with_criteria(held))
+    assert v.set_index("seed").loc[5, "gamma_needed"] == pytest.approx(0.09)
+    assert v.set_index("seed")["set"].tolist() == ["chose it"] * 5 + ["held out"] * 2
+    # at the book's tolerance the narrow seed passes, so its layers match the typical run
+    assert T.near_miss_layers(search, held, near_gamma=0.075, gamma=0.1).empty
+    d = T.near_miss_layers(search, held, near_gamma=0.075, gamma=0.085)  # it misses there too: layer 3 differs
+    assert d[["seed", "layer", "typical", "got"]].values.tolist() == [[5, 3, "S", "m"]]

@@ -422,23 +422,50 @@ def typical_classes(table: pd.DataFrame, task: str) -> list[str]:
     return out
 
 
+def layer_differences(table: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Long table of the layers where a failing run of the chosen configuration differs from the typical passing
+    run (:func:`typical_classes` of ``reference``, default ``table``): task, seed, layer, typical, got, pos, sym.
+    Both tables need :func:`with_criteria` columns."""
+    ref = table if reference is None else reference
+    rows = []
+    for r in table[is_preset(table) & ~table["passes"]].sort_values(["task", "seed"]).itertuples():
+        typ = typical_classes(ref[is_preset(ref)], r.task)
+        pos, sym = str(r.pos).split(), str(r.sym).split()
+        rows += [{"task": r.task, "seed": int(r.seed), "layer": i, "typical": t, "got": c,
+                  "pos": float(pos[i]), "sym": float(sym[i])}
+                 for i, (c, t) in enumerate(zip(r.heads.split(), typ)) if c != t]
+    return pd.DataFrame(rows, columns=["task", "seed", "layer", "typical", "got", "pos", "sym"])
+
+
 def miss_profile(table: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per failing run of the chosen configuration: task, seed, its classes, the typical classes of the
     passing runs (of ``reference``, default ``table``), why it fails (:func:`miss_reason`), and the layers whose
     class differs from the typical one with their positional/symbolic scores (``layer k: P→m (0.71/0.24)``).
     Both tables need :func:`with_criteria` columns."""
     ref = table if reference is None else reference
-    runs = table[is_preset(table) & ~table["passes"]]
+    diffs = layer_differences(table, ref)
     rows = []
-    for r in runs.sort_values(["task", "seed"]).itertuples():
-        typ = typical_classes(ref[is_preset(ref)], r.task)
-        cls = r.heads.split()
-        pos, sym = str(r.pos).split(), str(r.sym).split()
-        diff = [f"layer {i}: {t}→{c} ({float(pos[i]):.2f}/{float(sym[i]):.2f})"
-                for i, (c, t) in enumerate(zip(cls, typ)) if c != t]
-        rows.append({"task": r.task, "seed": int(r.seed), "heads": r.heads, "typical": " ".join(typ),
-                     "why": miss_reason(r.task, cls, bool(r.accurate)), "differs": "; ".join(diff) or "–"})
+    for r in table[is_preset(table) & ~table["passes"]].sort_values(["task", "seed"]).itertuples():
+        d = diffs[(diffs["task"] == r.task) & (diffs["seed"] == r.seed)]
+        rows.append({"task": r.task, "seed": int(r.seed), "heads": r.heads,
+                     "typical": " ".join(typical_classes(ref[is_preset(ref)], r.task)),
+                     "why": miss_reason(r.task, r.heads.split(), bool(r.accurate)),
+                     "differs": "; ".join(f"layer {x.layer}: {x.typical}→{x.got} ({x.pos:.2f}/{x.sym:.2f})"
+                                          for x in d.itertuples()) or "–"})
     return pd.DataFrame(rows, columns=["task", "seed", "heads", "typical", "why", "differs"])
+
+
+def near_miss_layers(search: pd.DataFrame, heldout: pd.DataFrame, near_gamma: float, gamma: float = 0.1,
+                     threshold: float = 0.9) -> pd.DataFrame:
+    """:func:`layer_differences` of the near misses (:func:`near_misses`) at the book's tolerance ``gamma``: which
+    layers of a narrowly passing run already differ from the typical passing run."""
+    both = with_criteria(pd.concat([search, heldout], ignore_index=True), gamma=gamma, threshold=threshold)
+    near = near_misses(search, heldout, near_gamma, gamma=gamma, threshold=threshold)
+    if near.empty:
+        return layer_differences(both.iloc[:0])
+    sel = both[both.set_index(["task", "seed"]).index.isin(list(zip(near["task"], near["seed"])))].copy()
+    sel["passes"] = False  # compare them with the typical passing run although they pass at gamma
+    return layer_differences(sel, reference=both)
 
 
 def plot_seed_classes(search: pd.DataFrame, heldout: pd.DataFrame, gamma: float = 0.1):
@@ -487,3 +514,44 @@ def plot_seed_classes(search: pd.DataFrame, heldout: pd.DataFrame, gamma: float 
                labels=axes[0][-1].get_legend_handles_labels()[1] + ["seed misses the criterion"])
     fig.suptitle(f"Head class of every layer, per seed (γ = {gamma})")
     return fig
+
+
+def gamma_needed(task: str, pos: str, sym: str, step: float = 0.005, upto: float = 0.5) -> float:
+    """The smallest purity tolerance (on a grid of ``step``) at which a run's stored per-layer scores pass the head
+    criterion; NaN when none up to ``upto`` does.  A passing run whose value is close to the book's 0.1 is a near
+    miss: a slightly different model (another seed, another CPU's rounding) can fall on the other side."""
+    n = int(round(upto / step))
+    for k in range(1, n + 1):
+        g = round(k * step, 6)
+        if heads_ok(task, layer_classes(pos, sym, g)):
+            return g
+    return float("nan")
+
+
+def seed_verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per run of the chosen configuration: task, seed, classes, whether it passes, and
+    :func:`gamma_needed` (needs :func:`with_criteria` columns)."""
+    t = table[is_preset(table)].sort_values(["task", "seed"])
+    out = t[["task", "seed", "heads", "accurate", "passes"]].copy()
+    out["gamma_needed"] = [gamma_needed(r.task, r.pos, r.sym) for r in t.itertuples()]
+    return out.reset_index(drop=True)
+
+
+def verdict_table(search: pd.DataFrame, heldout: pd.DataFrame) -> pd.DataFrame:
+    """:func:`seed_verdicts` of the seeds that chose the configuration (``set = "chose it"``) and of the held-out
+    seeds (``"held out"``), one row per task and seed (both tables need :func:`with_criteria` columns)."""
+    ins = seed_verdicts(search[search["seed"].isin(SEARCH_SEEDS)]).assign(set="chose it")
+    held = seed_verdicts(heldout[~heldout["seed"].isin(SEARCH_SEEDS)]).assign(set="held out")
+    out = pd.concat([ins, held], ignore_index=True).drop_duplicates(["task", "seed"])
+    return out.sort_values(["task", "seed"], key=lambda c: c.map({"number": 0, "letter": 1}) if c.name == "task"
+                           else c).reset_index(drop=True)
+
+
+def near_misses(search: pd.DataFrame, heldout: pd.DataFrame, near_gamma: float, gamma: float = 0.1,
+                threshold: float = 0.9) -> pd.DataFrame:
+    """:func:`miss_profile` of the chosen configuration's runs at the stricter tolerance ``near_gamma``: the seeds
+    that pass at ``gamma`` only narrowly, why they would miss, and which layers differ from the typical passing
+    run (at ``gamma``).  ``search`` and ``heldout`` are raw tables (:func:`load_search`)."""
+    both = pd.concat([search, heldout], ignore_index=True)
+    return miss_profile(with_criteria(both, gamma=near_gamma, threshold=threshold),
+                        reference=with_criteria(both, gamma=gamma, threshold=threshold))
