@@ -33,6 +33,20 @@ from typing import Sequence
 import torch
 
 
+
+def swapped_batches(h: torch.Tensor, pairs: torch.Tensor, chunk: int):
+    """For each prompt ``n`` of the hidden states ``h`` (N, T, d): the unswapped row followed by one row per swap
+    ``(i, j)`` of ``pairs`` (S, 2) with positions i and j exchanged, in chunks of ``chunk`` rows.  Yields
+    ``(n, rows)``; rows is (≤ chunk, T, d)."""
+    S = len(pairs)
+    s_idx = torch.arange(1, S + 1)
+    for n in range(h.shape[0]):
+        batch = h[n][None].repeat(S + 1, 1, 1)
+        batch[s_idx, pairs[:, 0]] = h[n, pairs[:, 1]]
+        batch[s_idx, pairs[:, 1]] = h[n, pairs[:, 0]]
+        for s in range(0, S + 1, chunk):
+            yield n, batch[s:s + chunk]
+
 class _Done(Exception):
     """Stops a forward pass once the layers asked for have run."""
 
@@ -299,14 +313,8 @@ class Adapter:
         was_training = self.model.training
         self.model.eval()
         try:
-            s_idx = torch.arange(1, S + 1)
-            for n in range(N):
-                batch = h[n][None].repeat(S + 1, 1, 1)
-                batch[s_idx, pairs[:, 0]] = h[n, pairs[:, 1]]
-                batch[s_idx, pairs[:, 1]] = h[n, pairs[:, 0]]
-                for s in range(0, S + 1, chunk):
-                    part = batch[s:s + chunk]
-                    block(part, **_expand(cap.kwargs, n, N, len(part)))
+            for n, part in swapped_batches(h, pairs, chunk):
+                block(part, **_expand(cap.kwargs, n, N, len(part)))
         finally:
             grab.remove()
             self.model.train(was_training)
@@ -470,13 +478,8 @@ class LensAdapter:
         grab = self.attention(layer).hook_pattern.register_forward_hook(
             lambda m, i, o: rows.append(o[:, :, -1].detach()))
         try:
-            s_idx = torch.arange(1, S + 1)
-            for n in range(N):
-                batch = h[n][None].repeat(S + 1, 1, 1)
-                batch[s_idx, pairs[:, 0]] = h[n, pairs[:, 1]]
-                batch[s_idx, pairs[:, 1]] = h[n, pairs[:, 0]]
-                for s in range(0, S + 1, chunk):
-                    self.layers[layer](batch[s:s + chunk])
+            for _, part in swapped_batches(h, pairs, chunk):
+                self.layers[layer](part)
         finally:
             grab.remove()
         out = torch.cat(rows).view(N, S + 1, -1, T).transpose(1, 2)
