@@ -492,9 +492,12 @@ def rescore(table: Path, runs: Path, n_prompts: int) -> None:
         df[col + sfx] = df.get(col + sfx, pd_na(len(df)))
     df["pass_heads" + sfx] = df.get("pass_heads" + sfx, pd_na(len(df)))
     for i, r in df.iterrows():
+        if isinstance(df.at[i, "classes" + sfx], str):
+            continue  # scored already (a second call fills in what the first could not)
         run_dir = runs / f"{r.task}-s{int(r.seed)}-{r.config_hash}"
-        if not run_dir.is_dir():
-            raise SystemExit(f"{run_dir} is missing: rescoring needs the run folders of {table}")
+        if not (run_dir / "checkpoints" / f"step_{int(r.steps):07d}.pt").is_file():
+            print(f"{run_dir}: no final checkpoint, left out (train it again: training is deterministic)", flush=True)
+            continue
         sc = analyze_run(run_dir, n_prompts=n_prompts, per_frequency=False, progress=False,
                          steps=[int(r.steps)])["scores"].sort_values("layer")
         pos, sym = sc["pos"].to_numpy(), sc["sym"].to_numpy()

@@ -327,3 +327,10 @@ def test_near_misses_pass_at_gamma_but_not_at_the_stricter_tolerance(monkeypatch
     assert T.near_miss_layers(search, held, near_gamma=0.075, gamma=0.1).empty
     d = T.near_miss_layers(search, held, near_gamma=0.075, gamma=0.085)  # it misses there too: layer 3 differs
     assert d[["seed", "layer", "typical", "got"]].values.tolist() == [[5, 3, "S", "m"]]
+
+
+def test_prompt_count_check_counts_kept_classes_and_verdicts():
+    t = pd.DataFrame({"classes": ["m P P S", "m P P S", "S S"], "pass_heads": [True, True, "True"],
+                      "classes_p400": ["m P P S", "m P m S", "S S"], "pass_heads_p400": ["True", "False", True]})
+    assert T.prompt_count_check(t) == {"runs": 3, "same_classes": 2, "same_verdict": 2}
+    assert T.prompt_count_check(t.drop(columns=["classes_p400"])) is None

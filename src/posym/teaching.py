@@ -555,3 +555,16 @@ def near_misses(search: pd.DataFrame, heldout: pd.DataFrame, near_gamma: float, 
     both = pd.concat([search, heldout], ignore_index=True)
     return miss_profile(with_criteria(both, gamma=near_gamma, threshold=threshold),
                         reference=with_criteria(both, gamma=gamma, threshold=threshold))
+
+
+def prompt_count_check(table: pd.DataFrame, n_prompts: int = 400) -> dict:
+    """How many runs keep their head classes and their head verdict when the final checkpoint is scored with
+    ``n_prompts`` prompts instead of the table's own (the columns ``classes_p{n}``/``pass_heads_p{n}`` written by
+    ``scripts/teaching_search.py --rescore``): ``{"runs", "same_classes", "same_verdict"}``, or None without
+    those columns."""
+    cls, ok = f"classes_p{n_prompts}", f"pass_heads_p{n_prompts}"
+    if cls not in table.columns or ok not in table.columns:
+        return None
+    as_bool = table[ok].astype(str).str.lower().eq("true")
+    return {"runs": len(table), "same_classes": int((table[cls] == table["classes"]).sum()),
+            "same_verdict": int((as_bool == table["pass_heads"].astype(str).str.lower().eq("true")).sum())}
