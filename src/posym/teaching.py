@@ -568,3 +568,27 @@ def prompt_count_check(table: pd.DataFrame, n_prompts: int = 400) -> dict:
     as_bool = table[ok].astype(str).str.lower().eq("true")
     return {"runs": len(table), "same_classes": int((table[cls] == table["classes"]).sum()),
             "same_verdict": int((as_bool == table["pass_heads"].astype(str).str.lower().eq("true")).sum())}
+
+
+def heldout_display(tally: pd.DataFrame) -> pd.DataFrame:
+    """:func:`heldout_tally` as a compact table for the page: one row per task (Number first)."""
+    rows = []
+    for r in tally.sort_values("task", key=lambda c: c.map({"number": 0, "letter": 1})).itertuples():
+        rows.append({"task": r.task.capitalize(), "chose it (seeds)": f"{r.in_sample} ({_seed_span([int(x) for x in str(r.in_sample_seeds).split()])})",
+                     "held-out seeds": r.heldout_seeds,
+                     "pass": f"{r.heldout_passing} of {r.heldout_runs}",
+                     "learn every hop": f"{r.heldout_accurate} of {r.heldout_runs}",
+                     "pass rate (95 % interval)": f"{r.heldout_rate:.0%} ({r.ci_lo:.0%}–{r.ci_hi:.0%})"})
+    return pd.DataFrame(rows).set_index("task")
+
+
+def verdict_wide(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """:func:`verdict_table` with one row per seed: each task's classes and the tolerance it needs."""
+    cls = verdicts.pivot(index="seed", columns="task", values="heads")
+    need = verdicts.pivot(index="seed", columns="task", values="gamma_needed")
+    out = pd.DataFrame(index=cls.index)
+    for task in sorted(cls.columns, key=lambda t: (t != "number", t)):
+        out[f"{task} classes"] = cls[task]
+        out[f"{task} γ needed"] = need[task]
+    out.insert(0, "set", ["chose it" if s in SEARCH_SEEDS else "held out" for s in out.index])
+    return out
