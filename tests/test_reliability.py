@@ -82,10 +82,16 @@ def _wait_gone(pids: list[int], seconds: float = 10.0) -> list[int]:
     return [p for p in pids if _alive(p)]
 
 
+def _default_sigint() -> None:
+    """In the child before exec: Ctrl-C as in a terminal.  A pytest-xdist worker ignores SIGINT, an ignored signal
+    stays ignored across exec, and Python then installs no KeyboardInterrupt handler at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_reproduce(out: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen([*POSYM, "reproduce", "--scale", "smoke", "--no-book", "--quiet", "--out", str(out), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CHILD_ENV, cwd=REPO,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_default_sigint)
 
 
 def _wait_training(p: subprocess.Popen, folders: list[Path], seconds: float = 300) -> None:
