@@ -329,6 +329,11 @@ SEARCH_SEEDS = (0, 1, 2, 3, 4)
 HELDOUT_TARGET = 0.8
 
 
+def task_order(task: str) -> tuple:
+    """Sort key of the tasks on the page: Number first, then Letter, then any other by name."""
+    return ({"number": 0, "letter": 1}.get(task, 2), task)
+
+
 def heldout_path(root: str | Path | None = None) -> Path:
     """``data/teaching/heldout.csv`` under ``root`` (default: :func:`posym.book.data_dir`)."""
     return search_path(root).with_name("heldout.csv")
@@ -366,7 +371,7 @@ def heldout_tally(search: pd.DataFrame, heldout: pd.DataFrame) -> pd.DataFrame:
         it = ins_tally.loc[task] if task in ins_tally.index else None
         rows.append({"task": task,
                      "in_sample": f"{int(it.passing)} of {int(it.seeds_run)}" if it is not None else "–",
-                     "in_sample_seeds": it.seeds if it is not None else "",
+                     "in_sample_seeds": _seed_span([int(x) for x in it.seeds.split()]) if it is not None else "",
                      "heldout_seeds": _seed_span(sorted(int(s) for s in g["seed"])),
                      "heldout_runs": n, "heldout_accurate": int(g["accurate"].sum()), "heldout_passing": k,
                      "heldout_rate": k / n, "ci_lo": float(lo), "ci_hi": float(hi),
@@ -427,9 +432,12 @@ def layer_differences(table: pd.DataFrame, reference: pd.DataFrame | None = None
     run (:func:`typical_classes` of ``reference``, default ``table``): task, seed, layer, typical, got, pos, sym.
     Both tables need :func:`with_criteria` columns."""
     ref = table if reference is None else reference
+    ref = ref[is_preset(ref)]
+    failing = table[is_preset(table) & ~table["passes"]].sort_values(["task", "seed"])
+    typical = {t: typical_classes(ref, t) for t in set(failing["task"])}
     rows = []
-    for r in table[is_preset(table) & ~table["passes"]].sort_values(["task", "seed"]).itertuples():
-        typ = typical_classes(ref[is_preset(ref)], r.task)
+    for r in failing.itertuples():
+        typ = typical[r.task]
         pos, sym = str(r.pos).split(), str(r.sym).split()
         rows += [{"task": r.task, "seed": int(r.seed), "layer": i, "typical": t, "got": c,
                   "pos": float(pos[i]), "sym": float(sym[i])}
@@ -443,12 +451,14 @@ def miss_profile(table: pd.DataFrame, reference: pd.DataFrame | None = None) -> 
     class differs from the typical one with their positional/symbolic scores (``layer k: P→m (0.71/0.24)``).
     Both tables need :func:`with_criteria` columns."""
     ref = table if reference is None else reference
+    ref = ref[is_preset(ref)]
     diffs = layer_differences(table, ref)
+    failing = table[is_preset(table) & ~table["passes"]].sort_values(["task", "seed"])
+    typical = {t: " ".join(typical_classes(ref, t)) for t in set(failing["task"])}
     rows = []
-    for r in table[is_preset(table) & ~table["passes"]].sort_values(["task", "seed"]).itertuples():
+    for r in failing.itertuples():
         d = diffs[(diffs["task"] == r.task) & (diffs["seed"] == r.seed)]
-        rows.append({"task": r.task, "seed": int(r.seed), "heads": r.heads,
-                     "typical": " ".join(typical_classes(ref[is_preset(ref)], r.task)),
+        rows.append({"task": r.task, "seed": int(r.seed), "heads": r.heads, "typical": typical[r.task],
                      "why": miss_reason(r.task, r.heads.split(), bool(r.accurate)),
                      "differs": "; ".join(f"layer {x.layer}: {x.typical}→{x.got} ({x.pos:.2f}/{x.sym:.2f})"
                                           for x in d.itertuples()) or "–"})
@@ -484,7 +494,7 @@ def plot_seed_classes(search: pd.DataFrame, heldout: pd.DataFrame, gamma: float 
     both = both.drop_duplicates(["task", "seed"], keep="first").sort_values(["task", "seed"], ascending=[False, True])
     code = {"P": 0, "m": 1, "S": 2}
     cmap = ListedColormap([COLORS["positional"], COLORS["mixed"], COLORS["symbolic"]])
-    tasks = sorted(dict.fromkeys(both["task"]), key=lambda t: (t != "number", t))
+    tasks = sorted(dict.fromkeys(both["task"]), key=task_order)
     n_rows = max(int((both["task"] == t).sum()) for t in tasks)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.4 * len(tasks) + 1.2, 0.32 * n_rows + 1.6), squeeze=False,
                              layout="constrained")
@@ -543,7 +553,7 @@ def verdict_table(search: pd.DataFrame, heldout: pd.DataFrame) -> pd.DataFrame:
     ins = seed_verdicts(search[search["seed"].isin(SEARCH_SEEDS)]).assign(set="chose it")
     held = seed_verdicts(heldout[~heldout["seed"].isin(SEARCH_SEEDS)]).assign(set="held out")
     out = pd.concat([ins, held], ignore_index=True).drop_duplicates(["task", "seed"])
-    return out.sort_values(["task", "seed"], key=lambda c: c.map({"number": 0, "letter": 1}) if c.name == "task"
+    return out.sort_values(["task", "seed"], key=lambda c: c.map(task_order) if c.name == "task"
                            else c).reset_index(drop=True)
 
 
@@ -573,8 +583,8 @@ def prompt_count_check(table: pd.DataFrame, n_prompts: int = 400) -> dict:
 def heldout_display(tally: pd.DataFrame) -> pd.DataFrame:
     """:func:`heldout_tally` as a compact table for the page: one row per task (Number first)."""
     rows = []
-    for r in tally.sort_values("task", key=lambda c: c.map({"number": 0, "letter": 1})).itertuples():
-        rows.append({"task": r.task.capitalize(), "chose it (seeds)": f"{r.in_sample} ({_seed_span([int(x) for x in str(r.in_sample_seeds).split()])})",
+    for r in tally.sort_values("task", key=lambda c: c.map(task_order)).itertuples():
+        rows.append({"task": r.task.capitalize(), "chose it (seeds)": f"{r.in_sample} ({r.in_sample_seeds})",
                      "held-out seeds": r.heldout_seeds,
                      "pass": f"{r.heldout_passing} of {r.heldout_runs}",
                      "learn every hop": f"{r.heldout_accurate} of {r.heldout_runs}",
@@ -587,7 +597,7 @@ def verdict_wide(verdicts: pd.DataFrame) -> pd.DataFrame:
     cls = verdicts.pivot(index="seed", columns="task", values="heads")
     need = verdicts.pivot(index="seed", columns="task", values="gamma_needed")
     out = pd.DataFrame(index=cls.index)
-    for task in sorted(cls.columns, key=lambda t: (t != "number", t)):
+    for task in sorted(cls.columns, key=task_order):
         out[f"{task} classes"] = cls[task]
         out[f"{task} γ needed"] = need[task]
     out.insert(0, "set", ["chose it" if s in SEARCH_SEEDS else "held out" for s in out.index])
