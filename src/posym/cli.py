@@ -51,30 +51,26 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _int_type(minimum: int, what: str):
-    def parse(text: str) -> int:
+def _number_type(convert, ok, what: str):
+    """An argparse type: ``convert(text)``, refused with "must be {what}" when it fails or ``ok(value)`` is false."""
+    def parse(text: str):
         try:
-            v = int(text)
+            v = convert(text)
         except (TypeError, ValueError):
             raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-        if v < minimum:
+        if not ok(v):
             raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
         return v
     parse.__name__ = what
     return parse
+
+
+def _int_type(minimum: int, what: str):
+    return _number_type(int, lambda v: v >= minimum, what)
 
 
 def _float_type(what: str, positive: bool):
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-        if not (v > 0 if positive else v >= 0) or v != v or v == float("inf"):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
-        return v
-    parse.__name__ = what
-    return parse
+    return _number_type(float, lambda v: (v > 0 if positive else v >= 0) and v == v and v != float("inf"), what)
 
 
 positive_int = _int_type(1, "a positive integer")
