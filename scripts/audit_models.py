@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     old = pio.read_json(args.out / "manifest.json")
-    note: dict[str, dict[str, dict]] = {t: {} for t in A.TASK_NAMES}
+    note: dict[str, dict[str, dict]] = {t: {} for t in A.PAPER_TASKS}
     with tempfile.TemporaryDirectory(prefix="posym-audit-models-") as tmp:
         root = Path(tmp)
-        for task in A.TASK_NAMES:
+        for task in A.PAPER_TASKS:
             src = args.paper / f"{task}-s0" / "final.pt"
             load_checkpoint(src)  # checks it against data/paper's manifest
             (root / f"{task}-s0").mkdir()

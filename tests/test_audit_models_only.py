@@ -16,7 +16,7 @@ N_TRAIN = 2_000
 
 def _model_root(tmp_path, seeds=(0, 3)):
     root = tmp_path / "models"
-    for task in A.TASK_NAMES:
+    for task in A.PAPER_TASKS:
         for seed in seeds:
             cfg = TrainConfig.smoke(task=task, seed=seed)
             torch.manual_seed(seed)

@@ -373,8 +373,8 @@ def test_every_bad_parameter_of_every_chapter_is_refused_in_its_first_cells(chap
 # Plotting
 
 def test_palette_is_okabe_ito_and_semantic():
-    assert plotting.COLORS["positional"] == plotting.COLORS["number"] == "#0072B2"
-    assert plotting.COLORS["symbolic"] == plotting.COLORS["letter"] == "#D55E00"
+    assert plotting.COLORS["positional"] == plotting.task_color("number") == "#0072B2"
+    assert plotting.COLORS["symbolic"] == plotting.task_color("letter") == "#D55E00"
     assert len(set(plotting.PALETTE)) == len(plotting.PALETTE)
     assert set(plotting.HOP_COLORS) == {1, 2, 3, 4}
     with pytest.raises(ValueError):
@@ -384,7 +384,7 @@ def test_palette_is_okabe_ito_and_semantic():
     assert matplotlib.colors.to_hex(first) == "#0072b2"
 
 
-@pytest.mark.parametrize("task_name", tasks.TASK_NAMES)
+@pytest.mark.parametrize("task_name", tasks.PAPER_TASKS)
 def test_draw_hop_chain_draws_one_arc_per_hop(task_name):
     task = tasks.get_task(task_name)
     for s in tasks.balanced_eval_set(task, 4, split="val"):

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from conftest import CHILD_ENV, REPO, run_cli
-from posym.tasks import TASK_NAMES, TaskDataset
+from posym.tasks import PAPER_TASKS, TaskDataset
 
 N = 200
 SPLITS = ("train", "val", "test")
@@ -33,7 +33,7 @@ json.dump(out, sys.stdout)
 
 def digests_here() -> dict[str, str]:
     out = {}
-    for name in TASK_NAMES:
+    for name in PAPER_TASKS:
         for split in SPLITS:
             ds = TaskDataset(name, split, seed=0)
             text = "\n".join(f"{ds[i].text()} | {ds[i].hops}" for i in range(N))
@@ -46,12 +46,12 @@ def test_data_generation_is_identical_in_other_processes(hashseed, threads, ledg
     """The first samples of every split of both tasks hash the same in fresh interpreters with other hash seeds
     and thread counts as in this process."""
     env = dict(CHILD_ENV, PYTHONHASHSEED=hashseed, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-    code = DIGEST_CODE % {"tasks": tuple(TASK_NAMES), "splits": SPLITS, "n": N}
+    code = DIGEST_CODE % {"tasks": tuple(PAPER_TASKS), "splits": SPLITS, "n": N}
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert p.returncode == 0, p.stderr
     there = json.loads(p.stdout)
     here = digests_here()
-    assert set(there) == set(here) == {f"{t}/{s}" for t in TASK_NAMES for s in SPLITS}
+    assert set(there) == set(here) == {f"{t}/{s}" for t in PAPER_TASKS for s in SPLITS}
     for key in here:
         ledger.rerun()
         assert there[key] == here[key], key

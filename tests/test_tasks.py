@@ -14,7 +14,7 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from posym.tasks import (
-    MAX_HOPS, QUERY_POS, SEQ_LEN, SPLIT_SIZES, TARGET_WINDOW, TASK_NAMES,
+    MAX_HOPS, QUERY_POS, SEQ_LEN, SPLIT_SIZES, TARGET_WINDOW, PAPER_TASKS,
     Sample, TaskDataset, Vocab, balanced_eval_set, get_task, to_tensors,
 )
 
@@ -84,7 +84,7 @@ def check_sample(name: str, s: Sample, seq_len: int = SEQ_LEN) -> None:
 def full_arrays():
     """Arrays of all three splits (480k samples) for each task, built once."""
     out = {}
-    for name in TASK_NAMES:
+    for name in PAPER_TASKS:
         out[name] = {split: TaskDataset(name, split).arrays() for split in SPLIT_SIZES}
     return out
 
@@ -93,7 +93,7 @@ def full_arrays():
 # layout and vocabulary
 
 def test_constants():
-    assert TASK_NAMES == ("number", "letter")
+    assert PAPER_TASKS == ("number", "letter")
     assert SPLIT_SIZES == {"train": 432_000, "val": 2_400, "test": 45_600}
     assert sum(SPLIT_SIZES.values()) == 480_000
     assert (SEQ_LEN, TARGET_WINDOW, QUERY_POS, MAX_HOPS) == (17, 8, 16, 4)
@@ -122,7 +122,7 @@ def test_letter_vocab_layout():
     assert t.is_instruction_token("cc") and not t.is_instruction_token("c2")
 
 
-@pytest.mark.parametrize("name", TASK_NAMES)
+@pytest.mark.parametrize("name", PAPER_TASKS)
 def test_encode_decode_roundtrip(name):
     task = get_task(name)
     ds = TaskDataset(name, "val", size=50)
@@ -174,7 +174,7 @@ def test_letter_solver_rejects_ambiguity(ledger):
 # every sample is correct
 
 @pytest.mark.parametrize("split", list(SPLIT_SIZES))
-@pytest.mark.parametrize("name", TASK_NAMES)
+@pytest.mark.parametrize("name", PAPER_TASKS)
 def test_samples_solved_by_reference(name, split):
     ds = TaskDataset(name, split, size=min(2_400, SPLIT_SIZES[split]))
     hops = Counter()
@@ -184,7 +184,7 @@ def test_samples_solved_by_reference(name, split):
     assert set(hops) == {1, 2, 3, 4}
 
 
-@pytest.mark.parametrize("name", TASK_NAMES)
+@pytest.mark.parametrize("name", PAPER_TASKS)
 def test_sample_honours_request(name, ledger):
     task = get_task(name)
     rng = np.random.default_rng(5)
@@ -216,7 +216,7 @@ def test_letter_distractors_avoid_chain_letters():
                 assert not set(t) & chain_letters, (p, t, s.text())
 
 
-@pytest.mark.parametrize("name", TASK_NAMES)
+@pytest.mark.parametrize("name", PAPER_TASKS)
 def test_arrays_match_items_and_batches(name, ledger):
     ds = TaskDataset(name, "test")
     task = ds.task
@@ -241,7 +241,7 @@ def test_arrays_match_items_and_batches(name, ledger):
     assert ref[0].shape == (len(idx), SEQ_LEN)
 
 
-@pytest.mark.parametrize("name", TASK_NAMES)
+@pytest.mark.parametrize("name", PAPER_TASKS)
 def test_smaller_size_is_prefix(name, ledger):
     small, full = TaskDataset(name, "val", size=37), TaskDataset(name, "val")
     assert len(small) == 37 and len(full) == 2_400
@@ -278,7 +278,7 @@ def test_letter_balance_over_480k(full_arrays):
     assert (counts == 235).sum() == 480_000 - 2_048 * 234   # the 768 random extra tuples
 
 
-@pytest.mark.parametrize("name", TASK_NAMES)
+@pytest.mark.parametrize("name", PAPER_TASKS)
 def test_train_slice_balance(name, full_arrays):
     """The first 48k training samples are balanced up to sampling noise (~5 sigma bounds)."""
     a = {k: v[:48_000] for k, v in full_arrays[name]["train"].items()}
@@ -319,7 +319,7 @@ def test_pinned_digest(name, split, ledger):
     assert _digest(name, split) == PINNED[(name, split)]
 
 
-@pytest.mark.parametrize("name", TASK_NAMES)
+@pytest.mark.parametrize("name", PAPER_TASKS)
 def test_determinism_and_seeds(name, ledger):
     a, b = TaskDataset(name, "train", seed=3), TaskDataset(name, "train", seed=3)
     c = TaskDataset(name, "train", seed=4)
@@ -370,7 +370,7 @@ def test_bad_arguments(ledger):
 # -----------------------------------------------------------------------------
 # fixed evaluation sets
 
-@pytest.mark.parametrize("name", TASK_NAMES)
+@pytest.mark.parametrize("name", PAPER_TASKS)
 def test_balanced_eval_set(name, ledger):
     ev = balanced_eval_set(name, 400, seed=0)
     assert len(ev) == 400
@@ -395,7 +395,7 @@ def test_balanced_eval_set(name, ledger):
 # length generalisation
 
 @pytest.mark.parametrize("extra", [0, 1, 100, 1000])
-@pytest.mark.parametrize("name", TASK_NAMES)
+@pytest.mark.parametrize("name", PAPER_TASKS)
 def test_extend_target_window(name, extra, ledger):
     task = get_task(name)
     rng = np.random.default_rng(extra)
@@ -425,7 +425,7 @@ def test_extend_uses_fresh_tokens():
 # property tests
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(name=st.sampled_from(TASK_NAMES), split=st.sampled_from(list(SPLIT_SIZES)),
+@given(name=st.sampled_from(PAPER_TASKS), split=st.sampled_from(list(SPLIT_SIZES)),
        seed=st.integers(0, 2**32 - 1), frac=st.floats(0, 1, exclude_max=True))
 def test_property_random_samples_valid(name, split, seed, frac, ledger):
     ds = TaskDataset(name, split, seed=seed)
@@ -437,7 +437,7 @@ def test_property_random_samples_valid(name, split, seed, frac, ledger):
 
 
 @settings(max_examples=60, deadline=None)
-@given(name=st.sampled_from(TASK_NAMES), idx=st.integers(0, 431_999),
+@given(name=st.sampled_from(PAPER_TASKS), idx=st.integers(0, 431_999),
        extra=st.integers(0, 300), rseed=st.integers(0, 2**32 - 1))
 def test_property_extension_valid(name, idx, extra, rseed):
     task = get_task(name)

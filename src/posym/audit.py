@@ -37,7 +37,7 @@ import torch
 
 from . import io as pio
 from .stats import Z95, wilson  # noqa: F401  (wilson is part of this module's interface)
-from .tasks import (MAX_HOPS, N_TOTAL, QUERY_POS, SEQ_LEN, SPLIT_OFFSETS, SPLIT_SIZES, TARGET_WINDOW, TASK_NAMES,
+from .tasks import (MAX_HOPS, N_TOTAL, QUERY_POS, SEQ_LEN, SPLIT_OFFSETS, SPLIT_SIZES, TARGET_WINDOW, PAPER_TASKS,
                     TaskDataset, get_task)
 
 N_LET = 8          # Letter task: letters a..h
@@ -907,7 +907,7 @@ _LETTER_PARTS = {"least_frequent": {"target"}, "query_left": {"query"}, "instruc
 
 
 def _variant_rng(task: str, regularity: str, seed: int, split: str) -> np.random.Generator:
-    tid = TASK_NAMES.index(task)
+    tid = get_task(task).task_id
     rid = list(VARIANTS[task]).index(regularity)
     sid = list(SPLIT_SIZES).index(split)
     return np.random.default_rng([seed, 31337, tid, rid, sid])
@@ -1414,7 +1414,7 @@ def run_audit(out: str | Path = AUDIT_DIR, seed: int = 0, n_train: int = DEFAULT
         kept_info = {"statistics_from": old.get("statistics_from") or {
             "created": old.get("created"), "git_commit": old.get("git_commit"), "wall_time_s": old.get("wall_time_s")}}
 
-    for task in TASK_NAMES:
+    for task in PAPER_TASKS:
         if models_only:
             models = load_models(task, model_root, map_location=device)
             _model_tables(put, models, task, device, n_train, variant_n, verify, shortcut_splits, log)
@@ -1458,7 +1458,7 @@ def run_audit(out: str | Path = AUDIT_DIR, seed: int = 0, n_train: int = DEFAULT
             "n_train_slice": n_train, "eval_splits": list(EVAL_SPLITS), "variant_split": "test",
             "variant_n": variant_n, "verified_variant_prompts_per_variant": verify,
             "shortcut_use_splits": list(shortcut_splits),
-            "models": {t: [s for s, _ in load_models(t, model_root)] for t in TASK_NAMES},
+            "models": {t: [s for s, _ in load_models(t, model_root)] for t in PAPER_TASKS},
             **kept_info, **(extra_info or {}),
             "wall_time_s": round(time.time() - t_start, 1), **pio.provenance(device)}
     stale = [p.name for p in out.glob("*") if p.is_file() and p.suffix in (".csv", ".parquet") and p.name not in files]

@@ -18,9 +18,19 @@ import os
 import sys
 from pathlib import Path
 
-# The names the parser offers, written out so that building it needs no torch (tests/test_cli.py checks them
-# against posym.tasks.TASK_NAMES, posym.train.SCALES and posym.reproduce.ENGINES).
-TASK_NAMES = ("number", "letter")
+
+
+def _task_modules() -> tuple[str, ...]:
+    """The tasks, found without importing them (and torch): one module per task in posym/tasks/, named as it."""
+    folder = Path(__file__).resolve().parent / "tasks"
+    names = sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_") and p.stem not in ("base", "window"))
+    return tuple(n for n in ("number", "letter") if n in names) + tuple(n for n in names if n not in ("number", "letter"))
+
+
+# The names the parser offers, found so that building it needs no torch (tests/test_cli.py checks them
+# against posym.tasks.task_names(), posym.train.SCALES and posym.reproduce.ENGINES).
+TASK_NAMES = _task_modules()
+PAPER_TASKS = ("number", "letter")
 SCALES = ("smoke", "teaching", "paper")
 ENGINES = ("serial", "local", "ray")
 EXIT_ERROR = 2
@@ -317,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "chapters, build the book and print the headline claims. Skips what is complete "
                                    "and valid, resumes what was interrupted, rebuilds what was damaged.")
     r.add_argument("--scale", default="smoke", choices=SCALES, help="preset of every run")
-    r.add_argument("--tasks", default=",".join(TASK_NAMES), help="comma-separated tasks")
+    r.add_argument("--tasks", default=",".join(PAPER_TASKS), help="comma-separated tasks")
     r.add_argument("--seeds", default=None, help="a count N (seeds 0..N-1), a range 0-4 (2-2: seed 2 only) or a "
                                                   "list 0,2 (default: 5 at the paper scale, else 1)")
     r.add_argument("--engine", default="serial", choices=ENGINES,

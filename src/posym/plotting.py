@@ -20,45 +20,13 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import FancyArrowPatch, Rectangle
 from matplotlib.path import Path
 
-# Okabe & Ito (2008), "Color Universal Design".
-OKABE_ITO = {
-    "black": "#000000",
-    "orange": "#E69F00",
-    "sky_blue": "#56B4E9",
-    "green": "#009E73",
-    "yellow": "#F0E442",
-    "blue": "#0072B2",
-    "vermillion": "#D55E00",
-    "purple": "#CC79A7",
-}
-
-#: Semantic colours used across the book.
-COLORS = {
-    "positional": OKABE_ITO["blue"],
-    "symbolic": OKABE_ITO["vermillion"],
-    "number": OKABE_ITO["blue"],
-    "letter": OKABE_ITO["vermillion"],
-    "mixed": OKABE_ITO["purple"],
-    "entropy": OKABE_ITO["purple"],
-    "accent": OKABE_ITO["orange"],
-    "neutral": "#7F7F7F",
-    "target_window": "#E3E3E3",
-    "instruction_window": "#FFFFFF",
-}
-
-#: Default colour cycle (categorical data without a fixed meaning).
-PALETTE = [OKABE_ITO[k] for k in ("blue", "vermillion", "green", "orange", "sky_blue", "purple", "yellow", "black")]
-
-#: One colour per hop count 1..4 (used by every hop-resolved plot).
-HOP_COLORS = {1: OKABE_ITO["sky_blue"], 2: OKABE_ITO["green"], 3: OKABE_ITO["orange"], 4: OKABE_ITO["purple"]}
+from .palette import COLORS, HOP_COLORS, OKABE_ITO, PALETTE  # noqa: F401  (re-exported)
 
 
 def task_color(task: str) -> str:
-    """Colour of a task (``"number"`` or ``"letter"``)."""
-    try:
-        return COLORS[task]
-    except KeyError:
-        raise ValueError(f"unknown task {task!r}: expected 'number' or 'letter'") from None
+    """Colour of a registered task (its ``colour`` attribute)."""
+    from .tasks import get_task
+    return get_task(task).colour
 
 
 def apply_style() -> None:

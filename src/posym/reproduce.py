@@ -49,7 +49,7 @@ from typing import Any, Callable, Iterable
 from . import io as pio
 from .lengthgen import DEFAULT_LENGTHS
 from .metrics import TAU
-from .tasks import SPLIT_SIZES, TASK_NAMES
+from .tasks import PAPER_TASKS, SPLIT_SIZES, task_names
 from .train import SCALES, Run, TrainConfig, ckpt_path
 
 ENGINES = ("serial", "local", "ray")
@@ -140,7 +140,7 @@ class Plan:
     threads: int = 1
 
     def describe(self) -> str:
-        tasks = sorted({j.task for j in self.jobs}, key=TASK_NAMES.index)
+        tasks = sorted({j.task for j in self.jobs}, key=task_names().index)
         seeds = sorted({j.seed for j in self.jobs})
         return (f"plan: scale {self.scale!r}, tasks {', '.join(tasks)}, seeds {_ranges(seeds)} -> {len(self.jobs)} "
                 f"job(s) x {len(STEPS)} steps ({' -> '.join(STEPS)}) in {self.out} "
@@ -155,14 +155,14 @@ def _ranges(xs: list[int]) -> str:
 
 def parse_tasks(tasks: str | Iterable[str] | None) -> list[str]:
     if tasks is None:
-        return list(TASK_NAMES)
+        return list(PAPER_TASKS)
     items = [t.strip() for t in tasks.split(",")] if isinstance(tasks, str) else [str(t).strip() for t in tasks]
     items = [t for t in items if t]
     if not items:
-        raise PlanError("--tasks is empty: give one or more of " + ", ".join(TASK_NAMES))
+        raise PlanError("--tasks is empty: give one or more of " + ", ".join(task_names()))
     for t in items:
-        if t not in TASK_NAMES:
-            raise PlanError(f"unknown task {t!r}: choose from {', '.join(TASK_NAMES)} (comma-separated)")
+        if t not in task_names():
+            raise PlanError(f"unknown task {t!r}: choose from {', '.join(task_names())} (comma-separated)")
     return list(dict.fromkeys(items))
 
 
@@ -1185,7 +1185,7 @@ def headline_claims(root: str | Path, tasks=None, seeds=None):
     if not frames:
         return pd.DataFrame(columns=cols)
     out = pd.concat(frames, ignore_index=True)
-    order = {t: i for i, t in enumerate(TASK_NAMES)}
+    order = {t: i for i, t in enumerate(task_names())}
     return out.sort_values("task", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
 
 

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from . import io as pio
 from .model import GPTJ, ModelConfig
-from .tasks import TASK_NAMES, SPLIT_SIZES, TaskDataset, get_task
+from .tasks import SPLIT_SIZES, TaskDataset, get_task, task_names
 
 SCALES = ("smoke", "teaching", "paper")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -83,8 +83,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ValueError(f"TrainConfig.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.task not in TASK_NAMES:
-            raise ValueError(f"unknown task {self.task!r}: choose one of {', '.join(TASK_NAMES)}")
+        get_task(self.task)  # ValueError naming the registered tasks
         for name in ("steps", "batch_size", "eval_size", "eval_batch_size", "checkpoint_every", "log_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
@@ -129,9 +128,7 @@ class TrainConfig:
 
         The paper's model (``paper``) has MLPs and shows both at its scale.  See data/teaching/README.md.
         """
-        model = ({"n_layer": 7, "d_model": 64, "d_mlp": 0, "attn_only": True} if task == "number"
-                 else {"n_layer": 6, "d_model": 64, "d_mlp": 256})
-        base = dict(model="smoke", model_overrides=model, steps=3000, batch_size=128, lr=3e-3, warmup_steps=200,
+        base = dict(model="smoke", model_overrides=dict(get_task(task).teaching_model), steps=3000, batch_size=128, lr=3e-3, warmup_steps=200,
                     eval_size=800, checkpoint_every=100)
         base.update(kw)
         return cls(task=task, seed=seed, **base)
@@ -325,7 +322,7 @@ def load_checkpoint(path: str | Path, expect_hash: str | None = None, map_locati
 
 def checkpoint_task(path: Path, obj: dict) -> str | None:
     """The task a checkpoint was trained on: recorded in it, or in the run's config.json next to it."""
-    if obj.get("task") in TASK_NAMES:
+    if obj.get("task") in task_names():
         return obj["task"]
     for folder in (path.parent, path.parent.parent):
         cfg_file = folder / "config.json"
@@ -335,7 +332,7 @@ def checkpoint_task(path: Path, obj: dict) -> str | None:
             except pio.ResultError:
                 return None
             task = d.get("train", {}).get("task") if isinstance(d, dict) else None
-            ok = task in TASK_NAMES and d.get("config_hash") in (None, obj.get("config_hash"))
+            ok = task in task_names() and d.get("config_hash") in (None, obj.get("config_hash"))
             return task if ok else None
     return None
 
