@@ -13,13 +13,22 @@
    was typeset by MathJax (mjx-container elements, no raw ``\\(``, ``\\[`` or ``$...$`` left in the
    text), proofs/definitions and figures are present where the source has them, figures point at
    served files, and the net log shows no request to any host other than localhost.
+4. Reader-facing rules, judged from what the browser measured on the rendered page (a probe script
+   injected at the top of every page's <head> while it is served; it records JavaScript errors and,
+   once MathJax has finished, figures, tables and the visible text as JSON):
+   every notebook-output image sits in a numbered, captioned ``<figure>``; no table is wider than
+   its box unless an ancestor scrolls horizontally; no table cell reads ``nan``/``NaN``/``None``;
+   no JavaScript error; no raw ``{math}``, ``{glue`` or ``$$`` in the visible text.
+   The rules are plain functions of that JSON (``judge_measurements``), tested without a browser.
 
-Exit status 0 when every check passes; the report lists each page.
+Exit status 0 when every check passes; the report lists each page. ``--report`` prints every
+failure per page and exits 0 (for a book whose pages are still being fixed).
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import html
 import html.parser
 import http.server
 import json
@@ -141,7 +150,21 @@ def is_external(url: str) -> bool:
 # Server and browser
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the book; every .html page gets the probe script (the files on disk are unchanged)."""
+
     log: list[tuple[str, int]] = []
+
+    def send_head(self):
+        path = self.translate_path(self.path)
+        if not path.endswith(".html") or not os.path.isfile(path):
+            return super().send_head()
+        import io
+        body = inject_probe(Path(path).read_bytes())
+        self.send_response(200)
+        self.send_header("Content-type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        return io.BytesIO(body)
 
     def log_message(self, format, *args):  # noqa: A002
         pass
@@ -186,7 +209,7 @@ def chromium_dump(chromium: str, url: str, workdir: Path, budget_ms: int, timeou
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
         f"--log-net-log={netlog}", "--net-log-capture-mode=Default",
         f"--virtual-time-budget={budget_ms}", "--run-all-compositor-stages-before-draw",
-        "--window-size=1280,2000", "--dump-dom", url,
+        "--window-size=1400,2000", "--dump-dom", url,
     ]
     env = dict(os.environ, HOME=str(profile))  # chromium writes caches under $HOME
     try:
@@ -271,6 +294,166 @@ RAW_MATH = [
 ]
 
 
+# -----------------------------------------------------------------------------
+# Reader-facing rules, judged from the probe's measurements (JSON)
+
+#: Injected as the first element of every served page's <head>. It records JavaScript errors from the
+#: start (inline-script syntax errors included) and, after the page and MathJax finished, writes the
+#: measurements into <script type="application/json" id="posym-probe">, which --dump-dom returns.
+PROBE_ID = "posym-probe"
+PROBE_JS = r"""
+(function () {
+  var errors = [];
+  window.addEventListener('error', function (e) {
+    var t = e.target;
+    if (t && t !== window && (t.src || t.href)) { errors.push('failed to load ' + (t.src || t.href)); return; }
+    errors.push(String(e.message || e.error || 'error') + (e.filename ? ' (' + e.filename.split('/').pop()
+                + ':' + e.lineno + ')' : ''));
+  }, true);
+  window.addEventListener('unhandledrejection', function (e) { errors.push('unhandled rejection: ' + String(e.reason)); });
+  var ce = console.error;
+  console.error = function () {
+    errors.push(Array.prototype.map.call(arguments, String).join(' '));
+    return ce.apply(console, arguments);
+  };
+  var SKIP = {SCRIPT: 1, STYLE: 1, PRE: 1, CODE: 1, TEXTAREA: 1, NOSCRIPT: 1, TEMPLATE: 1, KBD: 1, SAMP: 1,
+              'MJX-CONTAINER': 1, MATH: 1};
+  function text(root) {
+    var out = [], w = document.createTreeWalker(root, NodeFilter.SHOW_TEXT, {acceptNode: function (n) {
+      for (var e = n.parentElement; e && e !== root.parentElement; e = e.parentElement)
+        if (SKIP[e.tagName.toUpperCase()]) return NodeFilter.FILTER_REJECT;
+      return NodeFilter.FILTER_ACCEPT; }});
+    while (w.nextNode()) out.push(w.currentNode.nodeValue);
+    return out.join('');
+  }
+  function scroller(el, stop) {
+    for (var a = el.parentElement; a && a !== document.body; a = a.parentElement) {
+      var o = getComputedStyle(a).overflowX;
+      if (o === 'auto' || o === 'scroll') return a.tagName.toLowerCase() + (a.className ? '.' + String(a.className).trim().split(/\s+/).join('.') : '');
+      if (a === stop) break;
+    }
+    return null;
+  }
+  function measure() {
+    var art = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
+    var m = {errors: errors, url: location.pathname, viewport: window.innerWidth, images: [], tables: [],
+             text: text(art)};
+    art.querySelectorAll('img').forEach(function (img) {
+      var fig = img.closest('figure'), cap = fig ? fig.querySelector('figcaption') : null;
+      var num = cap ? cap.querySelector('.caption-number') : null;
+      m.images.push({src: (img.getAttribute('src') || '').slice(0, 120),
+                     output: !!img.closest('.cell_output, .output'),
+                     figure: !!fig, caption: cap ? cap.textContent.trim().slice(0, 200) : null,
+                     number: num ? num.textContent.trim() : null,
+                     width: img.getBoundingClientRect().width, natural_width: img.naturalWidth});
+    });
+    art.querySelectorAll('table').forEach(function (t, i) {
+      var box = t.parentElement, r = t.getBoundingClientRect();
+      var cells = [];
+      t.querySelectorAll('td, th').forEach(function (c) {
+        var s = c.textContent.trim();
+        if (s === 'nan' || s === 'NaN' || s === 'None') cells.push(s);
+      });
+      var head = Array.prototype.map.call(t.querySelectorAll('thead th, tr:first-child th'), function (c) {
+        return c.textContent.trim(); }).filter(function (s) { return s; }).slice(0, 6);
+      var sec = t.closest('section'), h = sec ? sec.querySelector('h1, h2, h3, h4') : null;
+      m.tables.push({index: i, scroll_width: Math.max(t.scrollWidth, Math.ceil(r.width)),
+                     client_width: box ? box.clientWidth : window.innerWidth,
+                     scroller: scroller(t, art), columns: head, nan_cells: cells,
+                     section: h ? h.textContent.replace(/#$/, '').trim().slice(0, 80) : ''});
+    });
+    var el = document.createElement('script');
+    el.type = 'application/json'; el.id = 'PROBE_ID';
+    el.textContent = JSON.stringify(m).replace(/</g, '\\u003c');
+    document.body.appendChild(el);
+  }
+  window.addEventListener('load', function () {
+    var p = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
+    p.then(function () { setTimeout(measure, 100); }, function () { setTimeout(measure, 100); });
+  });
+})();
+""".replace("PROBE_ID", PROBE_ID)
+
+RAW_SOURCE = [
+    (re.compile(r"\{math\}"), "raw {math} role"),
+    (re.compile(r"\{glue"), "raw {glue} placeholder"),
+    (re.compile(r"\$\$"), "raw $$"),
+]
+MISSING_CELLS = {"nan", "NaN", "None"}
+
+
+def inject_probe(page: bytes) -> bytes:
+    """The page with the probe script as the first element of <head>."""
+    tag = f"<script>{PROBE_JS}</script>".encode()
+    m = re.search(rb"<head[^>]*>", page, re.I)
+    return page[:m.end()] + tag + page[m.end():] if m else tag + page
+
+
+def extract_measurements(dom: str) -> dict | None:
+    """The probe's JSON from a DOM dump (None when the probe never ran)."""
+    m = re.search(rf'<script type="application/json" id="{PROBE_ID}">(.*?)</script>', dom, re.S)
+    if not m:
+        return None
+    return json.loads(html.unescape(m.group(1)))
+
+
+def figure_problems(rel: str, images: list[dict]) -> list[str]:
+    """A notebook-output image must sit in a <figure> whose <figcaption> carries a number."""
+    out = []
+    for k, img in enumerate(images, 1):
+        if not img.get("output"):
+            continue
+        if not img.get("figure") or img.get("caption") is None:
+            out.append(f"{rel}: figure without a caption (output image {k}, {img.get('src', '')[:60]})")
+        elif not img.get("number"):
+            out.append(f"{rel}: figure without a number (output image {k}: {img.get('caption', '')[:60]!r})")
+    return out
+
+
+def _table_name(t: dict) -> str:
+    cols = ", ".join(t.get("columns") or [])
+    where = f" in section {t['section']!r}" if t.get("section") else ""
+    return f"table {t.get('index', 0) + 1}{where}" + (f" (columns {cols})" if cols else "")
+
+
+def table_problems(rel: str, tables: list[dict]) -> list[str]:
+    """A table wider than its box must have an ancestor that scrolls horizontally; no nan/None cell."""
+    out = []
+    for t in tables:
+        if t["scroll_width"] > t["client_width"] + 1 and not t.get("scroller"):
+            out.append(f"{rel}: {_table_name(t)} is cut off at the right "
+                       f"({t['scroll_width']} px wide in a {t['client_width']} px box that does not scroll)")
+        bad = [c for c in t.get("nan_cells", []) if c in MISSING_CELLS]
+        if bad:
+            kinds = ", ".join(sorted(set(bad)))
+            out.append(f"{rel}: {_table_name(t)} has {len(bad)} cell(s) reading {kinds} (show missing values as '–')")
+    return out
+
+
+def console_problems(rel: str, errors: list[str]) -> list[str]:
+    return [f"{rel}: JavaScript error: {e[:300]}" for e in errors]
+
+
+def raw_text_problems(rel: str, text: str) -> list[str]:
+    out = []
+    for rx, what in RAW_SOURCE:
+        found = list(rx.finditer(text))
+        if found:
+            m = found[0]
+            ctx = text[max(0, m.start() - 40): m.end() + 40].replace("\n", " ")
+            out.append(f"{rel}: {what} visible on the page ({len(found)}x), e.g. ...{ctx}...")
+    return out
+
+
+def judge_measurements(rel: str, m: dict | None) -> list[str]:
+    """Every reader-facing rule on one page's measurements (the probe's JSON)."""
+    if m is None:
+        return [f"{rel}: the page probe did not report (the page never finished loading)"]
+    return (console_problems(rel, m.get("errors", [])) + figure_problems(rel, m.get("images", []))
+            + table_problems(rel, m.get("tables", [])) + raw_text_problems(rel, m.get("text", "")))
+
+
+
 def static_check(html_dir: Path) -> tuple[list[str], dict[str, PageParser], int]:
     problems, pages = [], {}
     n_anchor_external = 0
@@ -345,6 +528,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-ms", type=int, default=20000, help="chromium virtual time budget per page")
     ap.add_argument("--timeout", type=int, default=120, help="seconds before a page load is abandoned")
     ap.add_argument("--keep", type=Path, help="keep DOM dumps and net logs in this folder")
+    ap.add_argument("--report", action="store_true",
+                    help="print every failure, grouped by page, and exit 0 (the default is strict: exit 1)")
     args = ap.parse_args(argv)
     html_dir = args.html_dir.resolve()
     if not (html_dir / "index.html").is_file():
@@ -382,6 +567,7 @@ def main(argv=None) -> int:
             net = netlog_analysis(netlog)
             background |= {urlsplit(u).hostname or u for u in net["background"] if is_external(u)}
             page_problems, summary = check_page(rel, pages[rel], dom, net, served)
+            page_problems += judge_measurements(rel, extract_measurements(dom))
             missing = [p for p, code in QuietHandler.log[before:] if code >= 400 and p != "/favicon.ico"]
             if missing:
                 page_problems.append(f"{rel}: the local server answered 404 for {', '.join(sorted(set(missing))[:6])}")
@@ -397,9 +583,18 @@ def main(argv=None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
     if problems:
-        print(f"[browser] {len(problems)} problem(s):", file=sys.stderr)
+        by_page: dict[str, list[str]] = {}
         for p in problems:
-            print(f"  - {p}", file=sys.stderr)
+            by_page.setdefault(p.split(": ", 1)[0], []).append(p.split(": ", 1)[-1])
+        out = sys.stdout if args.report else sys.stderr
+        print(f"[browser] {len(problems)} problem(s) on {len(by_page)} page(s):", file=out)
+        for page, items in by_page.items():
+            print(f"  {page}: {len(items)}", file=out)
+            for item in items:
+                print(f"    - {item}", file=out)
+        if args.report:
+            print("[browser] report mode: not failing (the default run fails on any of these)")
+            return 0
         return 1
     if background:
         print(f"[browser] chromium's own background requests (not the pages'), all blocked by the host "
