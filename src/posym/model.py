@@ -38,7 +38,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .rope import apply_rope, rope_angles, rope_cos_sin
+from .rope import (apply_rope, check_position_sampling, check_rope_scaling, rope_angles, rope_cos_sin,
+                   sample_positions, scaled_angles)
 
 
 @dataclass
@@ -57,6 +58,10 @@ class ModelConfig:
     ln_eps: float = 1e-5
     attn_only: bool = False  # no MLP (Paper 1's canonical-task models)
     max_seq_len: int | None = None  # None: no limit (RoPE has no learned positions)
+    # length-generalisation remedies (posym.rope); None leaves the model, its config dict and hash as before
+    rope_scaling: dict | None = None  # at inference: {"method": "pi"|"ntk"|"yarn"|"base"|"freq", ...}
+    nope_layers: tuple[int, ...] | None = None  # layers without RoPE (their angles are 0)
+    position_sampling: dict | None = None  # in training only: {"kind": "offset"|"subsample", "max_position": M}
 
     def __post_init__(self):
         for name in ("vocab_size", "n_layer", "n_head", "d_model"):
@@ -80,6 +85,18 @@ class ModelConfig:
                 raise ValueError(f"freq_mask has {len(self.freq_mask)} entries but the head has {self.n_freqs} RoPE frequencies")
         if self.max_seq_len is not None and self.max_seq_len <= 0:
             raise ValueError(f"max_seq_len must be positive or None, got {self.max_seq_len}")
+        self.rope_scaling = check_rope_scaling(self.rope_scaling, self.n_layer, self.n_freqs)
+        if self.nope_layers is not None:
+            self.nope_layers = tuple(sorted({int(l) for l in self.nope_layers}))
+            bad = [l for l in self.nope_layers if not 0 <= l < self.n_layer]
+            if bad:
+                raise ValueError(f"nope_layers {bad} out of range for a {self.n_layer}-layer model")
+        self.position_sampling = check_position_sampling(self.position_sampling)
+
+    @property
+    def layer_angles(self) -> bool:
+        """True when the layers' RoPE angles may differ (a per-layer remedy or NoPE layers)."""
+        return bool(self.nope_layers) or (self.rope_scaling is not None and self.rope_scaling["method"] == "freq")
 
     @property
     def d_head(self) -> int:
@@ -113,6 +130,11 @@ class ModelConfig:
         d = asdict(self)
         if d["freq_mask"] is not None:
             d["freq_mask"] = list(d["freq_mask"])
+        for name in ("rope_scaling", "nope_layers", "position_sampling"):  # left out unset: configs and hashes
+            if d[name] is None:                                           # of earlier runs are unchanged
+                del d[name]
+        if "nope_layers" in d:
+            d["nope_layers"] = list(d["nope_layers"])
         return d
 
     @classmethod
@@ -124,6 +146,8 @@ class ModelConfig:
         d = dict(d)
         if d.get("freq_mask") is not None:
             d["freq_mask"] = tuple(d["freq_mask"])
+        if d.get("nope_layers") is not None:
+            d["nope_layers"] = tuple(d["nope_layers"])
         return cls(**d)
 
 
@@ -132,9 +156,10 @@ class HookPoint(nn.Identity):
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, layer: int = 0):
         super().__init__()
         self.cfg = cfg
+        self.layer = layer
         self.n_head, self.d_head = cfg.n_head, cfg.d_head
         self.q_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.k_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
@@ -143,14 +168,31 @@ class Attention(nn.Module):
         self.attn_dropout = nn.Dropout(cfg.attn_pdrop)
         self.resid_dropout = nn.Dropout(cfg.resid_pdrop)
         self.register_buffer("angles", rope_angles(cfg.rotary_dim, cfg.rope_base), persistent=False)
+        self.register_buffer("dim_mask", None, persistent=False)  # (Dh,) or None
+        self.set_rope(cfg)
+        for name in ("q", "k", "v", "rot_q", "rot_k", "attn_scores", "pattern", "z"):
+            setattr(self, f"hook_{name}", HookPoint())
+
+    def set_rope(self, cfg: ModelConfig) -> None:
+        """(Re)build the angles and the q/k dimension mask from ``cfg`` (its RoPE remedy and NoPE layers).
+
+        A remedy's factor on the rotated part of q and k (YaRN's temperature) goes into ``dim_mask``, which every
+        path (fast, hooked, :mod:`posym.metrics`, :mod:`posym.lengthgen`) applies to q and k before RoPE.
+        """
+        angles, qk_scale = scaled_angles(cfg.rotary_dim, cfg.rope_base, cfg.rope_scaling, self.layer)
+        if cfg.nope_layers and self.layer in cfg.nope_layers:
+            angles = torch.zeros_like(angles)
+        self.angles = angles.to(self.angles.device)
         if cfg.freq_mask is not None:
             m = torch.tensor(cfg.freq_mask, dtype=torch.float32).repeat_interleave(2)
             m = torch.cat((m, torch.ones(cfg.d_head - cfg.rotary_dim)))
         else:
             m = None
-        self.register_buffer("dim_mask", m, persistent=False)  # (Dh,) or None
-        for name in ("q", "k", "v", "rot_q", "rot_k", "attn_scores", "pattern", "z"):
-            setattr(self, f"hook_{name}", HookPoint())
+        if qk_scale != 1.0:
+            if m is None:
+                m = torch.ones(cfg.d_head)
+            m[:cfg.rotary_dim] *= qk_scale
+        self.dim_mask = None if m is None else m.to(self.angles.device)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, H, T, Dh)
         B, T, _ = x.shape
@@ -167,6 +209,8 @@ class Attention(nn.Module):
         q, k = self.hook_q(q), self.hook_k(k)
         v = self.hook_v(self.split_heads(self.v_proj(x)))
         cos, sin = self.rope_tables(positions, q.dtype)
+        if cos.dim() == 3:  # per-prompt positions (B, T): broadcast over heads
+            cos, sin = cos[:, None], sin[:, None]
         rq = self.hook_rot_q(apply_rope(q, cos, sin))
         rk = self.hook_rot_k(apply_rope(k, cos, sin))
         return rq, rk, v
@@ -201,11 +245,11 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, layer: int = 0):
         super().__init__()
         self.cfg = cfg
         self.ln_1 = nn.LayerNorm(cfg.d_model, eps=cfg.ln_eps)
-        self.attn = Attention(cfg)
+        self.attn = Attention(cfg, layer)
         self.mlp = None if cfg.attn_only else MLP(cfg)
         self.hook_resid_pre = HookPoint()
         self.hook_attn_out = HookPoint()
@@ -224,9 +268,13 @@ class Block(nn.Module):
         return self.hook_resid_post(out)
 
     # ---- fast path: fused projections + SDPA, used when nothing is hooked -----------------
-    def forward_fast(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, last_only: bool = False):
+    def forward_fast(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, last_only: bool = False,
+                     own_tables: bool = False):
         """The block without hook points: one matmul for q, k, v and the MLP input, RoPE on interleaved pairs
-        without strided slicing, SDPA.  ``cos``/``sin``: (T, rotary_dim) tables from :func:`rope_cos_sin`.
+        without strided slicing, SDPA.  ``cos``/``sin``: (T, rotary_dim) tables from :func:`rope_cos_sin`
+        (or (B, T, rotary_dim) for per-prompt positions).  When the layers' angles differ
+        (:attr:`ModelConfig.layer_angles`) and the caller did not say the tables are this layer's
+        (``own_tables``), the block builds its own for positions ``0..T-1``.
 
         Written for training speed on CPU: ``split`` (not slicing) of the fused projection and ``unbind`` of
         the RoPE pairs keep the backward pass free of zero-filled full-size gradient buffers.
@@ -240,13 +288,15 @@ class Block(nn.Module):
         if mlp_in:
             ws.append(self.mlp.fc_in.weight)
         proj = h @ torch.cat(ws).t()  # (B, T, 3D [+ d_mlp])
-        c, s = cos[:, None, 0::2], sin[:, None, 0::2]  # (T, 1, F): one entry per pair
+        if cfg.layer_angles and not own_tables:
+            cos, sin = rope_cos_sin(torch.arange(T, device=x.device), attn.angles, dtype=x.dtype)
+        c, s = cos[..., None, 0::2], sin[..., None, 0::2]  # ([B,] T, 1, F): one entry per pair
         if last_only:
             q, k, v = proj.split([D, D, D], dim=-1)
             q, k = q[:, -1:].view(B, 1, H, Dh), k.view(B, T, H, Dh)
             if attn.dim_mask is not None:
                 q, k = q * attn.dim_mask, k * attn.dim_mask
-            q, k = _rope_pairs(q, c[-1:], s[-1:]), _rope_pairs(k, c, s)
+            q, k = _rope_pairs(q, c[..., -1:, :, :], s[..., -1:, :, :]), _rope_pairs(k, c, s)
         else:
             qk, v, *m = proj.split([2 * D, D] + ([cfg.d_mlp] if mlp_in else []), dim=-1)
             qk = qk.view(B, T, 2 * H, Dh)  # q heads then k heads: one RoPE call for both
@@ -300,7 +350,7 @@ class GPTJ(nn.Module):
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.drop = nn.Dropout(cfg.embd_pdrop)
-        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
+        self.blocks = nn.ModuleList([Block(cfg, layer) for layer in range(cfg.n_layer)])
         self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.ln_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=True)
         self.hook_embed = HookPoint()
@@ -316,6 +366,13 @@ class GPTJ(nn.Module):
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+    def set_rope_scaling(self, scaling: dict | None) -> "GPTJ":
+        """Apply a RoPE remedy at inference (:func:`posym.rope.scaled_angles`; None: plain RoPE), in place."""
+        self.cfg.rope_scaling = check_rope_scaling(scaling, self.cfg.n_layer, self.cfg.n_freqs)
+        for blk in self.blocks:
+            blk.attn.set_rope(self.cfg)
+        return self
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -346,17 +403,24 @@ class GPTJ(nn.Module):
         """
         self.check_input(idx)
         B, T = idx.shape
-        positions = torch.arange(T, device=idx.device)
+        if self.training and self.cfg.position_sampling is not None:  # randomised positions, one draw per prompt
+            positions = sample_positions(self.cfg.position_sampling, B, T, device=idx.device)
+        else:
+            positions = torch.arange(T, device=idx.device)
         x = self.drop(self.hook_embed(self.wte(idx)))
         if fast is None:
             fast = not self._hooked()
         n = len(self.blocks)
         if fast:
-            cos, sin = rope_cos_sin(positions, self.blocks[0].attn.angles, dtype=x.dtype)
+            per_layer = self.cfg.layer_angles
+            if not per_layer:
+                cos, sin = rope_cos_sin(positions, self.blocks[0].attn.angles, dtype=x.dtype)
             for i, blk in enumerate(self.blocks):
                 if resid_out is not None:
                     resid_out.append(x)
-                x = blk.forward_fast(x, cos, sin, last_only=last_only and i == n - 1)
+                if per_layer:
+                    cos, sin = rope_cos_sin(positions, blk.attn.angles, dtype=x.dtype)
+                x = blk.forward_fast(x, cos, sin, last_only=last_only and i == n - 1, own_tables=True)
         else:
             for i, blk in enumerate(self.blocks):
                 if resid_out is not None:
