@@ -75,7 +75,7 @@ def test_wilson_and_mean_ci():
     assert hi == pytest.approx(1) and lo > 0.65
     m, lo, hi = A.mean_ci([0.9, 1.0, 0.95])
     sd = np.std([0.9, 1.0, 0.95], ddof=1)
-    assert m == pytest.approx(0.95) and hi - m == pytest.approx(4.303 * sd / math.sqrt(3))
+    assert m == pytest.approx(0.95) and hi - m == pytest.approx(4.302652730 * sd / math.sqrt(3), rel=1e-8)
     assert np.isnan(A.mean_ci([0.5])[1])
 
 

@@ -17,7 +17,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from posym import book, plotting, tasks  # noqa: E402
-from posym.book import ChapterSpec, Param, ParameterError, Required  # noqa: E402
+from posym import spec as spec_module  # noqa: E402
+from posym.spec import ChapterSpec, Param, ParameterError, Required  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
@@ -43,7 +44,7 @@ def chapter_sources() -> list[Path]:
 
 @pytest.mark.parametrize("scale", book.SCALES)
 def test_every_scale_has_valid_defaults(scale):
-    for name, spec in book.CHAPTERS.items():
+    for name, spec in book.all_specs().items():
         params = book.validate(name, scale, {})
         assert set(params) == set(spec.params)
 
@@ -115,7 +116,7 @@ def results_chapter(monkeypatch):
         requires={"paper": (Required("runs/number/metrics.csv", "posym reproduce --scale paper",
                                      "positional/symbolic scores of the paper-scale runs"),)},
     )
-    monkeypatch.setitem(book.CHAPTERS, spec.name, spec)
+    monkeypatch.setitem(spec_module.CHAPTERS, spec.name, spec)
     return spec
 
 
@@ -135,7 +136,7 @@ def test_missing_data_file_names_scale_file_and_command(results_chapter, tmp_pat
 def test_optional_results_are_listed_not_fatal(monkeypatch, tmp_path):
     spec = ChapterSpec(name="optional-demo", params={},
                        requires={"paper": (Required("runs/x.csv", "posym reproduce --scale paper", optional=True),)})
-    monkeypatch.setitem(book.CHAPTERS, spec.name, spec)
+    monkeypatch.setitem(spec_module.CHAPTERS, spec.name, spec)
     monkeypatch.setenv("POSYM_DATA_DIR", str(tmp_path))
     cfg = book.setup("optional-demo", "paper")
     assert [r.path for r in cfg.missing] == ["runs/x.csv"]
@@ -224,8 +225,8 @@ def test_chapter_structure(src):
     """Parameters cell first, every parameter None by default, setup next with the shared install line."""
     nb = jupytext.read(src)
     name = src.stem
-    assert name in book.CHAPTERS, f"register a ChapterSpec for {name!r} in posym/book.py"
-    spec = book.CHAPTERS[name]
+    assert name in book.chapter_names(), f"add posym/chapters/{name}.py registering a ChapterSpec for {name!r}"
+    spec = book.load_spec(name)
     cells = code_cells(nb)
     assert "parameters" in cells[0].metadata.get("tags", []), "the first code cell must be tagged parameters"
     assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1
@@ -281,7 +282,7 @@ def _snapshot(*folders: Path) -> dict[str, float]:
     return out
 
 
-CHAPTER_NAMES = sorted(book.CHAPTERS)
+CHAPTER_NAMES = sorted(book.all_specs())
 
 
 def _first_bad_case(chapter: str) -> book.BadCase:
@@ -290,7 +291,7 @@ def _first_bad_case(chapter: str) -> book.BadCase:
 
 
 def test_every_chapter_has_a_bad_case_batch_covering_every_parameter():
-    for name, spec in book.CHAPTERS.items():
+    for name, spec in book.all_specs().items():
         cases = book.bad_cases(name)
         assert {c.param for c in cases} >= set(spec.params) | {"scale"}, name
         kinds = {c.kind for c in cases}

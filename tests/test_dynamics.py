@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from posym import dynamics as D  # noqa: E402
-from posym import metrics  # noqa: E402
+from posym import metrics, stats  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_DATA = REPO / "data" / "paper"
@@ -75,50 +75,50 @@ def paper_like(seeds=(0, 1, 2)):
     (0.995, 2, 9.924843201), (0.5, 7, 0.0),
 ])
 def test_t_quantile_matches_tables(p, df, expected):
-    assert D.t_quantile(p, df) == pytest.approx(expected, abs=1e-7)
-    assert D.t_quantile(1 - p, df) == pytest.approx(-expected, abs=1e-7)
-    assert D.t_cdf(D.t_quantile(p, df), df) == pytest.approx(p, abs=1e-10)
+    assert stats.t_quantile(p, df) == pytest.approx(expected, abs=1e-7)
+    assert stats.t_quantile(1 - p, df) == pytest.approx(-expected, abs=1e-7)
+    assert stats.t_cdf(stats.t_quantile(p, df), df) == pytest.approx(p, abs=1e-10)
 
 
 def test_t_quantile_approaches_the_normal():
-    assert D.t_quantile(0.975, 10_000) == pytest.approx(1.959964, abs=1e-3)
+    assert stats.t_quantile(0.975, 10_000) == pytest.approx(1.959964, abs=1e-3)
 
 
 def test_betainc_edges_and_symmetry(ledger):
-    assert D.betainc(2.0, 3.0, 0.0) == 0.0 and D.betainc(2.0, 3.0, 1.0) == 1.0
-    assert D.betainc(1.0, 1.0, 0.3) == pytest.approx(0.3)  # uniform
-    assert D.betainc(2.5, 1.5, 0.4) == pytest.approx(1 - D.betainc(1.5, 2.5, 0.6))
+    assert stats.betainc(2.0, 3.0, 0.0) == 0.0 and stats.betainc(2.0, 3.0, 1.0) == 1.0
+    assert stats.betainc(1.0, 1.0, 0.3) == pytest.approx(0.3)  # uniform
+    assert stats.betainc(2.5, 1.5, 0.4) == pytest.approx(1 - stats.betainc(1.5, 2.5, 0.6))
     with ledger.raises(ValueError):
-        D.betainc(1.0, 1.0, 1.5)
+        stats.betainc(1.0, 1.0, 1.5)
 
 
 def test_mean_ci_t_interval():
     x = [4000, 4300, 4700, 4000, 4350]
-    m, lo, hi = D.mean_ci(x)
+    m, lo, hi = stats.mean_ci(x)
     half = 2.776445105 * np.std(x, ddof=1) / math.sqrt(5)
     assert m == pytest.approx(np.mean(x))
     assert (lo, hi) == pytest.approx((m - half, m + half))
-    m90, lo90, hi90 = D.mean_ci(x, level=0.9)
+    m90, lo90, hi90 = stats.mean_ci(x, level=0.9)
     assert lo < lo90 < m90 < hi90 < hi
 
 
 def test_mean_ci_bootstrap_is_seeded_and_inside_the_range(ledger):
     x = [1.0, 2.0, 3.0, 4.0, 10.0]
-    a = D.mean_ci(x, method="bootstrap", seed=3)
+    a = stats.mean_ci(x, method="bootstrap", seed=3)
     ledger.rerun()
-    assert a == D.mean_ci(x, method="bootstrap", seed=3)
+    assert a == stats.mean_ci(x, method="bootstrap", seed=3)
     assert min(x) <= a[1] <= a[0] <= a[2] <= max(x)
 
 
 def test_mean_ci_degenerate_inputs(ledger):
-    assert D.mean_ci([3.0])[0] == 3.0 and all(math.isnan(v) for v in D.mean_ci([3.0])[1:])
-    assert all(math.isnan(v) for v in D.mean_ci([]))
-    assert D.mean_ci([2, 2, 2]) == (2.0, 2.0, 2.0)
-    assert D.mean_ci([1.0, float("nan"), 3.0])[0] == 2.0
+    assert stats.mean_ci([3.0])[0] == 3.0 and all(math.isnan(v) for v in stats.mean_ci([3.0])[1:])
+    assert all(math.isnan(v) for v in stats.mean_ci([]))
+    assert stats.mean_ci([2, 2, 2]) == (2.0, 2.0, 2.0)
+    assert stats.mean_ci([1.0, float("nan"), 3.0])[0] == 2.0
     with ledger.raises(ValueError, match="level"):
-        D.mean_ci([1, 2], level=95)
+        stats.mean_ci([1, 2], level=95)
     with ledger.raises(ValueError, match="interval method"):
-        D.mean_ci([1, 2], method="wald")
+        stats.mean_ci([1, 2], method="wald")
 
 
 def test_seed_band_per_group_and_point():

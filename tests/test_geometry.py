@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from posym import geometry as G  # noqa: E402
-from posym import theory  # noqa: E402
+from posym import stats, theory  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "paper"
 
@@ -45,14 +45,13 @@ def test_paper_ids_map_to_our_zero_based_indices():
     assert np.allclose(G.rope_frequency(np.array([0.0, 0.5, 1.0]))[[0, 2]], [1.0, 10000 ** (-2 / 128)])
 
 
-def test_mean_ci(ledger):
-    m, h = G.mean_ci([1.0, 2.0, 3.0])
-    assert m == 2.0 and h == pytest.approx(4.303 * 1.0 / math.sqrt(3), rel=1e-6)
-    m, h = G.mean_ci([5.0])
+def test_mean_halfwidth(ledger):
+    m, h = stats.mean_halfwidth([1.0, 2.0, 3.0])
+    assert m == 2.0 and h == pytest.approx(4.302652730 * 1.0 / math.sqrt(3), rel=1e-8)
+    m, h = stats.mean_halfwidth([5.0, float("inf")])
     assert m == 5.0 and math.isnan(h)
-    assert G.t_quantile(4) == 2.776 and G.t_quantile(100) == 1.96
     with ledger.raises(ValueError):
-        G.t_quantile(0)
+        stats.t_quantile(0.975, 0)
 
 
 def test_weighted_frequency_and_table1_comparison(ledger):

@@ -255,12 +255,12 @@ def test_chapter_requirements_are_listed_before_the_chapters_run(tmp_path):
     """A paper-scale plan that lacks results the chapters read is stopped with the list (not mid-chapter)."""
     from posym import book
 
-    needs = [r for spec in book.CHAPTERS.values() for r in spec.requires.get("paper", ()) if not r.optional]
+    needs = [r for spec in book.all_specs().values() for r in spec.requires.get("paper", ()) if not r.optional]
     missing = rp.missing_requirements("paper", tmp_path)
     assert len(missing) == len(needs)
     assert all(str(tmp_path) in m for m in missing)
     # smoke chapters train what they need; the only results they read (the audit appendix's seed-0
     # checkpoints) are committed, so the repository's own data folder satisfies them
-    smoke_needs = [r for spec in book.CHAPTERS.values() for r in spec.requires.get("smoke", ()) if not r.optional]
+    smoke_needs = [r for spec in book.all_specs().values() for r in spec.requires.get("smoke", ()) if not r.optional]
     assert len(rp.missing_requirements("smoke", tmp_path)) == len(smoke_needs)
     assert rp.missing_requirements("smoke") == []

@@ -36,8 +36,8 @@ import pandas as pd
 import torch
 
 from . import io as pio
-from .stats import Z95, wilson  # noqa: F401  (wilson is part of this module's interface)
-from .tasks import (MAX_HOPS, N_TOTAL, QUERY_POS, SEQ_LEN, SPLIT_OFFSETS, SPLIT_SIZES, TARGET_WINDOW, PAPER_TASKS,
+from .stats import mean_ci, wilson  # noqa: F401  (mean_ci and wilson are part of this module's interface)
+from .tasks import (MAX_HOPS, QUERY_POS, SEQ_LEN, SPLIT_SIZES, TARGET_WINDOW, PAPER_TASKS,
                     TaskDataset, get_task)
 
 N_LET = 8          # Letter task: letters a..h
@@ -53,33 +53,6 @@ MODEL_TABLES = ("shortcut_use", "shortcut_use_summary", "variant_accuracy", "var
 
 # =============================================================================
 # Small statistics helpers
-
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         15: 2.131, 20: 2.086, 30: 2.042}
-
-
-def t975(df: int) -> float:
-    """Two-sided 95 % Student-t quantile (table; normal quantile beyond 30 degrees of freedom)."""
-    if df < 1:
-        return float("nan")
-    if df in _T975:
-        return _T975[df]
-    keys = sorted(_T975)
-    for lo, hi in zip(keys, keys[1:]):
-        if lo < df < hi:  # linear in 1/df between table entries
-            w = (1 / df - 1 / hi) / (1 / lo - 1 / hi)
-            return w * _T975[lo] + (1 - w) * _T975[hi]
-    return Z95
-
-
-def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
-    """Mean and 95 % t-interval over independent runs (seeds); the interval is NaN for one run."""
-    v = np.asarray(values, dtype=float)
-    m = float(v.mean())
-    if len(v) < 2:
-        return m, float("nan"), float("nan")
-    h = t975(len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
-    return m, m - h, m + h
 
 
 def _rate_row(k, n, **keys) -> dict:

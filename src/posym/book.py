@@ -12,8 +12,9 @@ choices, files that must exist in ``data/`` at this scale) and stops the chapter
 :class:`ParameterError` that names the parameter and says what to run. It then applies the shared
 figure style, seeds ``random``/``numpy``/``torch`` and returns a :class:`ChapterConfig`.
 
-The parameter sets (``smoke``, ``teaching``, ``paper``) of every chapter live here, in
-:data:`CHAPTERS`, and nowhere else. Papermill only passes ``scale`` (and any explicit override).
+The parameter sets (``smoke``, ``teaching``, ``paper``) of a chapter live in its module,
+``posym/chapters/<name>.py`` (a :class:`posym.spec.ChapterSpec`), and nowhere else; :func:`load_spec`
+imports only the chapter asked for. Papermill only passes ``scale`` (and any explicit override).
 
 :func:`execute_chapter` runs one chapter with papermill (used by ``scripts/run_chapters.py`` and the
 tests); it writes the executed notebook only if the chapter succeeds. Measured runtimes are kept in
@@ -24,26 +25,22 @@ from __future__ import annotations
 import ast
 import csv
 import datetime as _dt
-import math
 import os
 import platform
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
-SCALES = ("smoke", "teaching", "paper")
-SCALE_HELP = {
-    "smoke": "fast, for CI and a first look (the whole book in minutes on 2 CPU cores)",
-    "teaching": "for a class on a laptop (about 5 minutes per training chapter on CPU)",
-    "paper": "the paper's scale; reads committed full-scale results from data/ and trains nothing long",
-}
+from . import spec as _spec
+from .results import data_dir, repo_root  # noqa: F401  (re-exported: chapters and scripts use book.data_dir)
+from .spec import (SCALE_HELP, SCALES, BadCase, ChapterSpec, Param, ParameterError,  # noqa: F401  (re-exported)
+                   Required)
 
 #: The one line that installs the pinned stack where ``posym`` is missing (e.g. Google Colab).
 #: Every chapter's setup cell runs exactly this line (``tests/test_book.py`` checks it).
@@ -57,300 +54,50 @@ COLAB_INSTALL = (
 RUNTIME_COLUMNS = ("chapter", "scale", "seconds", "cpu", "cores", "date")
 
 
-class ParameterError(ValueError):
-    """A chapter parameter is invalid. ``param`` names it; the message says what to run."""
-
-    def __init__(self, message: str, param: str | None = None):
-        super().__init__(message)
-        self.param = param
-
-
-# -----------------------------------------------------------------------------
-# Specifications
-
-_MISSING = object()
-
-
-@dataclass(frozen=True)
-class Param:
-    """One chapter parameter.
-
-    ``kind`` is ``int``, ``float``, ``str`` or ``bool`` (``bool`` is never accepted for ``int``; an
-    ``int`` is accepted for ``float``). ``default`` is either one value for every scale or a dict
-    ``{scale: value}``. ``min``/``max`` are inclusive bounds; ``choices`` lists allowed values.
-    """
-
-    kind: type
-    default: Any
-    help: str = ""
-    min: float | None = None
-    max: float | None = None
-    choices: tuple | None = None
-
-    def default_for(self, scale: str) -> Any:
-        if isinstance(self.default, Mapping):
-            return self.default[scale]
-        return self.default
-
-    def describe(self) -> str:
-        kind = {int: "an integer", float: "a number", str: "a string", bool: "True or False"}[self.kind]
-        if self.choices is not None:
-            return f"one of {', '.join(repr(c) for c in self.choices)}"
-        if self.min is not None and self.max is not None:
-            return f"{kind} in [{_fmt(self.min)}, {_fmt(self.max)}]"
-        if self.min is not None:
-            return f"{kind} >= {_fmt(self.min)}"
-        if self.max is not None:
-            return f"{kind} <= {_fmt(self.max)}"
-        return kind
-
-
-@dataclass(frozen=True)
-class Required:
-    """A file or folder, relative to ``data/``, that a chapter needs at some scale.
-
-    A missing required result stops the chapter with a :class:`ParameterError`. With
-    ``optional=True`` the chapter runs anyway: the result is listed in ``cfg.missing`` and
-    :func:`missing_note` tells the reader which result is missing and how to produce it.
-    """
-
-    path: str
-    how: str  # the command that produces it
-    what: str = ""  # what it is, for the error message
-    optional: bool = False
-
-
-@dataclass(frozen=True)
-class ChapterSpec:
-    """Parameters, scale defaults and required results of one chapter."""
-
-    name: str
-    params: Mapping[str, Param]
-    requires: Mapping[str, tuple[Required, ...]] = field(default_factory=dict)
-    # extra checks across parameters: f(params) -> None or (parameter name, message)
-    checks: tuple[Callable[[dict], tuple[str, str] | None], ...] = ()
-
-    def __post_init__(self) -> None:
-        for pname, p in self.params.items():
-            if pname in ("scale", "chapter"):
-                raise ValueError(f"{pname!r} is reserved and cannot be a chapter parameter")
-            if isinstance(p.default, Mapping) and set(p.default) != set(SCALES):
-                raise ValueError(f"chapter {self.name!r}: default of {pname!r} must give every scale {SCALES}")
-        unknown = set(self.requires) - set(SCALES)
-        if unknown:
-            raise ValueError(f"chapter {self.name!r}: requirements for unknown scales {sorted(unknown)}")
-
-    def defaults(self, scale: str) -> dict[str, Any]:
-        return {k: p.default_for(scale) for k, p in self.params.items()}
-
-
-CHAPTERS: dict[str, ChapterSpec] = {}
-
-
-def register(spec: ChapterSpec) -> ChapterSpec:
-    """Add (or replace) a chapter specification."""
-    CHAPTERS[spec.name] = spec
-    return spec
-
-
-def _fmt(x: Any) -> str:
-    if isinstance(x, float) and x.is_integer() and abs(x) < 1e15:
-        x = int(x)
-    if isinstance(x, int) and not isinstance(x, bool) and abs(x) >= 10_000:
-        return f"{x:_}"
-    return repr(x) if isinstance(x, str) else str(x)
-
-
-# --- the data chapter ------------------------------------------------------------
-
-def _data_checks(params: dict) -> tuple[str, str] | None:
-    from posym.tasks import SPLIT_SIZES
-
-    size = SPLIT_SIZES[params["split"]]
-    if params["n_samples"] > size:
-        return "n_samples", (f"must be at most the size of split {params['split']!r} ({_fmt(size)}), "
-                             f"got {_fmt(params['n_samples'])}")
-    return None
-
-
-register(ChapterSpec(
-    name="data",
-    params={
-        "seed": Param(int, 0, "base seed of the data sets (the paper's splits use 0)", min=0, max=2**31 - 1),
-        "split": Param(str, "train", "split whose balance is measured", choices=("train", "val", "test")),
-        "n_samples": Param(int, {"smoke": 4_000, "teaching": 20_000, "paper": 432_000},
-                           "prompts per task used for the balance statistics", min=1),
-        "n_examples": Param(int, 4, "worked examples drawn per task", min=1, max=8),
-        "n_swap": Param(int, {"smoke": 1_000, "teaching": 2_000, "paper": 20_000},
-                        "prompts per task in the swap experiment", min=1, max=45_600),
-    },
-    checks=(_data_checks,),
-))
-
-
-# The other chapters register their specs from posym/chapters/<name>.py (one module per chapter);
-# they are imported at the end of this module.
-
-
 # -----------------------------------------------------------------------------
 # Validation and setup
 
-def _is_checkout(folder: Path) -> bool:
-    return ((folder / "pyproject.toml").is_file() and (folder / "src" / "posym").is_dir()
-            and (folder / "_toc.yml").is_file())
+# -----------------------------------------------------------------------------
+# Chapters: found by name, loaded on demand
+
+def chapter_names() -> tuple[str, ...]:
+    """Every chapter module in ``posym/chapters/`` (found without importing them)."""
+    import pkgutil
+
+    from . import chapters
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(chapters.__path__) if not m.name.startswith("_")))
 
 
-def repo_root() -> Path | None:
-    """The posym checkout to work in: the one that holds the current directory (so that a second clone
-    writes its own ``_build/`` and reads its own ``data/``), else the one this package was installed from
-    (``None`` for a non-editable install run outside any checkout)."""
-    cwd = Path.cwd().resolve()
-    for folder in (cwd, *cwd.parents):
-        if _is_checkout(folder):
-            return folder
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "pyproject.toml").is_file() and (parent / "src" / "posym").is_dir():
-            return parent
-    return None
+def load_spec(chapter: str) -> ChapterSpec:
+    """The :class:`ChapterSpec` of ``chapter``, importing its module (``posym.chapters.<chapter>``) if needed."""
+    if chapter not in _spec.CHAPTERS:
+        if chapter not in chapter_names():
+            raise ParameterError(f"unknown chapter {chapter!r}; known chapters: {', '.join(chapter_names())}",
+                                 param="chapter")
+        import importlib
+        importlib.import_module(f"posym.chapters.{chapter}")
+        if chapter not in _spec.CHAPTERS:
+            raise ParameterError(f"posym/chapters/{chapter}.py registers no ChapterSpec named {chapter!r}",
+                                 param="chapter")
+    return _spec.CHAPTERS[chapter]
 
 
-def data_dir() -> Path:
-    """Where committed results live: ``$POSYM_DATA_DIR``, else ``data/`` of :func:`repo_root`."""
-    env = os.environ.get("POSYM_DATA_DIR")
-    if env:
-        return Path(env).expanduser().resolve()
-    root = repo_root()
-    return (root / "data") if root is not None else (Path.cwd() / "data").resolve()
-
-
-def _check_value(chapter: str, name: str, p: Param, value: Any) -> Any:
-    def fail(why: str) -> ParameterError:
-        return ParameterError(
-            f"chapter {chapter!r}: parameter {name!r} must be {p.describe()}, {why}.\n"
-            f"  Leave it as None to use the scale's default, or pass a valid value, e.g. "
-            f"`-p {name} {p.default_for('smoke')!r}` to scripts/run_chapters.py or papermill.", param=name)
-
-    got = f"got {value!r} ({type(value).__name__})"
-    if p.kind is bool:
-        if not isinstance(value, bool):
-            raise fail(got)
-    elif p.kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            try:
-                import numpy as np
-                if isinstance(value, np.integer):
-                    value = int(value)
-                else:
-                    raise fail(got)
-            except ImportError:  # pragma: no cover
-                raise fail(got) from None
-    elif p.kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise fail(got)
-        value = float(value)
-        if not math.isfinite(value):
-            raise fail(got)
-    elif p.kind is str:
-        if not isinstance(value, str):
-            raise fail(got)
-    if p.choices is not None and value not in p.choices:
-        raise fail(f"got {value!r}")
-    if p.min is not None and value < p.min:
-        raise fail(f"got {_fmt(value)}")
-    if p.max is not None and value > p.max:
-        raise fail(f"got {_fmt(value)}")
-    return value
+def all_specs() -> dict[str, ChapterSpec]:
+    """Every chapter's specification (imports every chapter module)."""
+    return {name: load_spec(name) for name in chapter_names()}
 
 
 def validate(chapter: str, scale: Any, params: Mapping[str, Any] | None = None,
              data_root: Path | None = None) -> dict[str, Any]:
-    """Check ``scale`` and ``params`` for ``chapter``; return the full parameter dict.
-
-    ``None`` values take the scale's default. Raises :class:`ParameterError` on the first problem.
-    """
-    params = dict(params or {})
-    if chapter not in CHAPTERS:
-        raise ParameterError(f"unknown chapter {chapter!r}; known chapters: {', '.join(sorted(CHAPTERS))}",
-                             param="chapter")
-    spec = CHAPTERS[chapter]
-    if not isinstance(scale, str) or scale not in SCALES:
-        raise ParameterError(
-            f"chapter {chapter!r}: parameter 'scale' must be one of {', '.join(repr(s) for s in SCALES)}, "
-            f"got {scale!r}.\n  Run e.g. `make book PARAMS=smoke`, or `papermill ... -p scale smoke`.",
-            param="scale")
-    unknown = sorted(set(params) - set(spec.params))
-    if unknown:
-        raise ParameterError(
-            f"chapter {chapter!r}: unknown parameter {unknown[0]!r}; this chapter takes "
-            f"{', '.join(sorted(spec.params)) or 'no parameters besides scale'}.", param=unknown[0])
-    out: dict[str, Any] = {}
-    for name, p in spec.params.items():
-        value = params.get(name)
-        if value is None:
-            value = p.default_for(scale)
-        out[name] = _check_value(chapter, name, p, value)
-    for check in spec.checks:
-        problem = check(out)
-        if problem is not None:
-            name, why = problem
-            raise ParameterError(f"chapter {chapter!r}: parameter {name!r} {why}.", param=name)
-    root = data_root if data_root is not None else data_dir()
-    for req in spec.requires.get(scale, ()):
-        if not req.optional and not (root / req.path).exists():
-            what = f" ({req.what})" if req.what else ""
-            raise ParameterError(
-                f"chapter {chapter!r}: parameter 'scale' is {scale!r}, which reads {root / req.path}{what}, "
-                f"but it is missing.\n  Produce it with `{req.how}`, or run the chapter at a scale that "
-                f"trains instead: `make book PARAMS=smoke`.", param="scale")
-    return out
-
-
-@dataclass(frozen=True)
-class BadCase:
-    """One bad value for a chapter: run it at ``scale`` with ``overrides``; it must stop the chapter with a
-    :class:`ParameterError` naming ``param``.  ``empty_data`` runs it against an empty ``data/`` folder
-    (``$POSYM_DATA_DIR``); ``kind`` says what is wrong (for counts and test ids)."""
-
-    kind: str
-    scale: Any
-    overrides: Mapping[str, Any]
-    param: str
-    empty_data: bool = False
-
-    @property
-    def id(self) -> str:
-        extra = ",".join(f"{k}={v!r}" for k, v in self.overrides.items())
-        return f"{self.kind}[{self.param}{'=' + extra if extra else ''}]"
+    """:func:`posym.spec.validate` after loading the chapter's module."""
+    load_spec(chapter)
+    return _spec.validate(chapter, scale, params, data_root=data_root)
 
 
 def bad_cases(chapter: str) -> list[BadCase]:
-    """A batch of bad values for every parameter of ``chapter``, derived from its :class:`ChapterSpec`:
-    an unknown scale and an unknown parameter; per parameter a value of the wrong type, one below its
-    minimum (and zero and a negative number where those are invalid), one above its maximum, one outside
-    its choices; and, where the ``paper`` scale reads committed results, a missing results folder."""
-    spec = CHAPTERS[chapter]
-    cases = [BadCase("unknown scale", "gigantic", {}, "scale"),
-             BadCase("wrong type", 3, {}, "scale"),
-             BadCase("unknown parameter", "smoke", {"no_such_parameter": 1}, "no_such_parameter")]
-    for name, p in spec.params.items():
-        wrong = {int: "many", float: "fast", str: 7, bool: "yes"}[p.kind]
-        cases.append(BadCase("wrong type", "smoke", {name: wrong}, name))
-        if p.kind is int:
-            cases.append(BadCase("wrong type", "smoke", {name: 2.5}, name))
-        if p.kind in (int, float) and p.min is not None:
-            below = {p.min - 1 if p.kind is int else p.min - 0.5}
-            below |= {v for v in (0, -1) if v < p.min}
-            cases += [BadCase("too small" if v > 0 else ("zero" if v == 0 else "negative"), "smoke",
-                              {name: v}, name) for v in sorted(below, reverse=True)]
-        if p.kind in (int, float) and p.max is not None:
-            above = p.max + 1 if p.kind is int else p.max * 2 + 1
-            cases.append(BadCase("too large", "smoke", {name: above}, name))
-        if p.choices is not None and p.kind is str:
-            cases.append(BadCase("unknown choice", "smoke", {name: "no-such-" + name}, name))
-    if spec.requires.get("paper"):
-        cases.append(BadCase("missing results folder", "paper", {}, "scale", empty_data=True))
-    return cases
+    """:func:`posym.spec.bad_cases` after loading the chapter's module."""
+    load_spec(chapter)
+    return _spec.bad_cases(chapter)
 
 
 @dataclass
@@ -443,7 +190,7 @@ def setup(chapter: str, scale: str, **params: Any) -> ChapterConfig:
         pass
     seed_everything(int(full.get("seed", 0)))
     root = data_dir()
-    missing = tuple(r for r in CHAPTERS[chapter].requires.get(scale, ()) if r.optional and not (root / r.path).exists())
+    missing = tuple(r for r in load_spec(chapter).requires.get(scale, ()) if r.optional and not (root / r.path).exists())
     return ChapterConfig(chapter=chapter, scale=scale, params=full, data_dir=root, missing=missing)
 
 
@@ -623,15 +370,3 @@ def _kernel_stderr(log: Path):
             print("\n".join(keep), file=sys.stderr, flush=True)
 
 
-def git_commit(root: Path | None = None) -> str | None:
-    """Short commit hash of the checkout, if any."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root or repo_root(),
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-# Chapter specifications that live in their own modules (see posym/chapters/__init__.py).
-from . import chapters as _chapters  # noqa: E402,F401  (import for the side effect of registering)

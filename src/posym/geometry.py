@@ -24,10 +24,11 @@ import numpy as np
 import pandas as pd
 
 from . import theory
+from .stats import mean_halfwidth
 from .metrics import weighted_frequency
 
 __all__ = [
-    "PAPER_TABLE1", "PAPER_FIG5A", "PAPER_PEAK_LOGIT", "rope_frequency", "check_paper_ids", "t_quantile", "mean_ci",
+    "PAPER_TABLE1", "PAPER_FIG5A", "PAPER_PEAK_LOGIT", "rope_frequency", "check_paper_ids",
     "final_rows", "weighted_frequency_table", "table1_comparison", "frequency_use_curves", "snapshot_steps",
     "pos_sym_by_frequency", "frequency_roles", "construction_checks", "discrepancy_table", "bound_report",
     "rational_angle_demo", "fig4a_vectors", "plot_frequency_use", "plot_retrieval_plane", "train_models", "plot_pos_sym_heatmaps", "plot_fig4a",
@@ -71,28 +72,6 @@ def check_paper_ids() -> float:
             worst = max(worst, abs(float(rope_frequency(pid - 1)) - f))
     return worst
 
-
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045,
-         2.042]
-
-
-def t_quantile(df: int) -> float:
-    """0.975 quantile of Student's t with ``df`` degrees of freedom (table up to 30, then 1.96)."""
-    if df < 1:
-        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
-    return _T975[df - 1] if df <= len(_T975) else 1.96
-
-
-def mean_ci(values: Iterable[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95 % t-interval over independent runs (NaN half-width for one run)."""
-    v = np.asarray(list(values), dtype=float)
-    v = v[np.isfinite(v)]
-    if len(v) == 0:
-        return float("nan"), float("nan")
-    if len(v) == 1:
-        return float(v[0]), float("nan")
-    return float(v.mean()), t_quantile(len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
 
 
 def _group_cols(df: pd.DataFrame) -> list[str]:
@@ -158,7 +137,7 @@ def table1_comparison(freq_scores: pd.DataFrame, step: int | None = None, close_
     for (task, layer), g in w.groupby(["task", "layer"]):
         if int(layer) >= len(PAPER_TABLE1[task]):
             continue
-        m, h = mean_ci(g["wavg_id"])
+        m, h = mean_halfwidth(g["wavg_id"])
         pid, pf = PAPER_TABLE1[task][int(layer)]
         # the paper's angle, unrounded, and the fractional ID it has in a RoPE with our rotary_dim and base
         pf_exact = float(rope_frequency(pid - 1))

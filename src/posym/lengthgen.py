@@ -110,11 +110,11 @@ def length_summary(table: pd.DataFrame) -> pd.DataFrame:
     ``table`` is a stack of :func:`length_curve` tables with ``task`` and ``seed`` columns (for example
     ``posym.results.load_table(root, "length")``).  Columns: task, hop, length, mean, ci, lo, hi, seeds.
     """
-    from .geometry import mean_ci
+    from .stats import mean_halfwidth
 
     rows = []
     for (task, hop, L), g in table.groupby(["task", "hop", "length"]):
-        m, h = mean_ci(g["accuracy"])
+        m, h = mean_halfwidth(g["accuracy"])
         hh = 0.0 if not np.isfinite(h) else h
         rows.append({"task": task, "hop": str(hop), "length": int(L), "mean": m, "ci": h,
                      "lo": max(0.0, m - hh), "hi": min(1.0, m + hh), "seeds": len(g)})

@@ -945,7 +945,7 @@ def missing_requirements(scale: str, data_root: Path | None = None) -> list[str]
 
     root = Path(data_root) if data_root is not None else book.data_dir()
     out = []
-    for name, spec in sorted(book.CHAPTERS.items()):
+    for name, spec in sorted(book.all_specs().items()):
         for req in spec.requires.get(scale, ()):
             if not req.optional and not (root / req.path).exists():
                 out.append(f"chapter {name!r} needs {root / req.path}: {req.how}")

@@ -8,6 +8,7 @@ Layout (see data/README.md)::
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -21,7 +22,33 @@ TABLES = {"eval": "eval.csv", "train_log": "train_log.csv", "scores": "scores.pa
           "freq_scores": "freq_scores.parquet", "test_accuracy": "test_accuracy.csv", "length": "length.parquet",
           "geometry": "geometry.parquet", "flow": "flow.parquet"}
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+def _is_checkout(folder: Path) -> bool:
+    return ((folder / "pyproject.toml").is_file() and (folder / "src" / "posym").is_dir()
+            and (folder / "_toc.yml").is_file())
+
+
+def repo_root() -> Path | None:
+    """The posym checkout to work in: the one that holds the current directory (so that a second clone
+    writes its own ``_build/`` and reads its own ``data/``), else the one this package was installed from
+    (``None`` for a non-editable install run outside any checkout)."""
+    cwd = Path.cwd().resolve()
+    for folder in (cwd, *cwd.parents):
+        if _is_checkout(folder):
+            return folder
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "pyproject.toml").is_file() and (parent / "src" / "posym").is_dir():
+            return parent
+    return None
+
+
+def data_dir() -> Path:
+    """Where committed results live: ``$POSYM_DATA_DIR``, else ``data/`` of :func:`repo_root`."""
+    env = os.environ.get("POSYM_DATA_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    root = repo_root()
+    return (root / "data") if root is not None else (Path.cwd() / "data").resolve()
 
 
 def package_run(run_dir: str | Path, dest: str | Path, final_checkpoint: bool = False, **extra_info) -> dict:

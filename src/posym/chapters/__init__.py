@@ -1,11 +1,6 @@
-"""Parameter specifications of the book's chapters, one module per chapter.
+"""One module per book page: ``posym/chapters/<name>.py`` belongs to ``book/<name>.md``.
 
-Each module calls :func:`posym.book.register` with a :class:`posym.book.ChapterSpec`; importing
-:mod:`posym.book` imports them all, so ``posym.book.CHAPTERS`` always holds every chapter. Keeping
-one module per chapter lets chapters be written independently.
+A chapter module registers its :class:`posym.spec.ChapterSpec` when imported and holds the page's
+science and figures. Chapter modules import pipeline modules only, never each other;
+:func:`posym.book.load_spec` imports the one a page asks for.
 """
-import importlib
-import pkgutil
-
-for _m in sorted(m.name for m in pkgutil.iter_modules(__path__)):
-    importlib.import_module(f"{__name__}.{_m}")

@@ -1,5 +1,5 @@
 """Parameters of the appendix ``book/audit.md`` (data audit: shortcuts and biases, issue 12)."""
-from posym.book import ChapterSpec, Param, Required, register
+from posym.spec import ChapterSpec, Param, Required, register
 
 _PAPER = "posym reproduce --scale paper  (see data/README.md; only seed 0's final.pt is committed)"
 _AUDIT = "python -m posym.audit --device cuda  (writes data/audit/ with a manifest)"

@@ -1,5 +1,5 @@
 """Parameters of the "Learning dynamics" chapter (book/dynamics.md)."""
-from posym.book import ChapterSpec, Param, Required, register
+from posym.spec import ChapterSpec, Param, Required, register
 
 _HOW = "python scripts/paper_runs.py --scale paper --seeds 0-4 --device cuda  (see data/README.md)"
 

@@ -1,5 +1,5 @@
 """Parameters of the chapter ``book/geometry.md`` (RoPE geometry, frequency use, discrepancy)."""
-from posym.book import ChapterSpec, Param, Required, register
+from posym.spec import ChapterSpec, Param, Required, register
 
 _RUNS = [f"{task}-s{seed}" for task in ("number", "letter") for seed in range(5)]
 _HOW = "python scripts/paper_runs.py --scale paper --seeds 0-4 (see data/README.md)"

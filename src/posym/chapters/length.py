@@ -1,5 +1,5 @@
 """Parameters of the chapter ``book/length.md`` (length generalisation and discrepancy-based break prediction)."""
-from posym.book import ChapterSpec, Param, Required, register
+from posym.spec import ChapterSpec, Param, Required, register
 
 _HOW = "python scripts/paper_runs.py --scale paper --seeds 0-4 (see data/README.md)"
 

@@ -1,5 +1,5 @@
 """Parameters of the chapter ``book/llm.md`` (positional and symbolic heads of a real language model)."""
-from posym.book import ChapterSpec, Param, Required, register
+from posym.spec import ChapterSpec, Param, Required, register
 
 _SCORES = "python scripts/llm_scores.py  (about 15 min on 2 CPU cores; see data/README.md)"
 _PROBE = "python scripts/llm_probe.py  (about an hour on 2 CPU cores; see data/README.md)"

@@ -1,5 +1,5 @@
 """Parameters of the chapter ``book/metric.md`` (Paper 1's definitions, the metric and the canonical tasks)."""
-from posym.book import ChapterSpec, Param, Required, register
+from posym.spec import ChapterSpec, Param, Required, register
 
 _HOW = "python scripts/canonical_sweep.py  (about 25 min on one CPU thread; see data/canonical/README.md)"
 

@@ -1,5 +1,5 @@
 """Parameters of the "Head roles and basic functions" chapter (book/roles.md)."""
-from posym.book import ChapterSpec, Param, Required, register
+from posym.spec import ChapterSpec, Param, Required, register
 
 _HOW = "python scripts/paper_runs.py --scale paper --seeds 0-4 --device cuda  (see data/README.md)"
 

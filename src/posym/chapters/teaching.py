@@ -3,7 +3,7 @@
 The chapter trains nothing: it summarises the committed table ``data/teaching/search.csv`` with
 :mod:`posym.teaching`, so its parameters are the same at every scale.
 """
-from posym.book import ChapterSpec, Param, Required, register
+from posym.spec import ChapterSpec, Param, Required, register
 
 _PAPER = "posym reproduce --scale paper  (see data/README.md)"
 _HOW = "python scripts/teaching_search.py --grid explore --jobs 2  (see data/teaching/README.md)"
