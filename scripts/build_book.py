@@ -8,10 +8,17 @@ Staging folder _build/book_src/ receives _config.yml, _toc.yml, references.bib, 
 notebook _build/executed/<params>/<name>.ipynb in place of its .md source. The book is then built
 from there with `jupyter-book config sphinx` + `sphinx-build -W --keep-going`, so the build never
 executes anything and never sees the unexecuted sources.
+
+The repository URL is written once, in _config.yml (``repository.url``). The chapters' setup cells
+say ``@REPO_URL@`` where they clone it; the staged notebooks (and the launchable copies in notebooks/,
+``scripts/make_notebooks.py``) get the configured URL there. The book's own Sphinx extension
+(scripts/posym_sphinx.py) is staged as _ext/.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +28,31 @@ from pathlib import Path
 from bookutil import ROOT, book, die, toc_files
 
 MATHJAX_ENTRY = Path("_mathjax") / "mathjax" / "tex-mml-chtml.js"
+EXTENSION = Path(__file__).resolve().with_name("posym_sphinx.py")
+REPO_URL_MARKER = "@REPO_URL@"
+
+
+def repo_url(root: Path = ROOT) -> str:
+    """The repository URL, from _config.yml (``repository.url``): the one place it is written."""
+    import yaml
+
+    cfg = yaml.safe_load((root / "_config.yml").read_text())
+    url = ((cfg or {}).get("repository") or {}).get("url")
+    if not url:
+        die("_config.yml has no repository.url")
+    return str(url).rstrip("/")
+
+
+def fill_repo_url(nb: dict, url: str) -> int:
+    """Put ``url`` where a code cell says @REPO_URL@ (in place); the number of cells changed."""
+    n = 0
+    for cell in nb.get("cells", []):
+        src = cell.get("source", "")
+        joined = "".join(src) if isinstance(src, list) else src
+        if cell.get("cell_type") == "code" and REPO_URL_MARKER in joined:
+            cell["source"] = joined.replace(REPO_URL_MARKER, url)
+            n += 1
+    return n
 
 
 def stage(params: str, executed: Path, dest: Path) -> list[str]:
@@ -32,6 +64,9 @@ def stage(params: str, executed: Path, dest: Path) -> list[str]:
     for name in ("_config.yml", "_toc.yml", "references.bib"):
         shutil.copy2(ROOT / name, dest / name)
     shutil.copytree(ROOT / "_mathjax", dest / "_mathjax")
+    (dest / "_ext").mkdir()
+    shutil.copy2(EXTENSION, dest / "_ext" / EXTENSION.name)
+    url = repo_url()
     staged = []
     notebook_sources = set()
     for f in toc_files():
@@ -57,7 +92,13 @@ def stage(params: str, executed: Path, dest: Path) -> list[str]:
             target = dest / f"{f}.md"
             staged.append(f"{f}.md")
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(run, target)
+        if run.suffix == ".ipynb":
+            nb = json.loads(run.read_text(encoding="utf-8"))
+            fill_repo_url(nb, url)
+            target.write_text(json.dumps(nb, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+            shutil.copystat(run, target)
+        else:
+            shutil.copy2(run, target)
     # other assets of book/ (images, data files used by pages), never the notebook sources
     for path in (ROOT / "book").rglob("*"):
         if path.is_dir() or path.suffix in (".md", ".ipynb") or "_build" in path.parts:
@@ -79,7 +120,9 @@ def build(src: Path, out: Path) -> None:
     cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
            "-d", str(doctrees), str(src), str(out)]
     print("[html] " + " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd)), flush=True)
-    r = subprocess.run(cmd)
+    env = dict(os.environ)  # the local extension (_ext/posym_sphinx.py) must be importable by sphinx-build
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(src / "_ext"), env.get("PYTHONPATH", "")) if p)
+    r = subprocess.run(cmd, env=env)
     if r.returncode != 0:
         die(f"the HTML build failed (warnings are errors); see the messages above (rc={r.returncode})",
             r.returncode)

@@ -341,7 +341,9 @@ PROBE_JS = r"""
     art.querySelectorAll('img').forEach(function (img) {
       var fig = img.closest('figure'), cap = fig ? fig.querySelector('figcaption') : null;
       var num = cap ? cap.querySelector('.caption-number') : null;
+      var sec = img.closest('section'), h = sec ? sec.querySelector('h1, h2, h3, h4') : null;
       m.images.push({src: (img.getAttribute('src') || '').slice(0, 120),
+                     section: h ? h.textContent.replace(/#$/, '').trim().slice(0, 80) : '',
                      output: !!img.closest('.cell_output, .output'),
                      figure: !!fig, caption: cap ? cap.textContent.trim().slice(0, 200) : null,
                      number: num ? num.textContent.trim() : null,
@@ -397,6 +399,10 @@ def extract_measurements(dom: str) -> dict | None:
     return json.loads(html.unescape(m.group(1)))
 
 
+def _where(d: dict) -> str:
+    return f" in section {d['section']!r}" if d.get("section") else ""
+
+
 def figure_problems(rel: str, images: list[dict]) -> list[str]:
     """A notebook-output image must sit in a <figure> whose <figcaption> carries a number."""
     out = []
@@ -404,16 +410,16 @@ def figure_problems(rel: str, images: list[dict]) -> list[str]:
         if not img.get("output"):
             continue
         if not img.get("figure") or img.get("caption") is None:
-            out.append(f"{rel}: figure without a caption (output image {k}, {img.get('src', '')[:60]})")
+            out.append(f"{rel}: figure without a caption (output image {k}{_where(img)})")
         elif not img.get("number"):
-            out.append(f"{rel}: figure without a number (output image {k}: {img.get('caption', '')[:60]!r})")
+            out.append(f"{rel}: figure without a number (output image {k}{_where(img)}: "
+                       f"{img.get('caption', '')[:60]!r})")
     return out
 
 
 def _table_name(t: dict) -> str:
     cols = ", ".join(t.get("columns") or [])
-    where = f" in section {t['section']!r}" if t.get("section") else ""
-    return f"table {t.get('index', 0) + 1}{where}" + (f" (columns {cols})" if cols else "")
+    return f"table {t.get('index', 0) + 1}{_where(t)}" + (f" (columns {cols})" if cols else "")
 
 
 def table_problems(rel: str, tables: list[dict]) -> list[str]:
