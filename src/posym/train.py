@@ -130,6 +130,7 @@ class TrainConfig:
         """
         base = dict(model="smoke", model_overrides=dict(get_task(task).teaching_model), steps=3000, batch_size=128, lr=3e-3, warmup_steps=200,
                     eval_size=800, checkpoint_every=100)
+        base.update(get_task(task).teaching_train)  # a task's own recipe overrides (e.g. fewer steps)
         base.update(kw)
         return cls(task=task, seed=seed, **base)
 

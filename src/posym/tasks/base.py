@@ -12,7 +12,8 @@ A task is one subclass of :class:`Task` in its own module of this package, regis
   balanced combination and a fixed-length vector of ``n_draws`` uniforms into a prompt;
 * a solver ``solve(tokens) -> (answer, hops, chain)`` that reads a prompt the way the rule says,
   written independently of the builder (the tests check one against the other);
-* optionally, the teaching-scale architecture (``teaching_model``) and a way to lengthen a prompt
+* optionally, the teaching-scale architecture (``teaching_model``) and recipe (``teaching_train``: steps,
+  batch size, ...) and a way to lengthen a prompt
   without changing its answer (``extend_target_window``).
 
 Data set construction (the same for every task). Every (answer position, answer, hop count)
@@ -128,6 +129,7 @@ class Task:
     n_positions: int           # answer positions the data set balances over
     max_hops: int              # hop counts 1..max_hops
     teaching_model: dict = {}  # model overrides of the teaching scale (posym.train.TrainConfig.teaching)
+    teaching_train: dict = {}  # recipe overrides of the teaching scale (e.g. steps, batch_size), same place
 
     @property
     def n_combos(self) -> int:

@@ -1,0 +1,139 @@
+"""Tests for the LEGO tasks (posym/tasks/lego.py, lego_ordered.py): every prompt checked by an independent solver.
+
+The reference solver below does not follow the chain: it computes the value of every variable by repeated
+substitution until nothing changes, then reads the queried one, and finds the depth by counting how many
+substitutions the queried variable needed.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from posym.tasks import TaskDataset, get_task, task_names
+
+LEGO = ("lego", "lego_ordered")
+
+
+def ref_lego(tokens):
+    """(answer, depth, lhs positions read from the query back) by fixpoint substitution."""
+    toks = list(tokens)
+    assert toks[-2] == "?" and (len(toks) - 2) % 4 == 0
+    clauses = [toks[p:p + 4] for p in range(0, len(toks) - 2, 4)]
+    assert all(c[1] == "=" and c[2] in "+-" for c in clauses)
+    value, depth = {}, {}
+    changed = True
+    while changed:
+        changed = False
+        for lhs, _, sign, rhs in clauses:
+            if lhs in value:
+                continue
+            if rhs == "1":
+                value[lhs], depth[lhs] = (1 if sign == "+" else -1), 1
+                changed = True
+            elif rhs in value:
+                value[lhs], depth[lhs] = value[rhs] * (1 if sign == "+" else -1), depth[rhs] + 1
+                changed = True
+    q = toks[-1]
+    where = {c[0]: 4 * i for i, c in enumerate(clauses)}
+    assert len(where) == len(clauses), "a variable is defined twice"
+    parent = {c[0]: c[3] for c in clauses}
+    lhs_chain, v = [], q
+    for _ in range(depth[q]):
+        lhs_chain.append(where[v])
+        v = parent[v]
+    return ("+" if value[q] > 0 else "-"), depth[q], (len(toks) - 1, *lhs_chain)
+
+
+def test_registered():
+    names = task_names()
+    assert "lego" in names and "lego_ordered" in names
+    t, o = get_task("lego"), get_task("lego_ordered")
+    assert (t.task_id, o.task_id) == (2, 4) and t.seq_len == 26 and t.max_hops == 3
+    assert len(t.vocab) == 32 and t.answer_tokens == ("+", "-")
+    assert t.colour != o.colour and t.label and o.label
+
+
+@pytest.mark.parametrize("name", LEGO)
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_samples_solved_by_reference(name, split):
+    task = get_task(name)
+    ds = TaskDataset(name, split, seed=1, size=600)
+    for s in ds:
+        assert len(s.tokens) == task.seq_len
+        ref = ref_lego(s.tokens)
+        assert ref == (s.answer, s.hops, s.chain) == task.solve(s.tokens)
+        names = s.tokens[0:-2:4]
+        assert len(set(names)) == 6
+        if name == "lego_ordered":
+            assert s.tokens[3] == "1" and all(s.tokens[4 * k + 3] == s.tokens[4 * (k - 1)] for k in range(1, 6))
+
+
+@pytest.mark.parametrize("name", LEGO)
+def test_arrays_equal_samples_and_are_deterministic(name):
+    ds = TaskDataset(name, "val", seed=3)
+    a = ds.arrays()
+    task = get_task(name)
+    for i in range(0, 2400, 113):
+        s = ds[i]
+        assert task.vocab.decode(a["x"][i]) == list(s.tokens)
+        assert a["hops"][i] == s.hops and task.vocab.tokens[a["y"][i]] == s.answer
+        assert tuple(int(p) for p in a["chain"][i] if p >= 0) == s.chain
+    again = TaskDataset(name, "val", seed=3).arrays()["x"]
+    assert hashlib.sha256(again.tobytes()).hexdigest() == hashlib.sha256(a["x"].tobytes()).hexdigest()
+    other = TaskDataset(name, "val", seed=4).arrays()["x"]
+    assert not np.array_equal(other, a["x"])
+
+
+@pytest.mark.parametrize("name", LEGO)
+def test_balance(name):
+    task = get_task(name)
+    a = TaskDataset(name, "val", seed=0).arrays()
+    combos = Counter(zip(a["answer_pos"].tolist(), a["y"].tolist(), a["hops"].tolist()))
+    assert len(combos) == task.n_combos
+    assert max(combos.values()) - min(combos.values()) <= max(3, 0.6 * np.mean(list(combos.values())))
+    tr = TaskDataset(name, "train", seed=0, size=36_000).arrays()
+    assert abs((tr["y"] == task.vocab.stoi["+"]).mean() - 0.5) < 0.02
+    assert set(np.unique(tr["hops"])) == {1, 2, 3}
+    # the slot of the first clause (shuffled) and of the queried clause are spread over all slots
+    first = np.array([ref_lego(task.vocab.decode(r))[2][-1] for r in tr["x"][:600]])
+    if name == "lego":
+        assert set(first // 4) == set(range(6))
+    else:
+        assert set(first) == {0}
+
+
+@pytest.mark.parametrize("name", LEGO)
+def test_length_generalisation_prompts(name, ledger):
+    task = get_task(name)
+    deep = task.chain_prompts(20, [4, 5, 6], seed=2)
+    assert Counter(s.hops for s in deep) == {4: 20, 5: 20, 6: 20}
+    long = task.chain_prompts(5, range(1, 13), n_vars=12, seed=2)
+    for s in deep + long:
+        assert ref_lego(s.tokens) == (s.answer, s.hops, s.chain) == task.solve(s.tokens)
+    assert all(len(s.tokens) == 50 for s in long)
+    assert Counter(s.answer for s in long) == {"+": 30, "-": 30}
+    assert [s.tokens for s in deep] == [s.tokens for s in task.chain_prompts(20, [4, 5, 6], seed=2)]
+    with ledger.raises(ValueError, match="depths"):
+        task.chain_prompts(3, [7])
+    with ledger.raises(ValueError, match="n must"):
+        task.chain_prompts(0, [1])
+
+
+def test_solver_rejects_bad_prompts(ledger):
+    t = get_task("lego")
+    with ledger.raises(ValueError, match="not a lego prompt"):
+        t.solve("a = + 1 ? a x".split())
+    with ledger.raises(ValueError, match="defined twice"):
+        t.solve("a = + 1 a = - a ? a".split())
+    with ledger.raises(ValueError, match="not defined"):
+        t.solve("a = + 1 b = - c ? b".split())
+    with ledger.raises(ValueError, match="loops"):
+        t.solve("a = + b b = - a ? b".split())
+    with ledger.raises(ValueError, match="clause"):
+        t.solve("a + = 1 ? a".split())
+    assert t.solve("a = + 1 b = - a ? b".split()) == ("-", 2, (9, 4, 0))
+    with ledger.raises(ValueError, match="'\\?'"):
+        t.check_ids(np.zeros((1, 26), dtype=np.int64) + 1)
