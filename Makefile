@@ -38,7 +38,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PYTHONHASHSEED := 0
 export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
 
-.PHONY: help venv models test pytest chapters nbval html book mathjax chromium browser-check runtimes exercises testing-report \
+.PHONY: help venv models test pytest chapters nbval html book mathjax chromium browser-check runtimes exercises notebooks testing-report \
         clean distclean
 
 help:
@@ -53,7 +53,8 @@ help:
 	@echo "make browser-check   load every page of _build/html in headless chromium, offline"
 	@echo "make mathjax         fetch MathJax $(MATHJAX_VERSION) from npm into _mathjax/ (served locally)"
 	@echo "make runtimes        execute every chapter at every scale and record book/runtimes.csv"
-	@echo "make exercises       student copies of the chapters without solutions, in _build/exercises"
+	@echo "make exercises       student notebooks (exercises, answer and check cells, no solutions) in _build/exercises"
+	@echo "make notebooks       notebooks/<chapter>.ipynb from book/<chapter>.md (what the Colab buttons open)"
 	@echo "make clean           remove _build/ (distclean also removes $(VENV), node_modules, _mathjax)"
 
 # --- environment -------------------------------------------------------------------------------
@@ -140,6 +141,10 @@ runtimes: venv
 
 exercises: venv
 	$(PY) scripts/make_exercises.py
+
+# The launchable notebooks (committed; tests/test_launch.py checks they match book/*.md)
+notebooks: venv
+	$(PY) scripts/make_notebooks.py
 
 clean:
 	rm -rf _build .pytest_cache

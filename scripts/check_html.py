@@ -460,6 +460,33 @@ def judge_measurements(rel: str, m: dict | None) -> list[str]:
 
 
 
+LAUNCH_RX = re.compile(r"^https://colab\.research\.google\.com/github/([^/]+)/([^/]+)/blob/([^/]+)/(.+)$")
+
+
+def repository_url(root: Path = ROOT) -> str:
+    import yaml
+
+    cfg = yaml.safe_load((root / "_config.yml").read_text()) or {}
+    return str((cfg.get("repository") or {}).get("url", "")).rstrip("/")
+
+
+def launch_link_problems(rel: str, anchors: list[str], root: Path = ROOT, repo: str | None = None) -> list[str]:
+    """Every Colab launch link must open a file of this repository (``repo``, from _config.yml) that exists."""
+    repo = repo if repo is not None else repository_url(root)
+    out = []
+    for a in anchors:
+        m = LAUNCH_RX.match(a)
+        if not m:
+            continue
+        org, name, _branch, path = m.groups()
+        if repo and f"https://github.com/{org}/{name}" != repo:
+            out.append(f"{rel}: launch link {a} is not in the repository {repo}")
+        if not (root / unquote(path)).is_file():
+            out.append(f"{rel}: launch link {a} opens {unquote(path)}, which is not in the repository "
+                       f"(run `make notebooks`)")
+    return out
+
+
 def static_check(html_dir: Path) -> tuple[list[str], dict[str, PageParser], int]:
     problems, pages = [], {}
     n_anchor_external = 0
@@ -477,6 +504,7 @@ def static_check(html_dir: Path) -> tuple[list[str], dict[str, PageParser], int]
                 if urlsplit(url).path and not target.exists():
                     problems.append(f"{rel}: {where} points at a missing file: {url}")
         n_anchor_external += sum(is_external(a) for a in p.anchors)
+        problems.extend(launch_link_problems(rel, p.anchors))
     for css in sorted(html_dir.rglob("*.css")):
         text = css.read_text(encoding="utf-8", errors="replace")
         for m in re.finditer(r"(@import\s+(?:url\()?|url\()\s*['\"]?([^'\")\s]+)", text):
