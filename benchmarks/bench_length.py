@@ -4,10 +4,11 @@
     python benchmarks/bench_length.py                      # 500 prompts (fast) at 1,000 and 5,000 tokens
     python benchmarks/bench_length.py --quick              # fewer prompts; times are also scaled to 500 prompts
     python benchmarks/bench_length.py --lengths 1000 --n-fast 100 --n-hooked 12
+    python benchmarks/bench_length.py --remedies --lengths 5000 --n-fast 4   # cost of each RoPE remedy vs untreated
 
 Two ways to compute the accuracy of a model on prompts lengthened by prepended target-window tokens:
 
-* **fast** -- as in :func:`posym.lengthgen.accuracy_at_length`: batched (about 60,000 tokens per forward pass),
+* **fast** -- as in :func:`posym.longprompts.accuracy_at_length`: batched (about 60,000 tokens per forward pass),
   fused q/k/v projections and ``scaled_dot_product_attention`` (no T x T matrix is materialised), and only the
   last query's row in the final block;
 * **hooked** -- the same batches through the model's hookable path (``fast=False``, what runs whenever a hook
@@ -42,7 +43,7 @@ def rss_mb() -> float:
 def worker(args) -> dict:
     import torch
 
-    from posym import lengthgen as LG
+    from posym import longprompts as LG
     from posym.model import GPTJ, ModelConfig
     from posym.tasks import get_task, to_tensors
 
@@ -74,6 +75,48 @@ def worker(args) -> dict:
             "load": os.getloadavg()[0], "model": source}
 
 
+def remedy_rounds(args) -> list[dict]:
+    """Seconds per prompt of the fast evaluation under each RoPE remedy (``posym.chapters.remedies``) and untreated,
+    on the same prompts, in alternating rounds in one process (so every remedy sees the same load); the ratio to
+    the untreated model is taken per round and the best round's time reported."""
+    import torch
+
+    from posym import io as pio
+    from posym import longprompts as LG
+    from posym.chapters import remedies as R
+    from posym.tasks import get_task, to_tensors
+    from posym.train import load_checkpoint
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_checkpoint(args.model)[0].eval()
+    fs = Path(args.model).parent / "freq_scores.parquet"
+    freqs = R.used_frequencies(pio.read_table(fs)) if fs.exists() else [[0]] * model.cfg.n_layer
+    rows = []
+    for L in args.lengths:
+        x, y, _ = to_tensors(LG.extended_prompts(args.task, 0, L, args.n_fast), get_task(args.task).vocab)
+        bs = args.batch or LG.auto_batch(L, "cpu")
+        times: dict[str, list[float]] = {r: [] for r in R.INFERENCE_REMEDIES}
+        for _ in range(args.rounds):
+            for remedy in R.INFERENCE_REMEDIES:
+                model.set_rope_scaling(R.remedy_scaling(remedy, L, freqs))
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    for i in range(0, len(x), bs):
+                        model(x[i:i + bs], last_only=True, fast=True)
+                times[remedy].append((time.perf_counter() - t0) / len(x))
+        model.set_rope_scaling(None)
+        for remedy, ts in times.items():
+            ratios = [t / u for t, u in zip(ts, times["none"])]
+            rows.append({"length": L, "remedy": remedy, "n": len(x), "rounds": args.rounds,
+                         "s_per_prompt": min(ts), "ratio_to_untreated": min(ratios) if remedy != "none" else 1.0,
+                         "ratio_median": sorted(ratios)[len(ratios) // 2], "threads": torch.get_num_threads(),
+                         "load": os.getloadavg()[0]})
+            print(f"L={L:5d} {remedy:5s}: {min(ts):.3f} s/prompt, x{rows[-1]['ratio_to_untreated']:.3f} of untreated "
+                  f"(best round; median x{rows[-1]['ratio_median']:.3f}), load {rows[-1]['load']:.1f}", flush=True)
+    return rows
+
+
 def run_setting(path: str, length: int, n: int, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--path", path, "--length", str(length), "--n", str(n),
            "--task", args.task, "--model", str(args.model)]
@@ -100,6 +143,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--batch", type=int, default=None, help="prompts per forward pass (default: lengthgen.auto_batch)")
     ap.add_argument("--json", type=Path, help="also write the rows to this file")
+    ap.add_argument("--remedies", action="store_true",
+                    help="time each RoPE remedy against the untreated model (fast path, --n-fast prompts)")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of --remedies")
     # worker mode (one setting in a fresh process)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--path", choices=("fast", "hooked"), help=argparse.SUPPRESS)
@@ -110,7 +156,12 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(worker(args)))
         return 0
-    from posym.lengthgen import auto_batch
+    if args.remedies:
+        rows = remedy_rounds(args)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1))
+        return 0
+    from posym.longprompts import auto_batch
 
     batch = {L: args.batch or auto_batch(L, "cpu") for L in args.lengths}
     n_fast = {L: (2 * batch[L] if args.quick else args.n_fast) for L in args.lengths}

@@ -159,7 +159,7 @@ def test_plain_base_and_used_frequencies():
 
 def test_model_paths_agree_under_each_remedy():
     """Fast path, hooked path, metrics' residual inputs and the length analysis' scores use each layer's angles."""
-    from posym import lengthgen as LG
+    from posym import longprompts as LG
     from posym.metrics import residual_inputs
 
     m = _model()
