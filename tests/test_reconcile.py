@@ -1,0 +1,262 @@
+"""The appendix "Reconciling with the paper": grids, purity rules, Table 1 weightings, long-prompt constructions,
+the seed spread, the stand-in inputs and the figures (``posym.chapters.reconcile``)."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from posym.chapters import reconcile as R
+
+
+def _scores(task, seed, layers):
+    """A tiny trajectory: ``layers`` maps layer -> list of (pos, sym) at steps 0, 50, 100, ..."""
+    rows = []
+    for layer, vals in layers.items():
+        for i, (p, s) in enumerate(vals):
+            rows.append({"task": task, "seed": seed, "step": 50 * i, "layer": layer, "head": 0, "pos": p, "sym": s})
+    return pd.DataFrame(rows)
+
+
+def _eval(task, seed, accs, every=50):
+    return pd.DataFrame([{"task": task, "seed": seed, "step": every * i, "hop": "all", "accuracy": a}
+                         for i, a in enumerate(accs)])
+
+
+# -- 3. grid ---------------------------------------------------------------------------------------
+
+def test_on_grid_keeps_multiples_only():
+    df = pd.DataFrame({"step": [0, 1, 5, 50, 250, 300, 500]})
+    assert R.on_grid(df, 250)["step"].tolist() == [0, 250, 500]
+    assert R.on_grid(df, 50)["step"].tolist() == [0, 50, 250, 300, 500]
+    with pytest.raises(ValueError):
+        R.on_grid(df, 0)
+
+
+def test_grid_table_best_step_moves_to_the_next_grid_point():
+    accs = [0.0] * 5 + [0.5, 0.9, 1.0, 1.0, 1.0, 1.0, 1.0]   # first 1.0 at step 350
+    ev = _eval("letter", 0, accs)
+    sc = _scores("letter", 0, {1: [(1, 1)] * 4 + [(0.0, 1.0)] * 8})
+    t = R.grid_table(ev, sc)
+    assert t.loc[t["grid"] == 50, "best_step"].item() == 350
+    assert t.loc[t["grid"] == 250, "best_step"].item() == 500
+    assert t.loc[t["grid"] == 50, "sym@0.1"].item() == 1
+    s = R.grid_summary(t)
+    assert list(s["grid"]) == [50, 250] and not s["best_agrees"].any()
+
+
+def test_dip_table_missed_when_the_coarse_grid_skips_it():
+    sym = [1.0] * 20
+    sym[6] = 0.05                     # a one-checkpoint dip at step 300: a 250-step grid cannot see it
+    sc = _scores("letter", 0, {10: [(0.0, v) for v in sym]})
+    d = R.dip_table(sc, layers=(10,))
+    assert d["missed"].item() and d["min_step"].item() == 300 and d["width"].item() == 1
+    sym[5] = 0.06                     # now the dip covers step 250 too
+    sc = _scores("letter", 0, {10: [(0.0, v) for v in sym]})
+    assert not R.dip_table(sc, layers=(10,))["missed"].item()
+
+
+# -- 4. purity rules -------------------------------------------------------------------------------
+
+def test_fraction_classes_majority_and_share():
+    pp = pd.DataFrame({"task": "number", "seed": 0, "step": 10, "layer": 0, "prompt": range(4),
+                       "pos": [1.0, 1.0, 0.5, 0.99], "sym": [0.0, 0.0, 0.5, 0.01]})
+    assert R.fraction_classes(pp, 0.1, 0.5)["kind"].item() == "positional"      # 3/4 > 1/2
+    assert R.fraction_classes(pp, 0.1, 0.9)["kind"].item() == "mixed"           # 3/4 < 90 %
+    two = pp.iloc[:2].assign(pos=[1.0, 0.5], sym=[0.0, 0.5])
+    assert R.fraction_classes(two, 0.1, 0.5)["kind"].item() == "mixed"          # exactly half is not a majority
+
+
+def test_purity_rules_count_every_rule():
+    ev = _eval("number", 0, [0.0, 0.5, 1.0, 1.0])
+    sc = _scores("number", 0, {0: [(1, 1), (0.93, 0.07), (0.5, 0.5), (0.5, 0.5)],   # pure once (γ 0.1), then mixed
+                               1: [(1, 1), (0.5, 0.5), (0.97, 0.02), (0.97, 0.02)],   # pure from step 100, γ 0.05
+                               2: [(1, 1), (0.0, 1.0), (0.0, 1.0), (0.0, 1.0)]})
+    rules = R.purity_rules(ev, sc)
+    got = {r.rule: (r.positional, r.symbolic) for r in rules.itertuples()}
+    assert got["prompt mean, γ = 0.1, cumulative"] == (2, 1)
+    assert got["prompt mean, γ = 0.1, best step"] == (1, 1)     # best step 100
+    assert got["prompt mean, γ = 0.1, final step"] == (1, 1)
+    assert got["prompt mean, γ = 0.05, cumulative"] == (1, 1)
+    s = R.rules_summary(rules)
+    assert not s["reproduces"].any() and s["number"].iloc[0] == "2+1"
+
+
+def test_purity_rules_with_per_prompt_scores():
+    ev = _eval("number", 0, [0.0, 1.0])
+    sc = _scores("number", 0, {0: [(1, 1), (0.9, 0.2)]})
+    pp = pd.DataFrame({"task": "number", "seed": 0, "step": 50, "layer": 0, "prompt": range(3),
+                       "pos": [1.0, 1.0, 0.7], "sym": [0.0, 0.0, 0.6]})
+    rules = R.purity_rules(ev, sc, per_prompt=pp)
+    r = rules[rules["rule"] == "prompts pure > 50%, γ = 0.1, final step"]
+    assert (r["positional"].item(), r["symbolic"].item()) == (1, 0)
+    r = rules[rules["rule"] == "prompts pure ≥ 90%, γ = 0.1, final step"]
+    assert r["positional"].item() == 0
+
+
+# -- 5. Table 1 weightings -------------------------------------------------------------------------
+
+def test_weighted_id():
+    u = np.zeros(64)
+    u[0] = 5.0
+    for w in R.WEIGHTINGS:
+        assert R.weighted_id(u, w) == 1.0
+    u = np.full(64, 1.0)
+    assert R.weighted_id(u, "positive") == pytest.approx(32.5)
+    v = np.zeros(64)
+    v[[0, 9]] = [-4.0, 1.0]          # a negative value counts for |.| and the square, not for the positive part
+    assert R.weighted_id(v, "positive") == 10.0
+    assert R.weighted_id(v, "absolute") == pytest.approx(1 + 9 * 1 / 5)
+    assert R.weighted_id(v, "square") == pytest.approx(1 + 9 * 1 / 17)
+    assert R.weighted_id(v, "square", sd=np.where(np.arange(64) == 9, 4.0, 0.0)) == pytest.approx(1 + 9 * 17 / 33)
+    assert R.weighted_id(v, "argmax") == 10.0
+    assert math.isnan(R.weighted_id(-np.ones(64), "positive"))
+    with pytest.raises(ValueError):
+        R.weighted_id(u, "median")
+
+
+def test_table1_weightings_rule():
+    rows = []
+    for seed, peak in ((0, 0), (1, 1)):
+        for layer in range(12):
+            u = np.zeros(64)
+            u[peak if layer == 0 else 40] = 1.0
+            rows.append(pd.DataFrame({"task": "number", "seed": seed, "step": 100, "layer": layer, "head": 0,
+                                      "freq": np.arange(64), "maxlogit": u, "maxlogit_sd": 0.0}))
+    t = R.weighting_table(pd.concat(rows))
+    layers, summary = R.table1_weightings(t)
+    assert layers.loc[0, "argmax"] == 1.5 and layers.loc[0, "argmax_ok"]      # paper's L0 ID 1 in [1-1, 2+1]
+    assert layers.loc[0, "argmax_range"] == 1.0
+    assert not layers.loc[1, "argmax_ok"]                                      # paper's L1 ID 2, ours 41
+    assert set(summary["task"]) == {"number"} and not summary["reproduces"].any()
+
+
+# -- 6. long prompts -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("task", ["number", "letter"])
+@pytest.mark.parametrize("construction", list(R.CONSTRUCTIONS))
+def test_constructions_keep_the_reasoning_and_the_answer(task, construction):
+    from posym.tasks import get_task
+
+    if not R.applicable(task, construction):   # Number: nothing between its windows; no unchecked filler
+        assert task == "number" and construction in ("between", "vocab-unchecked")
+        if construction == "between":
+            s = R.construction_prompts(task, 0, 17, 4, "book")[0][0]
+            with pytest.raises(ValueError):
+                R.long_prompt(task, s, 40, np.random.default_rng(0), "between")
+        return
+    t = get_task(task)
+    where, filler, checked, hops = R.CONSTRUCTIONS[construction]
+    prompts, ok = R.construction_prompts(task, 0, 60, 16, construction)
+    base, _ = R.construction_prompts(task, 0, 17, 16, construction)
+    assert len(prompts) == 16 and all(len(p.tokens) == 60 for p in prompts)
+    if hops == "1":
+        assert all(p.hops == 1 for p in prompts)
+    for p, b in zip(prompts, base):
+        assert p.answer == b.answer and p.hops == b.hops
+        # the original tokens appear in order, and the chain visits the same tokens
+        assert [p.tokens[i] for i in p.chain] == [b.tokens[i] for i in b.chain]
+        it = iter(p.tokens)
+        assert all(any(tok == x for x in it) for tok in b.tokens)
+        assert p.tokens[-1] == b.tokens[-1]
+        if checked:
+            ans, h, chain = t.solve(p.tokens)
+            assert (ans, h, tuple(chain)) == (b.answer, b.hops, p.chain)
+        else:
+            assert set(p.tokens) <= set(t.vocab.tokens)
+    assert ok == 1.0 if checked else 0.0 <= ok <= 1.0
+    if filler == "repeat":
+        assert len({tok for p in prompts for tok in p.tokens[:60 - 17]}) <= 16 + 1
+
+
+def test_long_prompt_places_the_filler():
+    from posym.tasks import get_task
+
+    t = get_task("letter")
+    s = R.construction_prompts("letter", 0, 17, 4, "book")[0][0]
+    rng = np.random.default_rng(1)
+    before = R.long_prompt(t, s, 27, rng, "before")
+    assert before.tokens[10:] == s.tokens
+    between = R.long_prompt(t, s, 27, rng, "between")
+    assert between.tokens[:8] == s.tokens[:8] and between.tokens[18:] == s.tokens[8:]
+    spread = R.long_prompt(t, s, 200, rng, "spread")
+    assert spread.tokens[-1] == s.tokens[-1] and len(spread.tokens) == 200
+    n = get_task("number")
+    sn = R.construction_prompts("number", 0, 17, 4, "book")[0][0]
+    sp = R.long_prompt(n, sn, 100, rng, "spread")
+    assert sp.tokens[sp.chain[-1]:] == sn.tokens[sn.chain[-1]:]        # the answer and what follows it: unmoved
+    with pytest.raises(ValueError):
+        R.long_prompt(n, sn, 40, rng, "between")
+    with pytest.raises(ValueError):
+        R.long_prompt(n, sn, 10, rng, "before")
+    with pytest.raises(ValueError):
+        R.long_prompt(n, sn, 40, rng, "after")
+
+
+def test_length_protocol_and_verdicts_on_a_tiny_model():
+    import torch
+    from posym.model import GPTJ, ModelConfig
+    from posym.tasks import get_task
+
+    torch.manual_seed(0)
+    m = GPTJ(ModelConfig.smoke(vocab_size=len(get_task("letter").vocab)))
+    d = R.length_protocol(m, "letter", 0, ["book", "repeat"], (17, 30), 8)
+    assert set(d["construction"]) == {"book", "repeat"} and set(d["length"]) == {17, 30}
+    assert d["accuracy"].between(0, 1).all()
+    curves = pd.DataFrame({"task": "letter", "construction": "x", "length": [400, 1000, 5000], "hop": "all",
+                           "accuracy": [0.95, 0.85, 0.5]})
+    v = R.length_verdicts(curves)
+    assert v["points"].item() == 5 and v["reproduces"].item()
+    v = R.length_verdicts(curves.assign(accuracy=[0.95, 0.85, 0.2]))
+    assert not v["reproduces"].item() and v["worst_length"].item() == 5000
+
+
+# -- 2. seeds, inputs, page ------------------------------------------------------------------------
+
+def test_seed_spread():
+    ref = pd.DataFrame({"task": "number", "seed": [0, 1], "best_step": [4000, 4700], "positional": [2, 3],
+                        "symbolic": [7, 8], "L0_pos": [0.3, 0.4], "L0_sym": [0.6, 0.7], "L4_pos": [0.1, 0.8],
+                        "L4_sym": [0.3, 0.9]})
+    new = ref.iloc[:1].assign(seed=42, best_step=4800, positional=3)
+    s = R.seed_spread(ref, new).set_index("quantity")
+    assert not s.loc["best_step", "inside"] and s.loc["positional", "inside"]
+    assert s.loc["best_step", "ref_values"] == "4,000, 4,700"
+
+
+@pytest.fixture(scope="module")
+def standin():
+    return R.standin_inputs(4)
+
+
+def test_standin_inputs_have_the_committed_columns(standin):
+    assert {"task", "seed", "step", "layer", "head", "pos", "sym"} <= set(standin["scores"].columns)
+    assert {"task", "seed", "step", "hop", "accuracy"} <= set(standin["eval"].columns)
+    assert {"freq", "maxlogit", "maxlogit_sd"} <= set(standin["freq_scores"].columns)
+    assert set(standin["length_protocol"]["construction"]) == set(R.CONSTRUCTIONS)
+    assert standin["precision"]["fp16_autocast_runs_on_cpu"]
+
+
+def test_page_tables_and_figures(standin):
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    matplotlib.use("Agg")
+    grid = R.grid_results(standin)
+    purity = R.purity_results(standin)
+    weights = R.weighting_results(standin)
+    length = R.length_results(standin)
+    seed42 = R.seed42_results(standin)
+    summary = R.disagreements(standin, grid, purity, weights, length, seed42)
+    assert len(summary) == 6 and set(summary["verdict"]) <= {"explained", "partly explained", "unexplained"}
+    assert set(grid["dip"]["layer"]) == {10, 11} and grid["dip"]["min_sym"].between(0, 1).all()
+    assert set(seed42["spread"]["task"]) == {"number", "letter"}
+    for fig in (R.plot_grid(grid, standin["scores"]), R.plot_weightings(weights), R.plot_length(length),
+                R.plot_seed42(standin)):
+        assert isinstance(fig, Figure)
+
+
+def test_spec_registered():
+    from posym import spec
+
+    s = spec.CHAPTERS["reconcile"]
+    assert s.defaults("paper")["source"] == "committed" and s.defaults("smoke")["source"] == "standin"
