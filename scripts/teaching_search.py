@@ -276,8 +276,8 @@ def append_row(path: Path, row: dict) -> None:
 
 
 def calibration() -> dict:
-    """The 2-thread speed-up (measured by --wallclock or --speedup, else assumed): posym.teaching.load_calibration."""
-    from posym.teaching import load_calibration
+    """The 2-thread speed-up (measured by --wallclock or --speedup, else assumed): posym.chapters.teaching.load_calibration."""
+    from posym.chapters.teaching import load_calibration
 
     return load_calibration(REPO / "data")
 
@@ -401,7 +401,7 @@ def wallclock(reps: int = 1) -> None:
     import torch
 
     from posym.io import atomic_write_json, atomic_write_table
-    from posym.teaching import wallclock_summary
+    from posym.chapters.teaching import wallclock_summary
     from posym.train import TrainConfig, train
 
     rows = read(WALLCLOCK).to_dict("records") if WALLCLOCK.exists() else []
@@ -436,7 +436,7 @@ def wallclock(reps: int = 1) -> None:
 # ---- summary ------------------------------------------------------------------------------------------
 def aggregate(df):
     """One row per configuration x task: runs, seeds, passes of each criterion, accuracy, estimated cost."""
-    from posym.teaching import CONFIG_COLS, fill_later_cols
+    from posym.chapters.teaching import CONFIG_COLS, fill_later_cols
 
     df = fill_later_cols(df.copy())
     g = df.groupby(CONFIG_COLS + ["task"], dropna=False)

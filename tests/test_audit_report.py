@@ -1,4 +1,4 @@
-"""posym.audit_report: the chapter's selections and the subset version of posym.audit.shortcut_use."""
+"""posym.chapters.audit: the chapter's selections and the subset version of posym.audit.shortcut_use."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from posym import audit as A
-from posym import audit_report as R
+from posym.chapters import audit as R
 from posym import io as pio
 from posym.tasks import get_task
 

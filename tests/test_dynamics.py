@@ -1,4 +1,4 @@
-"""posym.dynamics: seed statistics, normalisation, hop-learning criteria, purity rules, the claims table, the
+"""posym.chapters.dynamics: seed statistics, normalisation, hop-learning criteria, purity rules, the claims table, the
 figures, and the runs the chapter trains."""
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from posym import dynamics as D  # noqa: E402
-from posym import metrics, stats  # noqa: E402
+from posym.chapters import dynamics as D  # noqa: E402
+from posym import metrics, runs, stats  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_DATA = REPO / "data" / "paper"
@@ -360,7 +360,7 @@ def test_figures_draw_what_they_say():
 def test_train_runs_writes_loadable_runs(tmp_path):
     from posym import results
 
-    dirs = D.train_runs(tmp_path, "smoke", tasks=("number", "letter"), seeds=(0,), n_prompts=8, steps=4,
+    dirs = runs.train_runs(tmp_path, "smoke", tasks=("number", "letter"), seeds=(0,), n_prompts=8, steps=4,
                         checkpoint_every=2, train_size=64, eval_size=8, batch_size=8)
     assert [d.name for d in dirs] == ["number-s0", "letter-s0"]
     sc = results.load_table(tmp_path, "scores")
@@ -370,13 +370,13 @@ def test_train_runs_writes_loadable_runs(tmp_path):
     scores = tmp_path / "number-s0" / "scores.parquet"
     before = scores.stat().st_mtime_ns
     # a finished run is neither retrained nor re-analysed when its scores cover what is asked (shared folders)
-    D.train_runs(tmp_path, "smoke", n_prompts=8, final_only=True, **kw)
+    runs.train_runs(tmp_path, "smoke", n_prompts=8, final_only=True, **kw)
     assert scores.stat().st_mtime_ns == before
     # other prompts: re-analysed; final_only computes the metric at the last checkpoint only
-    D.train_runs(tmp_path, "smoke", n_prompts=12, final_only=True, **kw)
+    runs.train_runs(tmp_path, "smoke", n_prompts=12, final_only=True, **kw)
     assert sorted(results.load_table(tmp_path, "scores", task="number")["step"].unique()) == [4]
     # a full trajectory is asked again: recomputed at every checkpoint
-    D.train_runs(tmp_path, "smoke", n_prompts=12, **kw)
+    runs.train_runs(tmp_path, "smoke", n_prompts=12, **kw)
     assert sorted(results.load_table(tmp_path, "scores", task="number")["step"].unique()) == [0, 1, 2, 4]
 
 
@@ -385,8 +385,8 @@ def test_train_runs_in_parallel_processes_gives_the_same_runs(tmp_path, ledger):
 
     kw = dict(tasks=("number", "letter"), seeds=(0,), n_prompts=8, steps=4, checkpoint_every=2, train_size=64,
               eval_size=8, batch_size=8)
-    D.train_runs(tmp_path / "serial", "smoke", **kw)
-    dirs = D.train_runs(tmp_path / "parallel", "smoke", jobs=2, **kw)
+    runs.train_runs(tmp_path / "serial", "smoke", **kw)
+    dirs = runs.train_runs(tmp_path / "parallel", "smoke", jobs=2, **kw)
     assert [d.name for d in dirs] == ["number-s0", "letter-s0"]
     ledger.rerun()
     for table in ("scores", "eval"):
@@ -396,6 +396,6 @@ def test_train_runs_in_parallel_processes_gives_the_same_runs(tmp_path, ledger):
 
 
 def test_run_cache_is_under_the_build_folder():
-    path = D.run_cache("teaching")
+    path = runs.run_cache("teaching")
     assert path == REPO / "_build" / "runs" / "teaching"
     assert not path.exists() or path.is_dir()

@@ -1,4 +1,4 @@
-"""Tests for posym.geometry: Table 1 / Fig. 8 helpers, the theory tables of the geometry chapter, and plots."""
+"""Tests for posym.chapters.geometry: Table 1 / Fig. 8 helpers, the theory tables of the geometry chapter, and plots."""
 from __future__ import annotations
 
 import math
@@ -12,8 +12,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from posym import geometry as G  # noqa: E402
-from posym import stats, theory  # noqa: E402
+from posym.chapters import geometry as G  # noqa: E402
+from posym import runs, stats, theory  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "paper"
 
@@ -251,6 +251,6 @@ def test_train_models_restores_threads(tmp_path):
     import torch
 
     before = torch.get_num_threads()
-    runs = G.train_models("smoke", 0, tmp_path, tasks=("number",), steps=4, checkpoint_every=2, eval_size=40)
-    assert set(runs) == {"number"} and (runs["number"] / "config.json").exists()
+    trained = runs.train_models("smoke", 0, tmp_path, tasks=("number",), steps=4, checkpoint_every=2, eval_size=40)
+    assert set(trained) == {"number"} and (trained["number"] / "config.json").exists()
     assert torch.get_num_threads() == before

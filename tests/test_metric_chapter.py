@@ -1,4 +1,4 @@
-"""Tests of posym.metric_chapter: toy heads, the exclusion bound, fast vs re-run, sweep summaries."""
+"""Tests of posym.chapters.metric: toy heads, the exclusion bound, fast vs re-run, sweep summaries."""
 from __future__ import annotations
 
 import math
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from posym import canonical as C
-from posym import metric_chapter as mc
+from posym.chapters import metric as mc
 from posym.rope import apply_rope, rope_angles, rope_cos_sin
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""posym.roles: idealised rewriting arcs and drawings, reading trained heads (flow, targets, match rates with a
+"""posym.chapters.roles: idealised rewriting arcs and drawings, reading trained heads (flow, targets, match rates with a
 chance baseline, selective Index, Reflexive split) and the classification of heads over seeds."""
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from posym import analyze, functions as F, roles as R, tasks  # noqa: E402
+from posym import analyze, functions as F, tasks
+from posym.chapters import roles as R  # noqa: E402
 from posym.model import GPTJ, ModelConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""posym.teaching: the summaries of the teaching-scale search shown in book/teaching.md.
+"""posym.chapters.teaching: the summaries of the teaching-scale search shown in book/teaching.md.
 
 Hand-built rows check each helper; the committed table checks that the classes and criteria recomputed from the
 stored scores agree with the ones the search script wrote.
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from posym import teaching as T
+from posym.chapters import teaching as T
 
 SEARCH = Path(__file__).resolve().parents[1] / "data" / "teaching" / "search.csv"
 

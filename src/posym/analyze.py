@@ -181,7 +181,7 @@ def flow_examples(task: str, seed: int, per_hop: int = 2):
 def final_analyses(run_dir: str | Path, device: str = "cpu", lengths=None, n_length: int = 500,
                    n_test: int | None = None, progress: bool = True) -> dict[str, pd.DataFrame]:
     """Test accuracy, length generalisation, geometry and flow traces of the final model of a run."""
-    from .lengthgen import DEFAULT_LENGTHS, length_curve
+    from .longprompts import DEFAULT_LENGTHS, length_curve
     from .tasks import TaskDataset
     from .train import evaluate
 

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from . import io as pio
-from .lengthgen import DEFAULT_LENGTHS
+from .longprompts import DEFAULT_LENGTHS
 from .metrics import TAU
 from .tasks import PAPER_TASKS, SPLIT_SIZES, task_names
 from .train import SCALES, Run, TrainConfig, ckpt_path
@@ -1116,16 +1116,16 @@ def _claim_rows(root: Path, tasks: list[str], seeds: list[int] | None) -> list[d
 def headline_claims(root: str | Path, tasks=None, seeds=None):
     """The headline claims of the paper against the runs under ``root`` (a plan's ``--out`` or ``data/paper``).
 
-    Columns: ``from, task, claim, paper, ours, agree, detail``. The chapter modules' own tables are used where
-    they exist: :func:`posym.dynamics.claims_table` (learning dynamics, the book's table) and a summary of
-    :func:`posym.geometry.table1_comparison` (RoPE frequency per layer). The rest, and everything when those
-    modules are absent, comes from this module (:data:`PAPER_CLAIMS`): best step and pure-head counts at the
-    final step, test accuracy, the length where accuracy falls below 0.5.
+    Columns: ``from, task, claim, paper, ours, agree, detail``. The learning-dynamics rows are the dynamics
+    chapter's own table (:func:`posym.chapters.dynamics.claims_table`: pure-head counts and layers, their order,
+    hop order, best step, final accuracy, with intervals over seeds), the RoPE-frequency row summarises the
+    geometry chapter's :func:`posym.chapters.geometry.table1_comparison`, and this module adds test accuracy and
+    the length where accuracy falls below 0.5 (:data:`PAPER_CLAIMS`).
     """
-    import importlib
-
     import pandas as pd
 
+    from .chapters.dynamics import claims_table
+    from .chapters.geometry import table1_comparison
     from .results import load_table
 
     root = Path(root)
@@ -1137,51 +1137,29 @@ def headline_claims(root: str | Path, tasks=None, seeds=None):
         df = df[df["task"].isin(task_list)]
         return (df[df["seed"].isin(seed_list)] if seed_list is not None else df).reset_index(drop=True)
 
-    def module(name):
-        try:
-            return importlib.import_module(f"posym.{name}")
-        except ImportError:
-            return None
-
     cols = ["from", "task", "claim", "paper", "ours", "agree", "detail"]
     frames = []
-    dyn = module("dynamics")
-    dyn_rows = None
-    if dyn is not None and hasattr(dyn, "claims_table"):
-        try:
-            t = dyn.claims_table(table("eval"), table("scores"), gamma=GAMMA)
-            dyn_rows = pd.DataFrame({"from": "dynamics", "task": t["task"], "claim": t["claim"], "paper": t["paper"],
-                                     "ours": t["ours"], "agree": t["agree"].astype(bool), "detail": t["note"]})
-        except Exception as e:  # noqa: BLE001 - fall back to our own rows
-            print(f"[claims] posym.dynamics.claims_table failed ({type(e).__name__}: {e}); using reproduce's rows",
-                  file=sys.stderr)
+    t = claims_table(table("eval"), table("scores"), gamma=GAMMA)
+    frames.append(pd.DataFrame({"from": "dynamics", "task": t["task"], "claim": t["claim"], "paper": t["paper"],
+                                "ours": t["ours"], "agree": t["agree"].astype(bool), "detail": t["note"]}))
     own = pd.DataFrame(_claim_rows(root, task_list, seed_list))
-    if not own.empty:
+    if not own.empty:  # the chapter's table covers best step and purity, with intervals
         own = own.rename(columns={"ours_detail": "detail"})
         own["detail"] = own["detail"] + "; agree: " + own["criterion"] + "; paper: " + own["source"]
         own.insert(0, "from", "reproduce")
-        if dyn_rows is not None:  # the chapter's table covers best step and purity, with intervals
-            own = own[~own["claim"].isin([CLAIM_LABELS[k] for k in ("best_step", "pure_positional", "pure_symbolic")])]
-            frames.append(dyn_rows)
+        own = own[~own["claim"].isin([CLAIM_LABELS[k] for k in ("best_step", "pure_positional", "pure_symbolic")])]
         frames.append(own[cols])
-    elif dyn_rows is not None:
-        frames.append(dyn_rows)
-    geo = module("geometry")
-    if geo is not None and hasattr(geo, "table1_comparison"):
-        try:
-            t1 = geo.table1_comparison(table("freq_scores"))
-            rows = []
-            for task, g in t1.groupby("task", sort=False):
-                n_yes, n_close = int((g["agree"] == "yes").sum()), int((g["agree"] == "close").sum())
-                worst = g.loc[g["agree"] == "no", "layer"].tolist()
-                rows.append({"from": "geometry", "task": task, "claim": "RoPE frequency per layer (Table 1)",
-                             "paper": "Table 1", "ours": f"{n_yes}/{len(g)} layers agree, {n_close} close",
-                             "agree": n_yes + n_close == len(g),
-                             "detail": "weighted-average frequency ID per layer (final step); layers that differ "
-                                       f"by more than a factor 2 in angle: {worst or 'none'}"})
-            frames.append(pd.DataFrame(rows, columns=cols))
-        except Exception as e:  # noqa: BLE001
-            print(f"[claims] posym.geometry.table1_comparison failed ({type(e).__name__}: {e})", file=sys.stderr)
+    t1 = table1_comparison(table("freq_scores"))
+    rows = []
+    for task, g in t1.groupby("task", sort=False):
+        n_yes, n_close = int((g["agree"] == "yes").sum()), int((g["agree"] == "close").sum())
+        worst = g.loc[g["agree"] == "no", "layer"].tolist()
+        rows.append({"from": "geometry", "task": task, "claim": "RoPE frequency per layer (Table 1)",
+                     "paper": "Table 1", "ours": f"{n_yes}/{len(g)} layers agree, {n_close} close",
+                     "agree": n_yes + n_close == len(g),
+                     "detail": "weighted-average frequency ID per layer (final step); layers that differ "
+                               f"by more than a factor 2 in angle: {worst or 'none'}"})
+    frames.append(pd.DataFrame(rows, columns=cols))
     if not frames:
         return pd.DataFrame(columns=cols)
     out = pd.concat(frames, ignore_index=True)

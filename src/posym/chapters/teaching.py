@@ -1,9 +1,612 @@
-"""Parameters of the appendix ``book/teaching.md`` (the search for the teaching scale, issue 11).
+"""The teaching-scale search as a short appendix of the book.
 
-The chapter trains nothing: it summarises the committed table ``data/teaching/search.csv`` with
-:mod:`posym.teaching`, so its parameters are the same at every scale.
+``scripts/teaching_search.py`` trained every configuration of the search and wrote one row per run to
+``data/teaching/search.csv`` (schema in ``data/teaching/README.md``). This module only *reads* that table and
+summarises it for ``book/teaching.md``; it trains nothing, so the appendix is the same at every scale.
+
+The head classes are recomputed here from the per-layer scores stored in the table (``pos``/``sym``, three
+decimals), so the chapter can show them at any purity tolerance ``gamma``; at ``gamma = 0.1`` they agree with
+the table's own ``classes`` column (checked in ``tests/test_teaching_summary.py``).
+
+Vocabulary used below:
+
+* a run *has positional heads* when at least one layer's head is pure positional (class ``P``);
+* a run *passes the head criterion* (:func:`heads_ok`) when, for the Number task, its pure heads read
+  ``P…PS…S`` with at least two ``P`` and one ``S`` (mixed layers ignored), and for the Letter task when no head
+  is positional and at most one layer is not pure symbolic — the criteria of the search script;
+* the *hop capacity* of a run is the largest ``h`` such that every hop count ``1..h`` reaches the accuracy
+  threshold.
 """
-from posym.spec import ChapterSpec, Param, Required, register
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from ..metrics import classify
+from ..spec import ChapterSpec, Param, Required, register
+
+HOPS = (1, 2, 3, 4)
+HOP_COLS = tuple(f"val_acc_h{h}" for h in HOPS)
+CONFIG_COLS = ["n_layer", "d_model", "d_mlp", "attn_only", "dropout", "rope_base", "weight_decay", "steps",
+               "batch_size", "lr", "warmup_steps"]
+# Columns added to the table during the search; the rows made before them used the defaults of the time,
+# which are still ModelConfig's and TrainConfig's defaults (MLPs on, RoPE base 10000, weight decay 1e-4).
+LATER_COLS = {"attn_only": False, "rope_base": 10_000.0, "weight_decay": 1e-4}
+_LETTER = {"positional": "P", "symbolic": "S", "mixed": "m"}
+
+
+def search_path(root: str | Path | None = None) -> Path:
+    """``data/teaching/search.csv`` under ``root`` (default: :func:`posym.book.data_dir`)."""
+    if root is None:
+        from ..book import data_dir
+
+        root = data_dir()
+    return Path(root) / "teaching" / "search.csv"
+
+
+def load_search(path: str | Path | None = None) -> pd.DataFrame:
+    """The committed search table, with ``preset`` as a string ('' or 'teaching') and boolean criteria."""
+    p = Path(path) if path is not None else search_path()
+    df = pd.read_csv(p)
+    df["preset"] = df["preset"].fillna("").astype(str)
+    df = fill_later_cols(df)
+    for col in ("pass_acc", "pass_heads", "pass_heads_g20", "pass"):
+        if df[col].dtype != bool:
+            df[col] = df[col].astype(str).str.lower().map({"true": True, "false": False})
+    return df
+
+
+def fill_later_cols(df: pd.DataFrame) -> pd.DataFrame:
+    """Give the rows made before a column of :data:`LATER_COLS` existed its default (``attn_only`` as bool)."""
+    for col, default in LATER_COLS.items():
+        df[col] = df[col].fillna(default) if col in df.columns else default
+    df["attn_only"] = df["attn_only"].map(lambda v: v if isinstance(v, bool) else str(v).lower() == "true").astype(bool)
+    return df
+
+
+# -----------------------------------------------------------------------------
+# Criteria
+
+def layer_classes(pos: str, sym: str, gamma: float = 0.1) -> list[str]:
+    """Per-layer classes ``P``/``S``/``m`` from the space-separated scores of one run."""
+    ps = [float(v) for v in str(pos).split()]
+    ss = [float(v) for v in str(sym).split()]
+    if len(ps) != len(ss):
+        raise ValueError(f"pos and sym give {len(ps)} and {len(ss)} layers")
+    return [_LETTER[classify(p, s, gamma)] for p, s in zip(ps, ss)]
+
+
+def heads_ok(task: str, classes: list[str]) -> bool:
+    """The search's head criterion (see the module docstring)."""
+    if task == "number":
+        pure = "".join(c for c in classes if c != "m")
+        return re.fullmatch(r"P{2,}S+", pure) is not None
+    if task == "letter":
+        return classes.count("P") == 0 and classes.count("S") >= len(classes) - 1
+    raise ValueError(f"unknown task {task!r}")
+
+
+def hop_capacity(accuracies, threshold: float = 0.9) -> int:
+    """Largest ``h`` such that the accuracies of hop counts ``1..h`` all reach ``threshold`` (0 if hop 1 fails)."""
+    h = 0
+    for a in accuracies:
+        if a < threshold:
+            break
+        h += 1
+    return h
+
+
+def with_criteria(table: pd.DataFrame, gamma: float = 0.1, threshold: float = 0.9) -> pd.DataFrame:
+    """Add the criteria at tolerance ``gamma`` and accuracy ``threshold``.
+
+    New columns: ``heads`` (classes, layer 0 first), ``n_P``/``n_S``, ``has_positional``, ``accurate`` (every hop
+    ≥ threshold), ``heads_pass``, ``passes`` (both) and ``hop_capacity``.
+    """
+    t = fill_later_cols(table.copy())
+    cls = [layer_classes(p, s, gamma) for p, s in zip(t["pos"], t["sym"])]
+    t["heads"] = [" ".join(c) for c in cls]
+    t["n_P"] = [c.count("P") for c in cls]
+    t["n_S"] = [c.count("S") for c in cls]
+    t["has_positional"] = t["n_P"] > 0
+    t["accurate"] = t[list(HOP_COLS)].min(axis=1) >= threshold
+    t["heads_pass"] = [heads_ok(task, c) for task, c in zip(t["task"], cls)]
+    t["passes"] = t["accurate"] & t["heads_pass"]
+    t["hop_capacity"] = [hop_capacity(r, threshold) for r in t[list(HOP_COLS)].to_numpy()]
+    return t
+
+
+# -----------------------------------------------------------------------------
+# Summaries shown in the appendix
+
+def with_mlp(table: pd.DataFrame) -> pd.Series:
+    """True for the runs of the paper's architecture family: MLPs on, RoPE base 10000, weight decay 1e-4 (all
+    of the search's grids except the late probes and the attention-only stage)."""
+    return ((~table["attn_only"].astype(bool)) & (table["rope_base"] == LATER_COLS["rope_base"])
+            & (table["weight_decay"] == LATER_COLS["weight_decay"]))
+
+
+def where_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """Runs per stage and place of training (``cuda-device``: the lent GPU; ``cpu-here``: the 2-core machine)."""
+    out = table.groupby(["stage", "where"]).agg(runs=("seed", "size"),
+                                                 tasks=("task", lambda s: ", ".join(sorted(set(s)))))
+    return out.reset_index()
+
+
+def depth_table(table: pd.DataFrame, steps: int = 3000, batch_size: int = 128, lr: float = 0.002,
+                dropout: float = 0.1, seed: int = 0) -> pd.DataFrame:
+    """Per-hop accuracy against depth (and width) at one recipe, seed ``seed``: one row per task × layers × d.
+
+    Needs :func:`with_criteria` columns (``hop_capacity``, ``heads``)."""
+    m = ((table["steps"] == steps) & (table["batch_size"] == batch_size) & (table["lr"] == lr)
+         & (table["dropout"] == dropout) & (table["seed"] == seed) & with_mlp(table))
+    t = table[m].drop_duplicates(["task", "n_layer", "d_model"])
+    cols = ["task", "n_layer", "d_model", *HOP_COLS, "hop_capacity", "heads"]
+    return t[cols].sort_values(["task", "d_model", "n_layer"]).reset_index(drop=True)
+
+
+def accuracy_grid(table: pd.DataFrame, task: str, n_layer: int = 6, batch_size: int = 128,
+                  dropout: float = 0.1, seed: int = 0) -> pd.DataFrame:
+    """Worst per-hop accuracy of seed ``seed`` at depth ``n_layer``: rows (d_model, steps), columns lr."""
+    m = ((table["task"] == task) & (table["n_layer"] == n_layer) & (table["batch_size"] == batch_size)
+         & (table["dropout"] == dropout) & (table["seed"] == seed) & with_mlp(table))
+    t = table[m].drop_duplicates(["d_model", "steps", "lr"])
+    return t.pivot_table(index=["d_model", "steps"], columns="lr", values="val_acc_min_hop", aggfunc="first")
+
+
+def positional_by_recipe(table: pd.DataFrame, task: str = "number") -> pd.DataFrame:
+    """For each recipe (layers, d, dropout, steps, batch, lr): runs, accurate runs, runs with a pure positional
+    head, runs passing the head criterion. Needs :func:`with_criteria` columns."""
+    t = table[table["task"] == task]
+    keys = ["n_layer", "d_model", "attn_only", "dropout", "rope_base", "weight_decay", "steps", "batch_size", "lr"]
+    out = t.groupby(keys).agg(runs=("seed", "size"), accurate=("accurate", "sum"),
+                              with_positional=("has_positional", "sum"), heads_pass=("heads_pass", "sum"))
+    return out.reset_index().astype({c: int for c in ("runs", "accurate", "with_positional", "heads_pass")})
+
+
+def positional_by_factor(table: pd.DataFrame, task: str = "number") -> pd.DataFrame:
+    """Runs with a pure positional head, split by one factor of the recipe at a time (the runs of ``task``
+    with MLPs, :func:`with_mlp`).
+
+    Long table: factor, value, runs, with_positional, share."""
+    t = table[(table["task"] == task) & with_mlp(table)]
+    rows = []
+    for factor in ("n_layer", "d_model", "steps", "lr", "dropout", "batch_size"):
+        for value, g in t.groupby(factor):
+            rows.append({"factor": factor, "value": value, "runs": len(g),
+                         "with_positional": int(g["has_positional"].sum()),
+                         "share": float(g["has_positional"].mean())})
+    return pd.DataFrame(rows)
+
+
+def positional_envelope(table: pd.DataFrame, task: str = "number") -> dict:
+    """The smallest and largest values of each recipe factor among the runs with a pure positional head, and
+    how many runs lie inside that envelope (the runs of ``task`` with MLPs, :func:`with_mlp`)."""
+    t = table[(table["task"] == task) & with_mlp(table)]
+    hit = t[t["has_positional"]]
+    env = {}
+    if len(hit):
+        for f in ("n_layer", "d_model", "steps", "lr", "dropout", "batch_size"):
+            env[f] = (hit[f].min(), hit[f].max())
+    inside = pd.Series(True, index=t.index)
+    for f, (lo, hi) in env.items():
+        inside &= t[f].between(lo, hi)
+    return {"envelope": env, "runs": len(t), "with_positional": len(hit), "inside": int(inside.sum()),
+            "outside_with_positional": int((~inside & t["has_positional"]).sum())}
+
+
+def is_preset(table: pd.DataFrame) -> pd.Series:
+    """True for the rows trained with exactly ``TrainConfig.teaching(task, seed)`` (same config hash)."""
+    from ..train import TrainConfig
+
+    return pd.Series([h == TrainConfig.teaching(task=t, seed=int(s)).hash()
+                      for h, t, s in zip(table["config_hash"], table["task"], table["seed"])], index=table.index)
+
+
+def seed_robustness(table: pd.DataFrame) -> pd.DataFrame:
+    """The chosen configuration, every run: task, seed, where, accuracy, classes and the criteria.
+    Needs :func:`with_criteria` columns."""
+    t = table[is_preset(table)]
+    cols = ["task", "seed", "where", "val_acc", "val_acc_min_hop", "accurate", "heads", "has_positional",
+            "heads_pass", "passes"]
+    return t[cols].sort_values(["task", "where", "seed"]).reset_index(drop=True)
+
+
+def seed_tally(robust: pd.DataFrame, where: str | tuple[str, ...] = ("cuda-device", "cpu-here")) -> pd.DataFrame:
+    """Per task, among the chosen configuration's runs (one per seed): seeds run, accurate and passing seeds,
+    against the search's target of 4 of 5.  ``where``: one place, or places in order of preference -- a seed
+    trained in several places counts once, from the first (the same seed retrained on another device can end
+    in the other solution, so it is not a second sample)."""
+    order = (where,) if isinstance(where, str) else tuple(where)
+    rows = []
+    for task, g in robust[robust["where"].isin(order)].groupby("task", sort=False):
+        g = g.assign(_rank=g["where"].map(order.index)).sort_values(["seed", "_rank"]).drop_duplicates("seed")
+        rows.append({"task": task, "where": " + ".join(w for w in order if (g["where"] == w).any()),
+                     "seeds": " ".join(str(s) for s in sorted(g["seed"])),
+                     "seeds_run": len(g), "accurate": int(g["accurate"].sum()),
+                     "passing": int(g["passes"].sum()), "target": "4 of 5",
+                     "target_met": bool(len(g) >= 5 and g["passes"].sum() >= 4)})
+    return pd.DataFrame(rows)
+
+
+SPEEDUP_2T_ASSUMED = 1.5  # the 2-thread speed-up assumed where none was measured
+
+
+def load_calibration(root: str | Path | None = None) -> dict:
+    """``data/teaching/calibration.json`` (the measured 2-thread speed-up, ``speedup_2t``), or the assumed
+    speed-up with ``measured: False`` when the file is absent."""
+    import json
+
+    p = search_path(root).with_name("calibration.json")
+    if not p.is_file():
+        return {"speedup_2t": SPEEDUP_2T_ASSUMED, "measured": False}
+    return json.loads(p.read_text())
+
+
+def load_wallclock(root: str | Path | None = None) -> pd.DataFrame | None:
+    """``data/teaching/wallclock.csv``: the chosen preset trained one run at a time with 1 and 2 threads
+    (``scripts/teaching_search.py --wallclock``), or None when it was never measured."""
+    p = search_path(root).with_name("wallclock.csv")
+    return pd.read_csv(p) if p.is_file() else None
+
+
+def wallclock_summary(wall: pd.DataFrame) -> pd.DataFrame:
+    """Per task: the best wall time of ``train()`` with 1 and with 2 threads, their ratio (the speed-up of the
+    second thread) and the highest load average seen around those runs."""
+    rows = []
+    for task, g in wall.groupby("task", sort=False):
+        best = g.groupby("threads")["wall_seconds"].min()
+        if not {1, 2} <= set(best.index):
+            raise ValueError(f"wallclock table: task {task!r} needs runs with 1 and with 2 threads")
+        rows.append({"task": task, "runs": len(g), "wall_1t_min": best[1] / 60, "wall_2t_min": best[2] / 60,
+                     "speedup_2t": best[1] / best[2],
+                     "max_load": float(g[["load_start", "load_end"]].max().max())})
+    return pd.DataFrame(rows)
+
+
+def chosen_cost(table: pd.DataFrame, speedup_2t: float = SPEEDUP_2T_ASSUMED) -> pd.DataFrame:
+    """The chosen configuration's runs timed on the 2-core machine (``cpu-here``): one-thread CPU seconds, the
+    wall seconds on the loaded machine, the load, and the estimated wall time on an idle 2-core laptop
+    (CPU seconds / ``speedup_2t``, the 2-thread speed-up: :func:`load_calibration`)."""
+    t = table[is_preset(table) & (table["where"] == "cpu-here")]
+    out = t[["task", "seed", "steps", "cpu_seconds", "wall_seconds", "load_start", "load_end"]].copy()
+    out["est_wall_2core_min"] = out["cpu_seconds"] / speedup_2t / 60
+    out["cpu_min"] = out["cpu_seconds"] / 60
+    out["wall_min"] = out["wall_seconds"] / 60
+    return out.reset_index(drop=True)
+
+
+def class_matrix(table: pd.DataFrame, order: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Per-run head classes as integers for a heat map (rows: runs, columns: layers 0..L-1; -1 = no layer).
+
+    Codes: 0 = positional, 1 = mixed, 2 = symbolic. Returns (matrix, row labels)."""
+    code = {"P": 0, "m": 1, "S": 2}
+    t = table if order is None else table.loc[order]
+    width = int(t["n_layer"].max())
+    rows = [[code[c] for c in h.split()] + [-1] * (width - len(h.split())) for h in t["heads"]]
+    labels = [f"{r.task[0].upper()} L{r.n_layer} d{r.d_model}{' no-MLP' if r.attn_only else ''} {r.steps} st "
+              f"lr {r.lr:g}{' no-drop' if r.dropout == 0 else ''}"
+              f"{' b' + str(r.batch_size) if r.batch_size != 128 else ''}"
+              f"{f' base {r.rope_base:g}' if r.rope_base != LATER_COLS['rope_base'] else ''}"
+              f"{f' wd {r.weight_decay:g}' if r.weight_decay != LATER_COLS['weight_decay'] else ''}"
+              f" s{r.seed}{' cpu' if r.where == 'cpu-here' else ''}" for r in t.itertuples()]
+    return pd.DataFrame(rows, index=t.index, columns=range(width)), labels
+
+
+def layer_scores(table: pd.DataFrame) -> pd.DataFrame:
+    """Long table of the per-layer scores of every run: run (the table's index), task, layer, pos, sym, entropy,
+    class. Needs :func:`with_criteria` columns."""
+    rows = []
+    for idx, r in table.iterrows():
+        pos, sym, cls = str(r["pos"]).split(), str(r["sym"]).split(), r["heads"].split()
+        ent = str(r["entropy"]).split() if isinstance(r.get("entropy"), str) else [None] * len(pos)
+        for layer, (p, s, e, c) in enumerate(zip(pos, sym, ent, cls)):
+            rows.append({"run": idx, "task": r["task"], "layer": layer, "pos": float(p), "sym": float(s),
+                         "entropy": float(e) if e is not None else float("nan"), "class": c,
+                         "has_positional": bool(r["has_positional"]), "accurate": bool(r["accurate"])})
+    return pd.DataFrame(rows)
+
+
+def final_classes(scores: pd.DataFrame, gamma: float = 0.1) -> pd.DataFrame:
+    """Head classes at the last checkpoint of each run of a stacked ``scores`` table (columns task, seed, step,
+    layer, pos, sym; e.g. ``posym.results.load_table("data/paper", "scores")``), with the search's criteria:
+    one row per task × seed with ``heads``, ``has_positional`` and ``heads_pass``."""
+    rows = []
+    for (task, seed), g in scores.groupby(["task", "seed"], sort=True):
+        last = g[g["step"] == g["step"].max()].sort_values("layer")
+        cls = [_LETTER[classify(p, s, gamma)] for p, s in zip(last["pos"], last["sym"])]
+        rows.append({"task": task, "seed": int(seed), "step": int(last["step"].iloc[0]), "heads": " ".join(cls),
+                     "has_positional": "P" in cls, "heads_pass": heads_ok(task, cls)})
+    return pd.DataFrame(rows)
+
+
+# -----------------------------------------------------------------------------
+# Held-out seeds: the chosen configuration on seeds the search never saw
+
+#: the seeds whose runs chose the configuration (the search's ``seeds``/``attn-only`` stages)
+SEARCH_SEEDS = (0, 1, 2, 3, 4)
+#: a held-out pass rate below this asks for another look at the configuration
+HELDOUT_TARGET = 0.8
+
+
+def task_order(task: str) -> tuple:
+    """Sort key of the tasks on the page: Number first, then Letter, then any other by name."""
+    return ({"number": 0, "letter": 1}.get(task, 2), task)
+
+
+def heldout_path(root: str | Path | None = None) -> Path:
+    """``data/teaching/heldout.csv`` under ``root`` (default: :func:`posym.book.data_dir`)."""
+    return search_path(root).with_name("heldout.csv")
+
+
+def load_heldout(root: str | Path | None = None) -> pd.DataFrame | None:
+    """The held-out table (same schema as the search table; ``scripts/teaching_search.py --grid heldout``), or
+    None when it has not been computed."""
+    p = heldout_path(root)
+    return load_search(p) if p.is_file() else None
+
+
+def heldout_tally(search: pd.DataFrame, heldout: pd.DataFrame) -> pd.DataFrame:
+    """Per task: the chosen configuration's pass count on the seeds that chose it (in-sample) next to its pass
+    rate on held-out seeds, with a 95 % Wilson interval.
+
+    Both tables need :func:`with_criteria` columns.  In-sample rows are the search's runs of the configuration on
+    :data:`SEARCH_SEEDS` (one per seed, counted as :func:`seed_tally` counts them);
+    held-out rows are the configuration's runs on any other seed.  Columns: task, in_sample (``k of n``),
+    in_sample_seeds, heldout_seeds, heldout_runs, heldout_accurate, heldout_passing, heldout_rate, ci_lo, ci_hi,
+    below_target (rate < :data:`HELDOUT_TARGET`).
+    """
+    from ..stats import wilson
+
+    ins = seed_robustness(search)
+    ins = ins[ins["seed"].isin(SEARCH_SEEDS)]
+    ins_tally = seed_tally(ins).set_index("task")
+    held = seed_robustness(heldout)
+    held = held[~held["seed"].isin(SEARCH_SEEDS)]
+    rows = []
+    for task, g in held.groupby("task", sort=False):
+        g = g.drop_duplicates("seed")
+        k, n = int(g["passes"].sum()), len(g)
+        lo, hi = wilson(k, n)
+        it = ins_tally.loc[task] if task in ins_tally.index else None
+        rows.append({"task": task,
+                     "in_sample": f"{int(it.passing)} of {int(it.seeds_run)}" if it is not None else "–",
+                     "in_sample_seeds": _seed_span([int(x) for x in it.seeds.split()]) if it is not None else "",
+                     "heldout_seeds": _seed_span(sorted(int(s) for s in g["seed"])),
+                     "heldout_runs": n, "heldout_accurate": int(g["accurate"].sum()), "heldout_passing": k,
+                     "heldout_rate": k / n, "ci_lo": float(lo), "ci_hi": float(hi),
+                     "below_target": bool(k / n < HELDOUT_TARGET)})
+    return pd.DataFrame(rows)
+
+
+def _seed_span(seeds: list[int]) -> str:
+    """``5–14`` for a run of consecutive seeds, else the list."""
+    if seeds and seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 2:
+        return f"{seeds[0]}–{seeds[-1]}"
+    return " ".join(str(s) for s in seeds)
+
+
+def miss_reason(task: str, classes: list[str], accurate: bool = True) -> str:
+    """Why a run fails the criteria, in words ('' when it passes)."""
+    reasons = []
+    if not accurate:
+        reasons.append("a hop count below the accuracy threshold")
+    if task == "number":
+        pure = "".join(c for c in classes if c != "m")
+        if pure.count("P") < 2:
+            reasons.append("fewer than two pure positional heads")
+        if pure.count("S") == 0:
+            reasons.append("no pure symbolic head")
+        if pure.count("P") >= 2 and pure.count("S") and not re.fullmatch(r"P+S+", pure):
+            reasons.append("positional and symbolic heads interleaved")
+    elif task == "letter":
+        if "P" in classes:
+            reasons.append("a positional head")
+        not_sym = len(classes) - classes.count("S")
+        if not_sym > 1:
+            reasons.append(f"{not_sym} layers not pure symbolic")
+    else:
+        raise ValueError(f"unknown task {task!r}")
+    return "; ".join(reasons)
+
+
+def typical_classes(table: pd.DataFrame, task: str) -> list[str]:
+    """The most common class of each layer among the passing runs of ``task`` (needs :func:`with_criteria`
+    columns; ties go to the purer class, P or S before m)."""
+    ok = table[(table["task"] == task) & table["passes"]]
+    if ok.empty:
+        raise ValueError(f"no passing {task} run to compare with")
+    cls = [h.split() for h in ok["heads"]]
+    width = max(len(c) for c in cls)
+    out = []
+    for layer in range(width):
+        col = pd.Series([c[layer] for c in cls if len(c) > layer])
+        counts = col.value_counts()
+        best = counts[counts == counts.max()].index
+        out.append(next((c for c in ("P", "S", "m") if c in best), best[0]))
+    return out
+
+
+def layer_differences(table: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Long table of the layers where a failing run of the chosen configuration differs from the typical passing
+    run (:func:`typical_classes` of ``reference``, default ``table``): task, seed, layer, typical, got, pos, sym.
+    Both tables need :func:`with_criteria` columns."""
+    ref = table if reference is None else reference
+    ref = ref[is_preset(ref)]
+    failing = table[is_preset(table) & ~table["passes"]].sort_values(["task", "seed"])
+    typical = {t: typical_classes(ref, t) for t in set(failing["task"])}
+    rows = []
+    for r in failing.itertuples():
+        typ = typical[r.task]
+        pos, sym = str(r.pos).split(), str(r.sym).split()
+        rows += [{"task": r.task, "seed": int(r.seed), "layer": i, "typical": t, "got": c,
+                  "pos": float(pos[i]), "sym": float(sym[i])}
+                 for i, (c, t) in enumerate(zip(r.heads.split(), typ)) if c != t]
+    return pd.DataFrame(rows, columns=["task", "seed", "layer", "typical", "got", "pos", "sym"])
+
+
+def miss_profile(table: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per failing run of the chosen configuration: task, seed, its classes, the typical classes of the
+    passing runs (of ``reference``, default ``table``), why it fails (:func:`miss_reason`), and the layers whose
+    class differs from the typical one with their positional/symbolic scores (``layer k: P→m (0.71/0.24)``).
+    Both tables need :func:`with_criteria` columns."""
+    ref = table if reference is None else reference
+    ref = ref[is_preset(ref)]
+    diffs = layer_differences(table, ref)
+    failing = table[is_preset(table) & ~table["passes"]].sort_values(["task", "seed"])
+    typical = {t: " ".join(typical_classes(ref, t)) for t in set(failing["task"])}
+    rows = []
+    for r in failing.itertuples():
+        d = diffs[(diffs["task"] == r.task) & (diffs["seed"] == r.seed)]
+        rows.append({"task": r.task, "seed": int(r.seed), "heads": r.heads, "typical": typical[r.task],
+                     "why": miss_reason(r.task, r.heads.split(), bool(r.accurate)),
+                     "differs": "; ".join(f"layer {x.layer}: {x.typical}→{x.got} ({x.pos:.2f}/{x.sym:.2f})"
+                                          for x in d.itertuples()) or "–"})
+    return pd.DataFrame(rows, columns=["task", "seed", "heads", "typical", "why", "differs"])
+
+
+def near_miss_layers(search: pd.DataFrame, heldout: pd.DataFrame, near_gamma: float, gamma: float = 0.1,
+                     threshold: float = 0.9) -> pd.DataFrame:
+    """:func:`layer_differences` of the near misses (:func:`near_misses`) at the book's tolerance ``gamma``: which
+    layers of a narrowly passing run already differ from the typical passing run."""
+    both = with_criteria(pd.concat([search, heldout], ignore_index=True), gamma=gamma, threshold=threshold)
+    near = near_misses(search, heldout, near_gamma, gamma=gamma, threshold=threshold)
+    if near.empty:
+        return layer_differences(both.iloc[:0])
+    sel = both[both.set_index(["task", "seed"]).index.isin(list(zip(near["task"], near["seed"])))].copy()
+    sel["passes"] = False  # compare them with the typical passing run although they pass at gamma
+    return layer_differences(sel, reference=both)
+
+
+def plot_seed_classes(search: pd.DataFrame, heldout: pd.DataFrame, gamma: float = 0.1):
+    """Head class of every layer (columns) for every seed (rows) of the chosen configuration, one panel per task:
+    the seeds that chose it above the line, held-out seeds below, seeds that miss the criterion marked ✗.  Returns the
+    Figure.  Both tables need :func:`with_criteria` columns (at ``gamma``)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+
+    from ..plotting import COLORS
+
+    both = pd.concat([seed_robustness(search).assign(set="chose it"),
+                      seed_robustness(heldout).assign(set="held out")], ignore_index=True)
+    both = both[both["set"].eq("held out") | both["seed"].isin(SEARCH_SEEDS)]
+    both = both.drop_duplicates(["task", "seed"], keep="first").sort_values(["task", "seed"], ascending=[False, True])
+    code = {"P": 0, "m": 1, "S": 2}
+    cmap = ListedColormap([COLORS["positional"], COLORS["mixed"], COLORS["symbolic"]])
+    tasks = sorted(dict.fromkeys(both["task"]), key=task_order)
+    n_rows = max(int((both["task"] == t).sum()) for t in tasks)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.4 * len(tasks) + 1.2, 0.32 * n_rows + 1.6), squeeze=False,
+                             layout="constrained")
+    for ax, task in zip(axes[0], tasks):
+        g = both[both["task"] == task].reset_index(drop=True)
+        width = max(len(h.split()) for h in g["heads"])
+        mat = np.array([[code[c] for c in h.split()] + [-1] * (width - len(h.split())) for h in g["heads"]])
+        ax.imshow(np.ma.masked_less(mat, 0), cmap=cmap, vmin=0, vmax=2, aspect="auto")
+        ax.set_yticks(range(len(g)), [f"seed {s}" + ("  ✗" if not ok else "") for s, ok in zip(g["seed"], g["passes"])])
+        ax.set_xticks(range(width))
+        ax.set_xticks(np.arange(-0.5, width, 1), minor=True)
+        ax.set_yticks(np.arange(-0.5, len(g), 1), minor=True)
+        ax.grid(False, which="major")
+        ax.grid(True, which="minor", color="white", lw=1.0)
+        ax.tick_params(which="minor", length=0)
+        split = int((g["set"] == "chose it").sum())
+        if 0 < split < len(g):
+            ax.axhline(split - 0.5, color="black", lw=2.5)
+            ax.text(width - 0.45, split - 0.6, "chose it ↑", ha="left", va="bottom", fontsize=9, clip_on=False)
+            ax.text(width - 0.45, split - 0.4, "held out ↓", ha="left", va="top", fontsize=9, clip_on=False)
+        ax.set(xlabel="layer", title=f"{task.capitalize()} task")
+    for c, label in (("positional", "pure positional"), ("mixed", "mixed"), ("symbolic", "pure symbolic")):
+        axes[0][-1].plot([], [], "s", color=COLORS[c], label=label)
+    fig.legend(loc="outside lower center", ncol=4, frameon=False,
+               handles=axes[0][-1].get_legend_handles_labels()[0]
+               + [plt.Line2D([], [], ls="", marker="$✗$", color="black")],
+               labels=axes[0][-1].get_legend_handles_labels()[1] + ["seed misses the criterion"])
+    fig.suptitle(f"Head class of every layer, per seed (γ = {gamma})")
+    return fig
+
+
+def gamma_needed(task: str, pos: str, sym: str, step: float = 0.005, upto: float = 0.5) -> float:
+    """The smallest purity tolerance (on a grid of ``step``) at which a run's stored per-layer scores pass the head
+    criterion; NaN when none up to ``upto`` does.  A passing run whose value is close to the book's 0.1 is a near
+    miss: a slightly different model (another seed, another CPU's rounding) can fall on the other side."""
+    n = int(round(upto / step))
+    for k in range(1, n + 1):
+        g = round(k * step, 6)
+        if heads_ok(task, layer_classes(pos, sym, g)):
+            return g
+    return float("nan")
+
+
+def seed_verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per run of the chosen configuration: task, seed, classes, whether it passes, and
+    :func:`gamma_needed` (needs :func:`with_criteria` columns)."""
+    t = table[is_preset(table)].sort_values(["task", "seed"])
+    out = t[["task", "seed", "heads", "accurate", "passes"]].copy()
+    out["gamma_needed"] = [gamma_needed(r.task, r.pos, r.sym) for r in t.itertuples()]
+    return out.reset_index(drop=True)
+
+
+def verdict_table(search: pd.DataFrame, heldout: pd.DataFrame) -> pd.DataFrame:
+    """:func:`seed_verdicts` of the seeds that chose the configuration (``set = "chose it"``) and of the held-out
+    seeds (``"held out"``), one row per task and seed (both tables need :func:`with_criteria` columns)."""
+    ins = seed_verdicts(search[search["seed"].isin(SEARCH_SEEDS)]).assign(set="chose it")
+    held = seed_verdicts(heldout[~heldout["seed"].isin(SEARCH_SEEDS)]).assign(set="held out")
+    out = pd.concat([ins, held], ignore_index=True).drop_duplicates(["task", "seed"])
+    return out.sort_values(["task", "seed"], key=lambda c: c.map(task_order) if c.name == "task"
+                           else c).reset_index(drop=True)
+
+
+def near_misses(search: pd.DataFrame, heldout: pd.DataFrame, near_gamma: float, gamma: float = 0.1,
+                threshold: float = 0.9) -> pd.DataFrame:
+    """:func:`miss_profile` of the chosen configuration's runs at the stricter tolerance ``near_gamma``: the seeds
+    that pass at ``gamma`` only narrowly, why they would miss, and which layers differ from the typical passing
+    run (at ``gamma``).  ``search`` and ``heldout`` are raw tables (:func:`load_search`)."""
+    both = pd.concat([search, heldout], ignore_index=True)
+    return miss_profile(with_criteria(both, gamma=near_gamma, threshold=threshold),
+                        reference=with_criteria(both, gamma=gamma, threshold=threshold))
+
+
+def prompt_count_check(table: pd.DataFrame, n_prompts: int = 400) -> dict:
+    """How many runs keep their head classes and their head verdict when the final checkpoint is scored with
+    ``n_prompts`` prompts instead of the table's own (the columns ``classes_p{n}``/``pass_heads_p{n}`` written by
+    ``scripts/teaching_search.py --rescore``): ``{"runs", "same_classes", "same_verdict"}``, or None without
+    those columns."""
+    cls, ok = f"classes_p{n_prompts}", f"pass_heads_p{n_prompts}"
+    if cls not in table.columns or ok not in table.columns:
+        return None
+    as_bool = table[ok].astype(str).str.lower().eq("true")
+    return {"runs": len(table), "same_classes": int((table[cls] == table["classes"]).sum()),
+            "same_verdict": int((as_bool == table["pass_heads"].astype(str).str.lower().eq("true")).sum())}
+
+
+def heldout_display(tally: pd.DataFrame) -> pd.DataFrame:
+    """:func:`heldout_tally` as a compact table for the page: one row per task (Number first)."""
+    rows = []
+    for r in tally.sort_values("task", key=lambda c: c.map(task_order)).itertuples():
+        rows.append({"task": r.task.capitalize(), "chose it (seeds)": f"{r.in_sample} ({r.in_sample_seeds})",
+                     "held-out seeds": r.heldout_seeds,
+                     "pass": f"{r.heldout_passing} of {r.heldout_runs}",
+                     "learn every hop": f"{r.heldout_accurate} of {r.heldout_runs}",
+                     "pass rate (95 % interval)": f"{r.heldout_rate:.0%} ({r.ci_lo:.0%}–{r.ci_hi:.0%})"})
+    return pd.DataFrame(rows).set_index("task")
+
+
+def verdict_wide(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """:func:`verdict_table` with one row per seed: each task's classes and the tolerance it needs."""
+    cls = verdicts.pivot(index="seed", columns="task", values="heads")
+    need = verdicts.pivot(index="seed", columns="task", values="gamma_needed")
+    out = pd.DataFrame(index=cls.index)
+    for task in sorted(cls.columns, key=task_order):
+        out[f"{task} classes"] = cls[task]
+        out[f"{task} γ needed"] = need[task]
+    out.insert(0, "set", ["chose it" if s in SEARCH_SEEDS else "held out" for s in out.index])
+    return out
+
+
+# -----------------------------------------------------------------------------
+# The chapter's parameters
 
 _PAPER = "posym reproduce --scale paper  (see data/README.md)"
 _HOW = "python scripts/teaching_search.py --grid explore --jobs 2  (see data/teaching/README.md)"

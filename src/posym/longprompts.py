@@ -87,22 +87,6 @@ def length_curve(model, task: str, seed: int, lengths=DEFAULT_LENGTHS, n: int = 
 # Summaries and the paper's curve
 # ---------------------------------------------------------------------------------------------
 
-#: Paper 2, Fig. 5B (controlled GPT-J, one run per task): accuracy vs input length read off the plot, as
-#: transcribed in /work/shared/paper-notes.md §2.9.  Number: "about 0.5 by 200-300 tokens" is entered at 250.
-#: Letter: "above 90 % up to length 850" is the paper's own text (Sec. 3.6); the rest are plot read-offs,
-#: good to about +-0.05.
-PAPER_FIG5B = {
-    "number": {250: 0.5, 500: 0.35, 1000: 0.2, 2000: 0.1, 5000: 0.03},
-    "letter": {500: 0.95, 850: 0.90, 1500: 0.8, 3000: 0.65, 5000: 0.48},
-}
-
-
-def paper_points(task: str | None = None) -> pd.DataFrame:
-    """:data:`PAPER_FIG5B` as a table: task, length, accuracy."""
-    rows = [{"task": t, "length": L, "accuracy": a} for t, pts in PAPER_FIG5B.items() for L, a in pts.items()
-            if task in (None, t)]
-    return pd.DataFrame(rows)
-
 
 def length_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Mean accuracy and 95 % t-interval half-width over seeds, per task, length and hop.
@@ -458,82 +442,4 @@ def static_summary(static: pd.DataFrame, layers, base_length: int | None = None)
 # Plots
 # ---------------------------------------------------------------------------------------------
 
-def plot_length_curves(summary: pd.DataFrame, axes=None, paper: bool = True):
-    """Fig. 5B: accuracy vs length per task (mean and 95 % band over seeds, the paper's read-off points as
-    open markers) and, in a second panel, per hop count (colour = hop, line style = task)."""
-    import matplotlib.pyplot as plt
 
-    from .plotting import HOP_COLORS, task_color
-    if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(12.0, 4.0), sharey=True)
-    ax = axes[0]
-    for task, g in summary[summary["hop"] == "all"].groupby("task", sort=False):
-        c = task_color(task)
-        ax.fill_between(g["length"], g["lo"], g["hi"], color=c, alpha=0.2, lw=0)
-        ax.plot(g["length"], g["mean"], color=c, marker="o", ms=3, label=f"{task} (ours, {int(g['seeds'].max())} seeds)")
-        if paper and task in PAPER_FIG5B:
-            p = paper_points(task)
-            ax.plot(p["length"], p["accuracy"], ls="none", marker="D", ms=6, mfc="white", mec=c, mew=1.5,
-                    label=f"{task} (paper, Fig. 5B)")
-    ax.set(xscale="log", xlabel="input length (tokens)", ylabel="accuracy", ylim=(-0.02, 1.02),
-           title="Accuracy vs input length")
-    ax.legend(fontsize=8, loc="lower left")
-    ax = axes[1]
-    styles = {"number": "-", "letter": "--"}
-    for (task, hop), g in summary[summary["hop"] != "all"].groupby(["task", "hop"], sort=False):
-        ax.plot(g["length"], g["mean"], color=HOP_COLORS[int(hop)], ls=styles.get(task, "-"), marker=".", ms=3,
-                label=f"{task}, {hop} hop{'s' if hop != '1' else ''}")
-    ax.set(xscale="log", xlabel="input length (tokens)", title="Per hop count (mean over seeds)")
-    ax.legend(fontsize=7, ncol=2, loc="lower left")
-    return axes
-
-
-def plot_predictions(curves: dict, measured: dict, axes=None):
-    """Measured accuracy vs the fractions of prompts whose key heads keep their target, per task.
-
-    ``curves[task]`` merges :func:`margin_summary` (length, kept, guaranteed) and :func:`static_summary`
-    (length, kept_static); ``measured[task]`` has length, accuracy.
-    """
-    import matplotlib.pyplot as plt
-
-    from .plotting import COLORS, task_color
-    tasks = list(curves)
-    if axes is None:
-        _, axes = plt.subplots(1, len(tasks), figsize=(6.0 * len(tasks), 3.9), sharey=True, squeeze=False)
-        axes = axes[0]
-    for ax, task in zip(axes, tasks):
-        c = task_color(task)
-        m = measured[task]
-        ax.plot(m["length"], m["accuracy"], color="black", lw=2, label="model accuracy")
-        s = curves[task]
-        if "kept_static" in s:
-            g = s.dropna(subset=["kept_static"])
-            ax.plot(g["length"], g["kept_static"], color=c, ls="--", marker="s", ms=3,
-                    label="key heads keep their target: predicted from 17 tokens")
-        g = s.dropna(subset=["kept"])
-        ax.plot(g["length"], g["kept"], color=c, marker="o", ms=3, label="key heads keep their target: measured")
-        ax.plot(g["length"], g["guaranteed"], color=COLORS["neutral"], ls=":", marker=".",
-                label="Lemma F.1 guarantee (margin >= log(n-1))")
-        ax.set(xscale="log", xlabel="input length (tokens)", ylabel="fraction of prompts", ylim=(-0.02, 1.02),
-               title=f"{task.capitalize()} task")
-        ax.legend(fontsize=7, loc="lower left")
-    return axes
-
-
-def plot_logit_terms(terms: dict, axes=None):
-    """Median logit of the best target key and of the best other key vs length, per task and key layer."""
-    import matplotlib.pyplot as plt
-
-    from .plotting import PALETTE
-    tasks = list(terms)
-    if axes is None:
-        _, axes = plt.subplots(1, len(tasks), figsize=(6.0 * len(tasks), 3.6), squeeze=False)
-        axes = axes[0]
-    for ax, task in zip(axes, tasks):
-        for (layer, g), c in zip(terms[task].groupby("layer"), PALETTE):
-            ax.plot(g["length"], g["target_logit"], color=c, marker="o", ms=3, label=f"layer {layer}: target key")
-            ax.plot(g["length"], g["other_logit"], color=c, ls="--", marker="x", ms=3, label=f"layer {layer}: best other key")
-        ax.set(xscale="log", xlabel="input length (tokens)", ylabel="attention logit (median over prompts)",
-               title=f"{task.capitalize()} task: the two terms of the margin")
-        ax.legend(fontsize=7)
-    return axes
