@@ -20,6 +20,7 @@ Vocabulary used below:
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -38,9 +39,9 @@ _LETTER = {"positional": "P", "symbolic": "S", "mixed": "m"}
 
 
 def search_path(root: str | Path | None = None) -> Path:
-    """``data/teaching/search.csv`` under ``root`` (default: :func:`posym.book.data_dir`)."""
+    """``data/teaching/search.csv`` under ``root`` (default: :func:`posym.results.data_dir`)."""
     if root is None:
-        from ..book import data_dir
+        from ..results import data_dir
 
         root = data_dir()
     return Path(root) / "teaching" / "search.csv"
@@ -336,7 +337,7 @@ def task_order(task: str) -> tuple:
 
 
 def heldout_path(root: str | Path | None = None) -> Path:
-    """``data/teaching/heldout.csv`` under ``root`` (default: :func:`posym.book.data_dir`)."""
+    """``data/teaching/heldout.csv`` under ``root`` (default: :func:`posym.results.data_dir`)."""
     return search_path(root).with_name("heldout.csv")
 
 
@@ -497,7 +498,7 @@ def plot_seed_classes(search: pd.DataFrame, heldout: pd.DataFrame, gamma: float 
     cmap = ListedColormap([COLORS["positional"], COLORS["mixed"], COLORS["symbolic"]])
     tasks = sorted(dict.fromkeys(both["task"]), key=task_order)
     n_rows = max(int((both["task"] == t).sum()) for t in tasks)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.4 * len(tasks) + 1.2, 0.32 * n_rows + 1.6), squeeze=False,
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks) + 1.0, 0.32 * n_rows + 1.8), squeeze=False,
                              layout="constrained")
     for ax, task in zip(axes[0], tasks):
         g = both[both["task"] == task].reset_index(drop=True)
@@ -603,6 +604,468 @@ def verdict_wide(verdicts: pd.DataFrame) -> pd.DataFrame:
         out[f"{task} γ needed"] = need[task]
     out.insert(0, "set", ["chose it" if s in SEARCH_SEEDS else "held out" for s in out.index])
     return out
+
+
+# -----------------------------------------------------------------------------
+# The page: what book/teaching.md reads, shows and writes into its text
+
+@dataclass
+class Search:
+    """The committed search read at one purity tolerance and accuracy threshold: the raw table, the runs with
+    the criteria (:func:`with_criteria`), the held-out runs (raw and with criteria; None when absent) and the
+    data folder they came from."""
+    raw: pd.DataFrame
+    runs: pd.DataFrame
+    held: pd.DataFrame | None
+    held_runs: pd.DataFrame | None
+    data_dir: Path
+    gamma: float
+    threshold: float
+
+
+def read(data_dir: str | Path, gamma: float = 0.1, threshold: float = 0.9) -> Search:
+    """Read ``data_dir/teaching/search.csv`` and ``heldout.csv`` and apply the criteria at ``gamma`` and
+    ``threshold``."""
+    data_dir = Path(data_dir)
+    raw = load_search(data_dir / "teaching" / "search.csv")
+    held = load_heldout(data_dir)
+    held_runs = with_criteria(held, gamma=gamma, threshold=threshold) if held is not None else None
+    return Search(raw, with_criteria(raw, gamma=gamma, threshold=threshold), held, held_runs, data_dir, gamma,
+                  threshold)
+
+
+def accuracy_grids(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """:func:`accuracy_grid` of both tasks (Number first)."""
+    return {task: accuracy_grid(runs, task) for task in ("number", "letter")}
+
+
+def early_layers(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per-layer scores (:func:`layer_scores`) of layers 1-3 of the accurate Number runs with MLPs."""
+    layers = layer_scores(runs[with_mlp(runs)])
+    return layers[(layers.task == "number") & layers.accurate & layers.layer.between(1, 3)]
+
+
+def early_summary(early: pd.DataFrame) -> pd.DataFrame:
+    """Count and median of the positional and symbolic scores of :func:`early_layers`, per head class."""
+    out = early.groupby("class")[["pos", "sym"]].agg(["count", "median"]).round(3)
+    out.columns = [f"{a} {b}" for a, b in out.columns]
+    return out
+
+
+def envelope_text(env: dict) -> str:
+    """:func:`positional_envelope` in two printed lines."""
+    return (f"recipes of the Number runs with a pure positional head: "
+            f"{ {k: (float(lo), float(hi)) for k, (lo, hi) in env['envelope'].items()} }\n"
+            f"{env['with_positional']} of {env['runs']} Number runs have one; {env['inside']} runs lie inside that "
+            f"envelope")
+
+
+def mlp_class_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The depth-6 Number runs with MLPs of 3,000 steps or more, in recipe order (the head-class figure)."""
+    mlp = runs[with_mlp(runs)]
+    return mlp[(mlp.task == "number") & (mlp.n_layer == 6) & (mlp.steps >= 3000)].sort_values(
+        ["steps", "d_model", "dropout", "batch_size", "lr", "seed", "where"])
+
+
+def lever_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the stages ``deep``, ``rope-base`` and ``probes`` (with MLPs)."""
+    levers = runs[runs.stage.isin(["deep", "rope-base", "probes"]) & ~runs.attn_only]
+    return levers.sort_values(["stage", "task", "seed"])
+
+
+def no_mlp_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The attention-only runs (all trained on the 2-core CPU)."""
+    return runs[runs.attn_only].sort_values(["stage", "task", "n_layer", "seed"])
+
+
+LEVER_COLS = ["stage", "task", "seed", "n_layer", "d_model", "rope_base", "weight_decay", "steps", "val_acc_min_hop",
+              "heads", "heads_pass"]
+NO_MLP_COLS = ["stage", "task", "seed", "n_layer", "d_model", "steps", "val_acc_min_hop", "heads", "heads_pass",
+               "cpu_seconds"]
+
+
+def chosen_configs() -> dict:
+    """The teaching presets of both tasks and the paper's preset, by name."""
+    from ..train import TrainConfig
+
+    return {"teaching, Number": TrainConfig.teaching("number"), "teaching, Letter": TrainConfig.teaching("letter"),
+            "paper": TrainConfig.paper()}
+
+
+def recipe_table(configs: dict) -> pd.DataFrame:
+    """One row per preset of :func:`chosen_configs`: architecture and recipe."""
+    return pd.DataFrame([
+        {"scale": name, **{k: getattr(c.model_config(), k) for k in ("n_layer", "n_head", "d_model", "attn_only")},
+         "d_mlp": 0 if c.model_config().attn_only else c.model_config().d_mlp,
+         "dropout": c.model_config().resid_pdrop, "steps": c.steps, "batch": c.batch_size, "lr": c.lr,
+         "warm-up": c.warmup_steps}
+        for name, c in configs.items()])
+
+
+def paper_final_classes(data_dir: str | Path, gamma: float = 0.1) -> pd.DataFrame:
+    """:func:`final_classes` of the committed paper-scale runs in ``data_dir/paper``."""
+    from .. import results
+
+    return final_classes(results.load_table(Path(data_dir) / "paper", "scores"), gamma=gamma)
+
+
+def tables(S: Search) -> dict:
+    """Every table the page shows, as ``posym.display.table`` objects, by name (in page order)."""
+    from ..display import table
+
+    runs, g = S.runs, S.gamma
+    grids = accuracy_grids(runs)
+    out = {"where": table(where_counts(runs), caption="Runs per stage and place of training",
+                          key_columns=["stage", "where"])}
+    for task, grid in grids.items():
+        out[f"grid_{task}"] = table(grid.round(3).rename(columns=lambda c: f"lr {c:g}"), index=True, caption=(
+            f"{task.capitalize()} task: worst per-hop accuracy (depth 6, batch 128, seed 0)"))
+    out["depth"] = table(depth_table(runs).round(3), key_columns=["task", "d_model", "n_layer"],
+                         caption="Per-hop validation accuracy against depth (3,000 steps, lr 2e-3, seed 0)")
+    out["early"] = table(early_summary(early_layers(runs)), index=True,
+                         caption="Layers 1-3 of the accurate Number runs with MLPs: count and median score per class")
+    out["factor"] = table(positional_by_factor(runs).round(3), key_columns=["factor", "value"],
+                          caption="Number runs with MLPs that have a pure positional head, by one factor at a time")
+    out["levers"] = table(lever_runs(runs)[LEVER_COLS], key_columns=["stage", "task", "seed"],
+                          caption="The lever runs (with MLPs)")
+    out["no_mlp"] = table(no_mlp_runs(runs)[NO_MLP_COLS], key_columns=["stage", "task", "seed"],
+                          caption="The runs without MLPs (all trained on the 2-core CPU)")
+    out["recipes"] = table(recipe_table(chosen_configs()), key_columns=["scale"],
+                           caption="The chosen teaching presets and the paper's")
+    cal = load_calibration()
+    out["cost"] = table(chosen_cost(runs, cal["speedup_2t"]).round(2), key_columns=["task", "seed"],
+                        caption="Cost of the chosen configuration, timed on the 2-core machine (one thread per run)")
+    wall = load_wallclock()
+    if wall is not None:
+        out["wall"] = table(wallclock_summary(wall).round(2), key_columns=["task"],
+                            caption="The preset timed with 1 and 2 threads, one run at a time")
+    robust = seed_robustness(runs)
+    out["robust"] = table(robust.round(4), key_columns=["task", "where", "seed"],
+                          caption="Every run of the chosen configuration")
+    out["tally"] = table(seed_tally(robust), key_columns=["task"], caption="Seeds that pass, per task")
+    out["paper"] = table(paper_final_classes(S.data_dir, g), key_columns=["task", "seed"],
+                         caption="The same criteria on the final checkpoints of the committed paper-scale runs")
+    if S.held_runs is not None:
+        out["heldout"] = table(heldout_display(heldout_tally(runs, S.held_runs)), index=True,
+                               caption="The chosen configuration on seeds it was not chosen on")
+        misses = miss_profile(S.held_runs, reference=runs)
+        if len(misses):
+            out["misses"] = table(misses, key_columns=["task", "seed"], caption="Held-out seeds that miss")
+        out["verdicts"] = table(verdict_wide(verdict_table(runs, S.held_runs)), index=True,
+                                caption="Every seed of the chosen configuration: classes and the tolerance it needs")
+        out["near"] = table(near_misses(S.raw, S.held, 0.75 * g, gamma=g, threshold=S.threshold),
+                            key_columns=["task", "seed"], caption=f"Seeds that would miss at γ = {0.75 * g:g}")
+    return out
+
+
+def _fig(*args, **kwargs):
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, layout="constrained", **kwargs)
+
+
+_CLASS_STYLE = {"P": ("positional", "pure positional"), "m": ("mixed", "mixed"), "S": ("symbolic", "pure symbolic")}
+
+
+def plot_accuracy_grids(grids: dict[str, pd.DataFrame]):
+    """Heat maps of :func:`accuracy_grids`: worst per-hop accuracy by (width, steps) and learning rate, one panel
+    per task. Returns the Figure."""
+    import numpy as np
+
+    fig, axes = _fig(1, len(grids), figsize=(7.4, 3.6), sharey=True)
+    for ax, (task, g) in zip(axes, grids.items()):
+        im = ax.imshow(g.to_numpy(), vmin=0, vmax=1, cmap="cividis", aspect="auto")
+        ax.set_xticks(range(g.shape[1]), [f"{c:g}" for c in g.columns], rotation=45)
+        ax.set_yticks(range(g.shape[0]), [f"d {d}, {s:,} st." for d, s in g.index])
+        for (i, j), v in np.ndenumerate(g.to_numpy()):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=9, color="black" if v > 0.5 else "white")
+        ax.set(xlabel="learning rate", title=f"{task.capitalize()} task")
+        ax.grid(False)
+    fig.colorbar(im, ax=axes, label="worst-hop val. accuracy")
+    return fig
+
+
+def plot_depth(runs: pd.DataFrame, threshold: float = 0.9):
+    """Validation accuracy per hop count of the depth runs (:func:`depth_table`), one panel per task; line style
+    by width, colour by depth. Returns the Figure."""
+    from ..plotting import COLORS, HOP_COLORS
+
+    depth = depth_table(runs)
+    fig, axes = _fig(1, 2, figsize=(7.4, 3.9), sharey=True)
+    layer_colors = {2: HOP_COLORS[1], 3: HOP_COLORS[2], 4: HOP_COLORS[3], 6: HOP_COLORS[4], 8: COLORS["neutral"]}
+    for ax, task in zip(axes, ("number", "letter")):
+        for r in depth[depth.task == task].itertuples():
+            acc = [getattr(r, c) for c in HOP_COLS]
+            ax.plot(HOPS, acc, marker="o", color=layer_colors[r.n_layer], ls="-" if r.d_model == 64 else "--",
+                    label=f"{r.n_layer} layers, d {r.d_model}")
+        ax.axhline(threshold, color=COLORS["neutral"], lw=1, ls=":")
+        ax.set(xlabel="hops", xticks=HOPS, title=f"{task.capitalize()} task")
+    axes[0].set_ylabel("validation accuracy")
+    handles, labels = axes[1].get_legend_handles_labels()
+    for h, l in zip(*axes[0].get_legend_handles_labels()):
+        if l not in labels:
+            handles.append(h)
+            labels.append(l)
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=9)
+    return fig
+
+
+def plot_early_scatter(runs: pd.DataFrame, gamma: float = 0.1):
+    """Positional against symbolic score of layers 1-3 of every accurate Number run with MLPs
+    (:func:`early_layers`), coloured by head class, with the two pure corners drawn. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    from ..plotting import COLORS
+
+    early = early_layers(runs)
+    fig, ax = _fig(figsize=(5.2, 4.4))
+    for c, (colour, label) in _CLASS_STYLE.items():
+        e = early[early["class"] == c]
+        ax.scatter(e["pos"], e["sym"], s=18, color=COLORS[colour], alpha=0.75, label=f"{label} ({len(e)})")
+    ax.add_patch(plt.Rectangle((1 - gamma, 0), gamma, gamma, fill=False, ec=COLORS["positional"], lw=1, ls="--"))
+    ax.add_patch(plt.Rectangle((0, 1 - gamma), gamma, gamma, fill=False, ec=COLORS["symbolic"], lw=1, ls="--"))
+    ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="positional score", ylabel="symbolic score")
+    ax.legend(fontsize=9, loc="upper right")
+    return fig
+
+
+def plot_class_matrix(table: pd.DataFrame, title: str):
+    """Head class of every layer (columns) of every run of ``table`` (rows, labelled by recipe and seed;
+    :func:`class_matrix`), with a legend of the classes below. Returns the Figure."""
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+
+    from ..plotting import COLORS
+
+    mat, labels = class_matrix(table)
+    cmap = ListedColormap([COLORS["positional"], COLORS["mixed"], COLORS["symbolic"]])
+    fig, ax = _fig(figsize=(7.2, 0.24 * len(table) + 1.6))
+    ax.imshow(np.ma.masked_less(mat.to_numpy(), 0), cmap=cmap, vmin=0, vmax=2, aspect="auto")
+    ax.set_yticks(range(len(labels)), labels, fontsize=9)
+    ax.set_xticks(range(mat.shape[1]))
+    ax.set(xlabel="layer", title=title)
+    ax.grid(False)
+    for c, (colour, label) in _CLASS_STYLE.items():
+        ax.plot([], [], "s", color=COLORS[colour], label=label)
+    fig.legend(loc="outside lower center", ncol=3, fontsize=9)
+    return fig
+
+
+def _span(lo, hi, fmt) -> str:
+    return fmt(lo) if lo == hi else f"{fmt(lo)}–{fmt(hi)}"
+
+
+def _smallest_steps(g: pd.DataFrame, thr: float) -> dict:
+    """Smallest step count that reaches ``thr`` at every learning rate >= 2e-3, per width."""
+    out = {}
+    for d, sub in g.groupby(level="d_model"):
+        ok = sub[[c for c in sub.columns if c >= 0.002]].min(axis=1) >= thr
+        out[d] = int(ok[ok].index.get_level_values("steps").min()) if ok.any() else None
+    return out
+
+
+def _mid_entropy(t: pd.DataFrame) -> float:
+    import numpy as np
+
+    return float(np.median([float(v) for e in t.entropy for v in str(e).split()[1:-1]]))
+
+
+def text_values(S: Search) -> dict[str, str]:
+    """Every number the page's text quotes (its ``{glue:md}`` values), as markdown strings, by glue name."""
+    runs, gamma, thr = S.runs, S.gamma, S.threshold
+    v: dict[str, str] = {}
+    n_where = runs["where"].value_counts()
+    v["n_runs"] = len(runs)
+    v["n_gpu"] = n_where.get("cuda-device", 0)
+    v["n_cpu"] = n_where.get("cpu-here", 0)
+    v["gamma"] = gamma
+    v["threshold"] = f"{thr:.0%}"
+    # accuracy is easy
+    grids = accuracy_grids(runs)
+    easy = {task: _smallest_steps(g, thr) for task, g in grids.items()}
+    wide = [d for d in grids["number"].index.get_level_values("d_model").unique() if d >= 48]
+    worst_wide = min(float(g.loc[wide].loc[:, [c for c in g.columns if c >= 0.002]].to_numpy().min())
+                     for g in grids.values())
+    v["worst_wide"] = f"{worst_wide:.1%}"
+    v["easy_d32"] = " and ".join(f"{easy[t][32]:,} ({t})" for t in easy)
+    v["wide_list"] = " and ".join(str(d) for d in wide)
+    # depth against hops
+    depth = depth_table(runs)
+    num = depth[depth.task == "number"]
+    cap = num.groupby("n_layer")["hop_capacity"].agg(["min", "max"])
+    acc34 = {L: num[num.n_layer == L][["val_acc_h3", "val_acc_h4"]].to_numpy() for L in (2, 3, 4)}
+    v["cap2"] = _span(cap.loc[2, "min"], cap.loc[2, "max"], str)
+    v["acc34_2"] = _span(acc34[2].min(), acc34[2].max(), lambda x: f"{x:.0%}")
+    v["acc34_3"] = _span(acc34[3].min(), acc34[3].max(), lambda x: f"{x:.0%}")
+    v["acc_4"] = f"{num[num.n_layer == 4][list(HOP_COLS)].to_numpy().min():.1%}"
+    let = depth[depth.task == "letter"]
+    v["let_min_layers"] = " and ".join(
+        f"{int(let[(let.d_model == d) & (let.hop_capacity == 4)].n_layer.min())} layers at d {d}"
+        for d in sorted(let.d_model.unique()) if let[let.d_model == d].n_layer.nunique() > 1)
+    # pure positional heads are the hard part
+    early = early_layers(runs)
+    mixed_med = early[early["class"] == "m"][["pos", "sym"]].median()
+    v["mixed_pos"] = f"{mixed_med['pos']:.2f}"
+    v["mixed_sym"] = f"{mixed_med['sym']:.2f}"
+    env = positional_envelope(runs)
+    e = env["envelope"]
+    fac = positional_by_factor(runs).set_index(["factor", "value"])
+
+    def span(k, fmt=lambda x: f"{x:,.0f}"):
+        return _span(*e[k], fmt)
+
+    v["env_steps"] = span("steps")
+    v["env_d"] = span("d_model")
+    v["env_dropout"] = span("dropout", lambda x: f"{x:g}")
+    v["env_batch"] = span("batch_size")
+    v["env_layers"] = span("n_layer")
+    v["n_with_pos"] = env["with_positional"]
+    v["n_number"] = env["runs"]
+    v["n_inside"] = env["inside"]
+    short = fac.loc[[("steps", s) for s in (1500, 2000)]]
+    v["short_runs"] = f"{int(short['with_positional'].sum())} of {int(short['runs'].sum())}"
+    short_acc = runs[(runs.task == "number") & runs.steps.isin([1500, 2000])]["accurate"]
+    v["short_acc"] = f"{int(short_acc.sum())} of {len(short_acc)}"
+    for name, key in (("runs_4k", ("steps", 4000)), ("nodrop", ("dropout", 0.0)), ("d32", ("d_model", 32))):
+        row = fac.loc[key]
+        v[name] = f"{int(row['with_positional'])} of {int(row['runs'])}"
+    # levers
+    levers = lever_runs(runs)
+
+    def tally_text(t):
+        return f"{int(t.heads_pass.sum())} of {len(t)}"
+
+    lv_num = levers[levers.task == "number"]
+    v["deep_pass"] = tally_text(lv_num[lv_num.stage == "deep"])
+    v["base_pass"] = tally_text(lv_num[lv_num.stage == "rope-base"])
+    v["base_let_pass"] = tally_text(levers[(levers.task == "letter") & (levers.stage == "rope-base")])
+    v["probe_pass"] = tally_text(lv_num[lv_num.stage == "probes"])
+    v["levers_acc"] = f"{levers.val_acc_min_hop.min():.1%}"
+    # without MLPs
+    no_mlp = no_mlp_runs(runs)
+    num_no_mlp = no_mlp[no_mlp.task == "number"]
+    six = num_no_mlp[num_no_mlp.n_layer == 6]
+    v["no_mlp_pos"] = f"{int(num_no_mlp.has_positional.sum())} of {len(num_no_mlp)}"
+    v["no_mlp_npos"] = (f"{int(num_no_mlp.n_P.min())}" if num_no_mlp.n_P.min() == num_no_mlp.n_P.max()
+                        else f"{int(num_no_mlp.n_P.min())}–{int(num_no_mlp.n_P.max())}")
+    v["six_heads"] = " / ".join(f"`{h}`" for h in six.heads) if len(six) else "no run"
+    p_layers = sorted({i for h in num_no_mlp.heads for i, c in enumerate(h.split()) if c == "P"})
+    v["no_mlp_layers"] = f"{p_layers[0]}–{p_layers[-1]}" if len(p_layers) > 1 else str(p_layers[0])
+    let_no_mlp = no_mlp[no_mlp.task == "letter"]
+    v["let_no_mlp_acc"] = f"{int(let_no_mlp.accurate.sum())} of {len(let_no_mlp)}"
+    v["let_no_mlp_pass"] = f"{int(let_no_mlp.heads_pass.sum())} of {len(let_no_mlp)}"
+    mlp_runs = runs[with_mlp(runs)]
+    let_mlp = mlp_runs[(mlp_runs.task == "letter") & mlp_runs.entropy.notna() & (mlp_runs.n_layer >= 6)]
+    v["let_no_mlp_entropy"] = f"{_mid_entropy(let_no_mlp):.2f}"
+    v["let_mlp_entropy"] = f"{_mid_entropy(let_mlp):.2f}"
+    v.update(_cost_values(runs))
+    v.update(_robust_values(S))
+    return {k: str(x) for k, x in v.items()}
+
+
+def _cost_values(runs: pd.DataFrame) -> dict:
+    cal = load_calibration()
+    cost = chosen_cost(runs, cal["speedup_2t"])
+    wall = load_wallclock()
+    v, laptop = {}, {}
+    for task, c in cost.groupby("task"):
+        v[f"cost_{task}_runs"] = len(c)
+        v[f"cost_{task}"] = (f"{c.cpu_seconds.min():.0f}–{c.cpu_seconds.max():.0f} s "
+                             f"({c.cpu_min.min():.1f}–{c.cpu_min.max():.1f} min)")
+        laptop[task] = f"{c.est_wall_2core_min.median():.1f} min"
+        v[f"cost_{task}_load"] = (f"{min(c.load_start.min(), c.load_end.min()):.1f}–"
+                                  f"{max(c.load_start.max(), c.load_end.max()):.1f}")
+    v["cost_cpu"] = f"{cost.cpu_min.median():.1f} min"
+    if wall is not None:
+        w = wallclock_summary(wall).set_index("task")
+        v["laptop_sentence"] = (
+            f"Timed directly on the same machine, one run at a time with torch's default two threads, `train()` took "
+            f"{w.wall_2t_min['number']:.1f} min for the Number model and {w.wall_2t_min['letter']:.1f} min for the "
+            f"Letter model (with one thread: {w.wall_1t_min['number']:.1f} and {w.wall_1t_min['letter']:.1f} min; "
+            f"load average at most {w.max_load.max():.1f}). The second thread speeds training up "
+            f"{w.speedup_2t['number']:.2f}× (Number) and {w.speedup_2t['letter']:.2f}× (Letter). With the smaller "
+            f"ratio, the CPU times above become about {laptop['number']} and "
+            f"{laptop['letter']} on an idle 2-core laptop")
+    else:
+        v["laptop_sentence"] = (
+            f"On an idle 2-core laptop that is about {laptop['number']} and "
+            f"{laptop['letter']}, *assuming* a {cal['speedup_2t']:g}× speed-up from the second thread "
+            f"(not measured: `scripts/teaching_search.py --wallclock` measures it)")
+    configs = chosen_configs()
+    tn_, tl_ = configs["teaching, Number"], configs["teaching, Letter"]
+    v["tc_desc"] = (f"one head per layer at width {tn_.model_config().d_model}, trained for {tn_.steps:,} steps at "
+                    f"batch {tn_.batch_size} and learning rate {tn_.lr:g}: {tn_.model_config().n_layer} layers "
+                    f"without MLPs for the Number task, {tl_.model_config().n_layer} layers with MLPs of width "
+                    f"{tl_.model_config().d_mlp} for the Letter task")
+    return v
+
+
+def _robust_values(S: Search) -> dict:
+    runs, gamma = S.runs, S.gamma
+    v = {}
+    robust = seed_robustness(runs)
+    tally = seed_tally(robust).set_index("task")
+    tn, tl = tally.loc["number"], tally.loc["letter"]
+    v["num_pass"] = f"{tn.passing} of {tn.seeds_run}"
+    v["let_pass"] = f"{tl.passing} of {tl.seeds_run}"
+    num_heads = robust[robust.task == "number"].heads.value_counts()
+    v["num_heads"] = ", ".join(f"`{h}` ({n}×)" for h, n in num_heads.items())
+    verdict = {True: "meets", False: "does not meet"}
+    v["num_verdict"] = verdict[bool(tn.target_met)]
+    v["let_verdict"] = verdict[bool(tl.target_met)]
+    pf = paper_final_classes(S.data_dir, gamma).groupby("task")["heads_pass"].agg(["sum", "size"])
+    v["paper_num_pass"] = f"{int(pf.loc['number', 'sum'])} of {int(pf.loc['number', 'size'])}"
+    v["paper_let_pass"] = f"{int(pf.loc['letter', 'sum'])} of {int(pf.loc['letter', 'size'])}"
+    if S.held_runs is None:
+        return v
+    held, held_runs = S.held, S.held_runs
+    ht = heldout_tally(runs, held_runs).set_index("task")
+    for task in ("number", "letter"):
+        h = ht.loc[task]
+        v[f"held_{task}"] = (f"{h.heldout_passing} of {h.heldout_runs} (seeds {h.heldout_seeds}; "
+                             f"{h.heldout_rate:.0%}, 95 % interval {h.ci_lo:.0%}–{h.ci_hi:.0%})")
+        v[f"held_{task}_short"] = f"{h.heldout_passing} of {h.heldout_runs}"
+        v[f"held_{task}_lo"] = f"{h.ci_lo:.0%}"
+        v[f"held_{task}_acc"] = f"{h.heldout_accurate} of {h.heldout_runs}"
+        v[f"held_{task}_verdict"] = "below" if h.below_target else "at or above"
+    v["held_target"] = f"{HELDOUT_TARGET:.0%}"
+    pc = prompt_count_check(held)
+    v["p400"] = ((f"Scored with 400 prompts instead of 200, {pc['same_classes']} of {pc['runs']} runs keep every "
+                  f"layer's class and {pc['same_verdict']} of {pc['runs']} their verdict: "
+                  + ("no verdict hangs on the prompt sample" if pc["same_verdict"] == pc["runs"]
+                     else "some verdicts do depend on the prompt sample")) if pc else
+                 "The runs were not scored with a second prompt count")
+    misses = miss_profile(held_runs, reference=runs)
+    v["held_misses"] = "; ".join(f"{r.task.capitalize()} seed {r.seed}: `{r.heads}` ({r.why})"
+                                 for r in misses.itertuples()) or "none"
+    # near misses
+    verdicts = verdict_table(runs, held_runs)
+    near_gamma = 0.75 * gamma
+    near = near_misses(S.raw, held, near_gamma, gamma=gamma, threshold=S.threshold)
+    nl = near_miss_layers(S.raw, held, near_gamma, gamma=gamma, threshold=S.threshold)
+    by_layer = nl.groupby(["layer", "typical", "got"]).size().reset_index(name="seeds")
+    v["near_layers"] = "; ".join(f"layer {r.layer} ({r.typical}→{r.got}) in {r.seeds} seed{'s' if r.seeds > 1 else ''}"
+                                 for r in by_layer.itertuples()) or "none"
+    lost = int((nl["typical"].isin(["P", "S"]) & (nl["got"] == "m")).sum())
+    gained = int(((nl["typical"] == "m") & nl["got"].isin(["P", "S"])).sum())
+    flips = int((nl["typical"].isin(["P", "S"]) & nl["got"].isin(["P", "S"])).sum())
+    v["near_kind"] = (f"Of these, {lost} are pure layers of the typical run that stay mixed and {gained} a mixed "
+                      f"layer that turns pure; {'none' if flips == 0 else flips} flips from one pure class to the other")
+    num_v = verdicts[verdicts.task == "number"]
+    core = [i for i in range(len(num_v.heads.iloc[0].split())) if all(h.split()[i] == "P" for h in num_v.heads)]
+    v["pos_core"] = " and ".join(str(i) for i in core) if core else "none"
+    v["diff_span"] = f"{nl.layer.min()}–{nl.layer.max()}" if len(nl) else "none"
+    all_v = verdicts["accurate"]
+    v["all_acc"] = ("every run here learns every hop count" if all_v.all()
+                    else f"{int(all_v.sum())} of {len(all_v)} runs here learn every hop count")
+    v["near_gamma"] = f"{near_gamma:g}"
+    v["near_list"] = "; ".join(f"{r.task.capitalize()} seed {r.seed} (`{r.heads}` at γ = {near_gamma:g}: {r.why})"
+                               for r in near.itertuples()) or "none"
+    v["near_n"] = f"{len(near)} of {len(verdicts)}"
+    worst = verdicts.groupby("task")["gamma_needed"].max()
+    v["worst_number"] = f"{worst['number']:g}"
+    v["worst_letter"] = f"{worst['letter']:g}"
+    return v
 
 
 # -----------------------------------------------------------------------------
