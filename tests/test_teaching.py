@@ -1,4 +1,4 @@
-"""The teaching-scale search (issue 11): the committed table, its schema, and the chosen preset.
+"""The teaching-scale search: the committed table, its schema, and the chosen preset.
 
 Nothing is trained here: the table data/teaching/search.csv is produced by scripts/teaching_search.py.
 """

@@ -97,13 +97,6 @@ def timings_line(timings: dict) -> str:
     return f"{total / n:.3f} s per checkpoint ({parts}); {total:.1f} s for {n} checkpoints"
 
 
-def load_trajectory(run_dir: str | Path) -> pd.DataFrame:
-    """Scores joined with validation accuracy, one row per step x layer x head."""
-    run_dir = Path(run_dir)
-    scores = pio.read_table(run_dir / "scores.parquet")
-    return scores
-
-
 def final_model(run_dir: str | Path, device: str = "cpu"):
     run = Run(run_dir)
     ckpts = list_checkpoints(run.path)

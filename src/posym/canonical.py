@@ -1,6 +1,6 @@
 """Paper 1's canonical tasks on one-layer attention-only RoPE heads restricted to chosen frequencies.
 
-Paper 1 (Urrutia et al. 2025, notes §1.7) trains one-layer attention-only Transformers whose single
+Paper 1 (Urrutia et al. 2025) trains one-layer attention-only Transformers whose single
 head may only use some RoPE frequencies, on three tasks:
 
 * **Index** (purely positional): copy the symbol a given number of positions back;
@@ -11,7 +11,7 @@ It reports that Index is solved only with high frequencies (low index) and turns
 position at low ones; that Retrieval needs low frequencies and turns inverse-U-shaped at frequencies that are
 not low enough; and that partial induction needs two angles, one (near) zero for the content match and one
 moderate angle for recency.  Sizes, token formats, base and grid are not in the sources we have: everything
-below is our reconstruction (notes §1.8) and the docstrings say what was chosen and why.
+below is our reconstruction and the docstrings say what was chosen and why.
 
 Token conventions
 -----------------

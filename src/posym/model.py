@@ -54,7 +54,7 @@ class ModelConfig:
     freq_mask: tuple[bool, ...] | None = None  # per RoPE frequency; False -> that pair is zeroed in q and k
     attn_pdrop: float = 0.1
     resid_pdrop: float = 0.1
-    embd_pdrop: float = 0.0  # the authors' config misspelt this field, so GPT-J ran with 0 (notes §5)
+    embd_pdrop: float = 0.0  # the authors' config misspelt this field, so GPT-J ran with 0
     ln_eps: float = 1e-5
     attn_only: bool = False  # no MLP (Paper 1's canonical-task models)
     max_seq_len: int | None = None  # None: no limit (RoPE has no learned positions)
@@ -177,7 +177,7 @@ class Attention(nn.Module):
         """(Re)build the angles and the q/k dimension mask from ``cfg`` (its RoPE remedy and NoPE layers).
 
         A remedy's factor on the rotated part of q and k (YaRN's temperature) goes into ``dim_mask``, which every
-        path (fast, hooked, :mod:`posym.metrics`, :mod:`posym.lengthgen`) applies to q and k before RoPE.
+        path (fast, hooked, :mod:`posym.metrics`, :mod:`posym.longprompts`) applies to q and k before RoPE.
         """
         angles, qk_scale = scaled_angles(cfg.rotary_dim, cfg.rope_base, cfg.rope_scaling, self.layer)
         if cfg.nope_layers and self.layer in cfg.nope_layers:

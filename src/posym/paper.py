@@ -9,10 +9,10 @@ import pandas as pd
 from . import theory
 
 
-#: Figures quoted from Paper 2 (Urrutia et al., arXiv 2605.31558), as read in /work/shared/paper-notes.md:
-#: §2.5 (Fig. 2A: best steps and the hop-wise curves; Fig. 2C: purity counts at gamma = 0.1 and the order in
-#: which heads become pure; Fig. 7: gamma = 0.05) and §2.4 (purity rule, entropy normalisation).  Steps are the
-#: notes' readings of the figures ("about 4.8k"), not numbers printed in the paper.
+#: Figures quoted from Paper 2 (Urrutia et al., arXiv 2605.31558): Fig. 2A (best steps and the hop-wise curves),
+#: Fig. 2C (purity counts at gamma = 0.1 and the order in which heads become pure), Fig. 7 (gamma = 0.05) and
+#: the text on the purity rule and the entropy normalisation.  Steps are readings of the figures ("about 4.8k"),
+#: not numbers printed in the paper.
 PAPER = {
     "number": {
         "best_step": 4800,            # Fig. 2A, dashed line
@@ -36,7 +36,7 @@ PAPER = {
 
 
 #: Paper 2, Table 1: weighted-average frequency ID and its frequency (rad/token) per layer, for the trained
-#: Number and Letter models (one run each).  Transcribed from the PDF (see /work/shared/paper-notes.md, §2.5).
+#: Number and Letter models (one run each).  Transcribed from the PDF.
 PAPER_TABLE1 = {
     "number": [(1, 1.0000), (2, 0.8660), (2, 0.8660), (2, 0.8660), (10, 0.2738), (39, 0.0042),
                (38, 0.0049), (38, 0.0049), (38, 0.0049), (37, 0.0056), (37, 0.0056), (38, 0.0049)],
@@ -55,8 +55,8 @@ PAPER_FIG5A = {"index_theta": theory.INDEX_THETA, "retrieval_theta": theory.RETR
 PAPER_PEAK_LOGIT = (50.0, 80.0)
 
 
-#: Paper 2, Fig. 5B (controlled GPT-J, one run per task): accuracy vs input length read off the plot, as
-#: transcribed in /work/shared/paper-notes.md §2.9.  Number: "about 0.5 by 200-300 tokens" is entered at 250.
+#: Paper 2, Fig. 5B (controlled GPT-J, one run per task): accuracy vs input length read off the plot.
+#: Number: "about 0.5 by 200-300 tokens" is entered at 250.
 #: Letter: "above 90 % up to length 850" is the paper's own text (Sec. 3.6); the rest are plot read-offs,
 #: good to about +-0.05.
 PAPER_FIG5B = {

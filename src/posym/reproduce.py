@@ -1004,7 +1004,7 @@ def build_book(scale: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Headline claims
 # ---------------------------------------------------------------------------------------------
-#: The paper's headline values (shared paper notes §2.5 and §2.9, read from Paper 2's text and figures).
+#: The paper's headline values (read from Paper 2's text and figures).
 PAPER_CLAIMS = {  # (value compared with, as the paper states it, where)
     ("best_step", "number"): (4800, "~4,800", "Fig. 2A: maximal accuracy at about 4.8k steps"),
     ("best_step", "letter"): (3400, "~3,400", "Fig. 2A: maximal accuracy at about 3.4k steps"),

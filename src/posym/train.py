@@ -115,7 +115,7 @@ class TrainConfig:
 
     @classmethod
     def teaching(cls, task: str = "number", seed: int = 0, **kw) -> "TrainConfig":
-        """Laptop scale (issue 11; chosen by scripts/teaching_search.py, table data/teaching/search.csv).
+        """Laptop scale (chosen by scripts/teaching_search.py, table data/teaching/search.csv).
 
         One head per layer, d 64, AdamW lr 3e-3 with 200 warm-up steps, batch 128, 3,000 steps (384k fresh
         samples, less than one epoch), as in the paper otherwise; the architecture depends on the task:
