@@ -286,7 +286,7 @@ def test_real_head_margins_lie_within_the_exact_range(n):
 # Theorem 3.2
 
 def test_paper_bound_values_match_the_notes():
-    """Fig. 5A parameters: Index theta = 0.8; Retrieval theta = 0.0027, |ALPH| = 8 (paper-notes.md, sec. 2.8)."""
+    """Fig. 5A parameters: Index theta = 0.8; Retrieval theta = 0.0027, |ALPH| = 8 (Paper 2, Sec. 3.5)."""
     idx = discrepancy_bounds("index", np.arange(2, 101), 0.8)
     assert np.allclose(idx[:7], 1 - math.cos(0.8)) and round(idx[0], 3) == 0.303   # flat for n = 2..8
     assert idx[7] < idx[6]                                                          # drops from n = 9

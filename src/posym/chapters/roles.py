@@ -27,7 +27,7 @@ from .. import functions as F
 from ..metrics import classify
 from ..spec import ChapterSpec, Param, Required, register
 
-#: Quoted from Paper 2 (arXiv 2605.31558) as read in /work/shared/paper-notes.md §2.6 (Fig. 3, Sec. 3.3).
+#: Quoted from Paper 2 (arXiv 2605.31558) (Fig. 3, Sec. 3.3).
 PAPER_ROLES = {
     "fig3a_prompt": tuple("n h n v h y r s 6 3 2 7 7 8 4 7 2".split()),  # Fig. 3A (4 hops, answer n)
     "number": "Index (positional) in the first layers, then Reflexive, implemented symbolically",
