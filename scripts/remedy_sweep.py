@@ -65,7 +65,7 @@ def run_inference(a) -> dict:
     models = {t: load_checkpoint(paper / f"{t}-s0" / "final.pt")[0] for t in a.tasks}
     freqs = {t: R.used_frequencies(pio.read_table(paper / f"{t}-s0" / "freq_scores.parquet")) for t in a.tasks}
     pio.atomic_write_json(a.out / "frequencies.json", {"threshold": R.FREQ_THRESHOLD, "freqs": freqs})
-    lengths = (17, 100) if a.smoke else INFER_LENGTHS
+    lengths = (17, 100) if a.smoke else tuple(a.lengths or INFER_LENGTHS)
     score_lengths = (100,) if a.smoke else SCORE_LENGTHS
     n = 8 if a.smoke else a.n
     key = {}
@@ -74,13 +74,16 @@ def run_inference(a) -> dict:
         base = LG_margin(m, t, n=a.n_static if not a.smoke else 16)
         key[t] = base
     for t, m in models.items():
+        if a.skip_predicted:
+            break
         for remedy in R.INFERENCE_REMEDIES:
             preds.append(R.predicted_margins(m, t, remedy, (17, 100) if a.smoke else PRED_LENGTHS, key[t],
                                              n=16 if a.smoke else a.n_static, freqs=freqs[t]))
             log(f"predicted margins {t} {remedy}")
-    write(a.out, "predicted.csv", pd.concat(preds, ignore_index=True).assign(
-        key_layers=lambda d: d["task"].map({t: " ".join(map(str, v)) for t, v in key.items()})))
-    write(a.out, "constructions.csv", R.construction_margins((17, 100) if a.smoke else PRED_LENGTHS))
+    if not a.skip_predicted:
+        write(a.out, "predicted.csv", pd.concat(preds, ignore_index=True).assign(
+            key_layers=lambda d: d["task"].map({t: " ".join(map(str, v)) for t, v in key.items()})))
+        write(a.out, "constructions.csv", R.construction_margins((17, 100) if a.smoke else PRED_LENGTHS))
 
     def save(res):
         write(a.out, "inference_accuracy.csv", res["accuracy"])
@@ -113,6 +116,19 @@ def run_training(a) -> dict:
             "gamma": 0.1, "threads": 1}
 
 
+def run_merge(a) -> dict:
+    """Stack the inference tables of several partial sweeps (``--parts``: folders, e.g. one per task or per range
+    of lengths, made with the same settings) into OUT; a (task, remedy, length) found twice keeps the first."""
+    info = {}
+    for name, keys in (("inference_accuracy.csv", ["task", "remedy", "length", "hop"]),
+                       ("inference_scores.csv", ["task", "remedy", "length", "layer", "head"])):
+        frames = [pd.read_csv(d / name) for d in a.parts if (d / name).exists() and (d / name).stat().st_size > 1]
+        df = pd.concat(frames, ignore_index=True).drop_duplicates(subset=keys, keep="first")
+        write(a.out, name, df.sort_values(keys, kind="stable").reset_index(drop=True))
+    info["merged_from"] = [str(d) for d in a.parts]
+    return info
+
+
 def write_manifest(out: Path, part: str | None, info: dict | None, wall: float) -> None:
     path = out / "manifest.json"
     old = pio.read_json(path) if path.exists() else {}
@@ -127,7 +143,7 @@ def write_manifest(out: Path, part: str | None, info: dict | None, wall: float) 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("part", choices=("inference", "training", "manifest"))
+    p.add_argument("part", choices=("inference", "training", "merge", "manifest"))
     p.add_argument("--out", type=Path, default=ROOT / "data" / "remedies")
     p.add_argument("--tasks", nargs="+", default=list(R.TASKS), choices=R.TASKS)
     p.add_argument("--n", type=int, default=24, help="prompts per length (inference; a multiple of 4)")
@@ -139,6 +155,9 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "remedies")
     p.add_argument("--budget-min", type=float, default=None, help="start no new training run after this")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--lengths", type=int, nargs="+", default=None, help="inference lengths (default: all)")
+    p.add_argument("--skip-predicted", action="store_true", help="inference: accuracy and scores only")
+    p.add_argument("--parts", type=Path, nargs="+", default=[], help="merge: the partial sweeps' folders")
     p.add_argument("--smoke", action="store_true", help="two lengths, a few prompts (inference)")
     a = p.parse_args(argv)
     for name in ("n", "n_scores", "n_static", "n_train"):
@@ -152,7 +171,10 @@ def main(argv=None) -> int:
         info = run_inference(a)
     elif a.part == "training":
         info = run_training(a)
-    write_manifest(a.out, None if a.part == "manifest" else a.part, info, time.time() - t0)
+    elif a.part == "merge":
+        info = run_merge(a)
+    write_manifest(a.out, {"manifest": None, "merge": "inference-merge"}.get(a.part, a.part), info,
+                   time.time() - t0)
     log(f"done: {a.part} in {time.time() - t0:.0f}s -> {a.out}")
     return 0
 
