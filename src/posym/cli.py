@@ -18,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from .scales import SCALES  # dependency-free: the parser needs no torch
+
 
 
 def _task_modules() -> tuple[str, ...]:
@@ -28,10 +30,9 @@ def _task_modules() -> tuple[str, ...]:
 
 
 # The names the parser offers, found so that building it needs no torch (tests/test_cli.py checks them
-# against posym.tasks.task_names(), posym.train.SCALES and posym.reproduce.ENGINES).
+# against posym.tasks.task_names() and posym.reproduce.ENGINES).
 TASK_NAMES = _task_modules()
 PAPER_TASKS = ("number", "letter")
-SCALES = ("smoke", "teaching", "paper")
 ENGINES = ("serial", "local", "ray")
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130

@@ -15,12 +15,8 @@ from typing import Any, Callable, Mapping
 
 from .results import data_dir
 
-SCALES = ("smoke", "teaching", "paper")
-SCALE_HELP = {
-    "smoke": "fast, for CI and a first look (the whole book in minutes on 2 CPU cores)",
-    "teaching": "for a class on a laptop (about 5 minutes per training chapter on CPU)",
-    "paper": "the paper's scale; reads committed full-scale results from data/ and trains nothing long",
-}
+from .scales import SCALE_HELP, SCALES  # noqa: F401  (re-exported)
+
 
 class ParameterError(ValueError):
     """A chapter parameter is invalid. ``param`` names it; the message says what to run."""

@@ -42,9 +42,9 @@ import torch.nn.functional as F
 
 from . import io as pio
 from .model import GPTJ, ModelConfig
+from .scales import SCALES
 from .tasks import SPLIT_SIZES, TaskDataset, get_task, task_names
 
-SCALES = ("smoke", "teaching", "paper")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
