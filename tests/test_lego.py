@@ -51,7 +51,7 @@ def test_registered():
     names = task_names()
     assert "lego" in names and "lego_ordered" in names
     t, o = get_task("lego"), get_task("lego_ordered")
-    assert (t.task_id, o.task_id) == (2, 4) and t.seq_len == 26 and t.max_hops == 3
+    assert (t.task_id, o.task_id) == (2, 4) and t.seq_len == 26 and t.max_hops == 2
     assert len(t.vocab) == 32 and t.answer_tokens == ("+", "-")
     assert t.colour != o.colour and t.label and o.label
 
@@ -96,7 +96,7 @@ def test_balance(name):
     assert max(combos.values()) - min(combos.values()) <= max(3, 0.6 * np.mean(list(combos.values())))
     tr = TaskDataset(name, "train", seed=0, size=36_000).arrays()
     assert abs((tr["y"] == task.vocab.stoi["+"]).mean() - 0.5) < 0.02
-    assert set(np.unique(tr["hops"])) == {1, 2, 3}
+    assert set(np.unique(tr["hops"])) == {1, 2}
     # the slot of the first clause (shuffled) and of the queried clause are spread over all slots
     first = np.array([ref_lego(task.vocab.decode(r))[2][-1] for r in tr["x"][:600]])
     if name == "lego":

@@ -27,13 +27,13 @@ Every choice:
   (``posym/tasks/lego_ordered.py``) shows them in chain order, ``v1`` first. In a decoder a clause can only
   read the clauses before it: with ordered clauses every clause can read its parent, 4 positions back (a
   positional shortcut); with shuffled clauses only the final query sees every clause.
-* **Splits and balance.** Training (and validation/test) prompts query depths 1..3 (``max_hops = 3``), the first half of the chain; every
-  (slot of the first clause, answer, depth) combination appears equally often (shuffled: 6 slots x 2 x 3 =
-  36 combinations; ordered: the first clause is always in slot 0, 1 x 2 x 3). The splits are the shared ones
+* **Splits and balance.** Training (and validation/test) prompts query depths 1..2 (``max_hops = 2``), the first third of the chain; every
+  (slot of the first clause, answer, depth) combination appears equally often (shuffled: 6 slots x 2 x 2 =
+  24 combinations; ordered: the first clause is always in slot 0, 1 x 2 x 2). The splits are the shared ones
   of :mod:`posym.tasks.base`. The signs on the queried part of the chain are uniform given the answer; the
   others are uniform.
 * **Length generalisation** (a test-time construction, :meth:`LegoTask.chain_prompts`): the same prompts
-  with the query at depths 4..6, which training never asks for (the LEGO paper trains on the first 6 of 12
+  with the query at depths 3..6, which training never asks for (the LEGO paper trains on the first 6 of 12
   variables and tests on all 12), and longer prompts with more variables (e.g. 12 variables, 50 tokens). The tests check
   both with an independent solver.
 """
@@ -68,10 +68,12 @@ class LegoTask(Task):
     n_vars = N_VARS
     seq_len = lego_seq_len(N_VARS)
     n_positions = N_VARS  # slot of the clause with the constant
-    max_hops = 3          # depths asked in training; 4..6 only at test time (chain_prompts)
+    max_hops = 2          # depths asked in training; 3..6 only at test time (chain_prompts)
     n_draws = len(NAMES) + 2 * N_VARS  # name keys, slot keys, signs
-    # teaching scale: 4 layers x 2 heads with MLPs (the sign product needs a nonlinearity)
-    teaching_model = {"n_layer": 4, "n_head": 2, "d_model": 64, "d_mlp": 128}
+    # teaching scale: 4 layers x 2 heads with MLPs (the sign product needs a nonlinearity), d 48; 2,000 steps of
+    # 64 prompts (about 3 min of one CPU thread)
+    teaching_model = {"n_layer": 4, "n_head": 2, "d_model": 48, "d_mlp": 192}
+    teaching_train = {"steps": 2000, "batch_size": 64, "warmup_steps": 100, "checkpoint_every": 200}
 
     def __init__(self) -> None:
         self.answer_tokens = ("+", "-")

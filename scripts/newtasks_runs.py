@@ -1,0 +1,105 @@
+"""Teaching-scale runs of the two plug-in tasks behind the chapters "LEGO chains" and "List sorting".
+
+    python scripts/newtasks_runs.py                     # every run below, 3 at a time, into data/lego, data/sorting
+    python scripts/newtasks_runs.py --task sorting --seeds 0-2 --jobs 2
+
+Runs (each ``TrainConfig.teaching(task, seed)``, one torch thread, on the CPU):
+
+* ``lego`` and ``lego_ordered``, seeds 0-2 (the task's own teaching recipe: 4 layers x 2 heads, d 48, 2,000 steps);
+* ``sorting`` with weight decay 0 and 0.1, seeds 0-2 (1 layer x 2 heads, attention only, 3,000 steps).
+
+Each run trains into ``--runs`` (default ``runs/newtasks``; resumes and skips finished work like ``posym
+train``), then is analysed by the chapter module's ``run_and_measure`` (the book's metric at every checkpoint,
+``posym.analyze.analyze_run`` with 300 prompts; the head-type and length tables of ``posym.chapters.lego`` or
+the head-mode table of ``posym.chapters.sorting``), and is packaged into ``data/<lego|sorting>/<run>/``: the
+result tables, the run's config, ``final.pt`` for seed 0, and a manifest with provenance and checksums
+(``posym verify data/lego data/sorting``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+COPIED = ("config.json", "eval.csv", "train_log.csv", "scores.parquet", "prompts.json")
+
+
+def jobs_for(task: str, seeds: list[int]) -> list[tuple]:
+    from posym.chapters.sorting import WEIGHT_DECAYS, variant
+
+    out = []
+    if task in ("lego", "all"):
+        out += [("lego", s, None, f"lego-s{s}") for s in seeds]
+    if task in ("sorting", "all"):
+        out += [("sorting", s, wd, f"{variant(wd)}-s{s}") for wd in WEIGHT_DECAYS for s in seeds]
+    if task in ("lego", "all"):
+        out += [("lego_ordered", s, None, f"lego_ordered-s{s}") for s in seeds]
+    return out
+
+
+def one(job: tuple, runs: str, data: str) -> str:
+    import torch
+
+    from posym import io as pio
+    torch.set_num_threads(1)
+    task, seed, wd, name = job
+    t0, c0 = time.time(), time.process_time()
+    if task == "sorting":
+        from posym.chapters import sorting as ch
+        run = ch.run_and_measure(seed, wd, Path(runs) / name)
+        extra, dest = ("modes.csv",), Path(data) / "sorting" / name
+    else:
+        from posym.chapters import lego as ch
+        run = ch.run_and_measure(task, seed, Path(runs) / name, n_prompts=ch.N_PROMPTS)
+        extra, dest = ("types.csv", "length.csv"), Path(data) / "lego" / name
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in COPIED + extra:
+        pio.atomic_write_bytes(dest / f, (run / f).read_bytes())
+    if seed == 0:
+        from posym.train import list_checkpoints
+        pio.atomic_write_bytes(dest / "final.pt", list_checkpoints(run)[-1][1].read_bytes())
+    info = {k: v for k, v in pio.read_json(run / "manifest.json").items() if k != "files"}
+    info.update(code_note="trained, analysed and measured by scripts/newtasks_runs.py (one torch thread, nice 19, "
+                          "a shared 2-core machine)",
+                analysis={"n_prompts": 300, "per_frequency": False, "tables": list(extra)},
+                train_plus_analysis_wall_s=round(time.time() - t0, 1),
+                train_plus_analysis_cpu_s=round(time.process_time() - c0, 1))
+    pio.write_manifest(dest, info)
+    return f"{name}: {time.time() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU -> {dest}"
+
+
+def parse_seeds(text: str) -> list[int]:
+    if "-" in text:
+        a, b = text.split("-", 1)
+        return list(range(int(a), int(b) + 1))
+    return [int(s) for s in text.split(",")]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", choices=("all", "lego", "sorting"), default="all")
+    p.add_argument("--seeds", default="0-2", help="range 0-2 or list 0,1")
+    p.add_argument("--jobs", type=int, default=3, help="runs at a time (one thread each)")
+    p.add_argument("--runs", default=str(REPO / "runs" / "newtasks"), help="training folders")
+    p.add_argument("--data", default=str(REPO / "data"), help="where the packaged results go")
+    a = p.parse_args(argv)
+    try:
+        seeds = parse_seeds(a.seeds)
+    except ValueError:
+        p.error(f"--seeds {a.seeds!r}: use a range like 0-2 or a list like 0,1")
+    if a.jobs < 1:
+        p.error("--jobs must be at least 1")
+    jobs = jobs_for(a.task, seeds)
+    with ProcessPoolExecutor(max_workers=a.jobs) as ex:
+        futs = {ex.submit(one, j, a.runs, a.data): j for j in jobs}
+        for f in as_completed(futs):
+            print(f.result(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
