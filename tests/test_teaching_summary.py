@@ -334,3 +334,33 @@ def test_prompt_count_check_counts_kept_classes_and_verdicts():
                       "classes_p400": ["m P P S", "m P m S", "S S"], "pass_heads_p400": ["True", "False", True]})
     assert T.prompt_count_check(t) == {"runs": 3, "same_classes": 2, "same_verdict": 2}
     assert T.prompt_count_check(t.drop(columns=["classes_p400"])) is None
+
+
+@pytest.mark.skipif(not HELDOUT.exists(), reason="data/teaching/heldout.csv is not committed")
+def test_page_helpers_give_every_quoted_value_table_and_figure():
+    """The page reads everything through read / text_values / tables / plot_*: every {glue:md} name of
+    book/teaching.md is produced, every table is a display table, every plot returns a Figure."""
+    import re
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from posym.display import Table
+
+    S = T.read(SEARCH.parents[1])
+    values = T.text_values(S)
+    page = (SEARCH.parents[2] / "book" / "teaching.md").read_text()
+    used = set(re.findall(r"\{glue:md\}`([^`]+)`", page)) - {"loose_pos"}   # loose_pos: glued by the solution
+    assert used <= set(values), used - set(values)
+    assert all(isinstance(v, str) for v in values.values())
+    shown = T.tables(S)
+    assert {"where", "grid_number", "depth", "no_mlp", "verdicts"} <= set(shown)
+    assert all(isinstance(t, Table) for k, t in shown.items() if k != "misses")
+    assert "cpu_seconds" in shown["no_mlp"].frame.columns
+    figs = [T.plot_accuracy_grids(T.accuracy_grids(S.runs)), T.plot_depth(S.runs),
+            T.plot_early_scatter(S.runs), T.plot_class_matrix(T.mlp_class_runs(S.runs), "t"),
+            T.plot_seed_classes(S.runs, S.held_runs)]
+    for f in figs:
+        assert isinstance(f, plt.Figure) and f.get_size_inches()[0] <= 7.5
+        plt.close(f)
+    assert "Number runs have one" in T.envelope_text(T.positional_envelope(S.runs))

@@ -281,6 +281,15 @@ def runtime_note(chapter: str, path: Path | None = None):
     return Markdown(runtime_table(chapter, path))
 
 
+def glue_md(values: Mapping[str, Any]) -> None:
+    """Glue every ``name: text`` of ``values`` as Markdown, for ``{glue:md}`name``` in the page's text."""
+    from IPython.display import Markdown
+    from myst_nb import glue
+
+    for name, text in values.items():
+        glue(name, Markdown(str(text)), display=False)
+
+
 # -----------------------------------------------------------------------------
 # Executing chapters
 

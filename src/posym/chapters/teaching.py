@@ -751,6 +751,9 @@ def tables(S: Search) -> dict:
         misses = miss_profile(S.held_runs, reference=runs)
         if len(misses):
             out["misses"] = table(misses, key_columns=["task", "seed"], caption="Held-out seeds that miss")
+        else:
+            from IPython.display import Markdown
+            out["misses"] = Markdown("Every held-out seed passes.")
         out["verdicts"] = table(verdict_wide(verdict_table(runs, S.held_runs)), index=True,
                                 caption="Every seed of the chosen configuration: classes and the tolerance it needs")
         out["near"] = table(near_misses(S.raw, S.held, 0.75 * g, gamma=g, threshold=S.threshold),
