@@ -41,11 +41,15 @@ register(ChapterSpec(
     params={
         "seeds": Param(int, {"smoke": 1, "teaching": 1, "paper": 3}, "seeds per variant (shuffled, ordered)",
                        min=1, max=3),
-        "steps": Param(int, {"smoke": 300, "teaching": 2000, "paper": 2000},
+        "steps": Param(int, {"smoke": 150, "teaching": 1000, "paper": 1000},
                        "training steps of the models trained here (smoke, teaching; paper reads data/lego)",
                        min=20, max=20_000),
         "gamma": Param(float, 0.2, "purity tolerance of the head classes", min=0.0, max=0.5),
+        "n_prompts": Param(int, {"smoke": 40, "teaching": 300, "paper": 300},
+                           "metric prompts of the models trained here (a multiple of 2)", min=2, max=2000),
     },
+    checks=(lambda p: ("n_prompts", "n_prompts must be a multiple of 2 (the training depths)")
+            if p.get("n_prompts") and p["n_prompts"] % 2 else None,),
     requires={"paper": tuple(Required(f"{DATA}/{t}-s{s}/scores.parquet", _HOW, "teaching-scale LEGO runs")
                              for t in TASKS for s in SEEDS)},
 ))
@@ -136,7 +140,8 @@ TABLES = {"eval": "eval.csv", "scores": "scores.parquet", "types": "types.csv", 
 
 
 def run_and_measure(task: str, seed: int, out: str | Path, scale: str = "teaching", steps: int | None = None,
-                    threads: int | None = 1, n_prompts: int = N_PROMPTS, progress: bool = False) -> Path:
+                    threads: int | None = 1, n_prompts: int = N_PROMPTS, progress: bool = False,
+                    n_length: int = N_LENGTH) -> Path:
     """Train (or resume) one run, compute the metric at every checkpoint and the head-type and length tables;
     every table is written into the run folder."""
     from ..analyze import analyze_run, final_model
@@ -148,8 +153,8 @@ def run_and_measure(task: str, seed: int, out: str | Path, scale: str = "teachin
     cfg = TrainConfig.preset(scale, task=task, seed=seed, **kw)
     run = train(cfg, out, progress=progress, threads=threads)
     analyze_run(run.path, n_prompts=n_prompts, per_frequency=False, progress=progress)
-    pio.atomic_write_table(run.path / "types.csv", type_trajectory(run.path, task, seed))
-    pio.atomic_write_table(run.path / "length.csv", length_table(final_model(run.path), task, seed=seed))
+    pio.atomic_write_table(run.path / "types.csv", type_trajectory(run.path, task, seed, n=min(N_TYPE_PROMPTS, n_prompts)))
+    pio.atomic_write_table(run.path / "length.csv", length_table(final_model(run.path), task, n=n_length, seed=seed))
     return run.path
 
 
@@ -176,8 +181,8 @@ def results(cfg, workdir: str | Path | None = None) -> dict[str, pd.DataFrame]:
         return load_runs([Path(cfg.data_dir) / DATA / f"{t}-s{s}" for t in TASKS for s in range(cfg.seeds)])
     import tempfile
     root = Path(workdir or tempfile.mkdtemp(prefix="posym-lego-"))
-    folders = [run_and_measure(t, s, root / f"{t}-s{s}", scale=cfg.scale, steps=cfg.steps)
-               for t in TASKS for s in range(cfg.seeds)]
+    folders = [run_and_measure(t, s, root / f"{t}-s{s}", scale=cfg.scale, steps=cfg.steps, n_prompts=cfg.n_prompts,
+                               n_length=max(2, cfg.n_prompts // 2)) for t in TASKS for s in range(cfg.seeds)]
     return load_runs(folders)
 
 
@@ -331,7 +336,6 @@ def plot_scores(res: dict, tasks=TASKS):
             if l == 0:
                 ax.set_ylabel("score at the query")
     axes[0, 0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
     return fig
 
 
@@ -351,7 +355,6 @@ def plot_types(heads: pd.DataFrame):
                xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
         ax.legend(fontsize=8, title="metric class", title_fontsize=8)
     axes[0].set_ylabel("local mass (own clause)")
-    fig.tight_layout()
     return fig
 
 
@@ -379,7 +382,6 @@ def plot_emergence(res: dict, task: str = "lego"):
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="center right")
-    fig.tight_layout()
     return fig
 
 
@@ -402,5 +404,4 @@ def plot_length(res: dict):
         ax.set(title=f"{n} variables ({4 * n + 2} tokens)", xlabel="query depth", ylim=(0.3, 1.02))
     axes[0, 0].set_ylabel("accuracy")
     axes[0, 0].legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
     return fig

@@ -31,7 +31,7 @@ TASK = "sorting"
 N_BINS = 6
 SPLIT_MIN = 0.8
 N_MODE_PROMPTS = 600
-MODE_EVERY = 400        # head modes at the early checkpoints and every 400 steps
+MODE_EVERY = 200        # head modes at the early checkpoints and every 200 steps
 WEIGHT_DECAYS = (0.0, 0.1)
 DATA = "sorting"
 SEEDS = (0, 1, 2)
@@ -47,10 +47,12 @@ register(ChapterSpec(
     name="sorting",
     params={
         "seeds": Param(int, {"smoke": 1, "teaching": 3, "paper": 3}, "seeds per weight decay", min=1, max=3),
-        "steps": Param(int, {"smoke": 400, "teaching": 3000, "paper": 3000},
+        "steps": Param(int, {"smoke": 300, "teaching": 1500, "paper": 1500},
                        "training steps of the models trained here (smoke, teaching; paper reads data/sorting)",
                        min=20, max=20_000),
         "gamma": Param(float, 0.2, "purity tolerance of the head classes", min=0.0, max=0.5),
+        "n_prompts": Param(int, {"smoke": 40, "teaching": 300, "paper": 300},
+                           "metric prompts of the models trained here", min=1, max=2000),
     },
     requires={"paper": tuple(Required(f"{DATA}/{variant(w)}-s{s}/scores.parquet", _HOW, "teaching-scale sorting runs")
                              for w in WEIGHT_DECAYS for s in SEEDS)},
@@ -154,7 +156,8 @@ TABLES = {"eval": "eval.csv", "scores": "scores.parquet", "modes": "modes.csv"}
 
 
 def run_and_measure(seed: int, weight_decay: float, out: str | Path, scale: str = "teaching",
-                    steps: int | None = None, threads: int | None = 1, progress: bool = False) -> Path:
+                    steps: int | None = None, threads: int | None = 1, progress: bool = False,
+                    n_prompts: int = 300) -> Path:
     """Train (or resume) one sorting run with ``weight_decay``, compute the metric at every checkpoint and the
     head modes; every table is written into the run folder."""
     from ..analyze import analyze_run
@@ -167,8 +170,8 @@ def run_and_measure(seed: int, weight_decay: float, out: str | Path, scale: str 
         kw.update(model_overrides=dict(get_task(TASK).teaching_model))
     cfg = TrainConfig.preset(scale, task=TASK, seed=seed, **kw)
     run = train(cfg, out, progress=progress, threads=threads)
-    analyze_run(run.path, n_prompts=300, per_frequency=False, progress=progress)
-    pio.atomic_write_table(run.path / "modes.csv", mode_trajectory(run.path, seed))
+    analyze_run(run.path, n_prompts=n_prompts, per_frequency=False, progress=progress)
+    pio.atomic_write_table(run.path / "modes.csv", mode_trajectory(run.path, seed, n=min(N_MODE_PROMPTS, 2 * n_prompts)))
     return run.path
 
 
@@ -196,8 +199,8 @@ def results(cfg, workdir: str | Path | None = None) -> dict[str, pd.DataFrame]:
                           for s in range(cfg.seeds)])
     import tempfile
     root = Path(workdir or tempfile.mkdtemp(prefix="posym-sorting-"))
-    return load_runs([run_and_measure(s, w, root / f"{variant(w)}-s{s}", scale=cfg.scale, steps=cfg.steps)
-                      for w in WEIGHT_DECAYS for s in range(cfg.seeds)])
+    return load_runs([run_and_measure(s, w, root / f"{variant(w)}-s{s}", scale=cfg.scale, steps=cfg.steps,
+                                      n_prompts=cfg.n_prompts) for w in WEIGHT_DECAYS for s in range(cfg.seeds)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,7 +294,6 @@ def plot_scores(res: dict):
         ax.set(title=f"weight decay {wd:g}", xlabel="training step", ylim=(-0.02, 1.02))
     axes[0, 0].set_ylabel("score at the query")
     axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 
@@ -327,7 +329,6 @@ def plot_splitting(res: dict):
                                               for b in range(N_BINS)],
            xlabel="query value", ylabel="head 0's share", ylim=(0, 1.02), title="Head 0's share per query value")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
     return fig
 
 
@@ -345,5 +346,4 @@ def plot_modes(heads: pd.DataFrame):
     ax.set(xlabel="contribution to the most-attended token's logit", ylabel="s_sym - s_pos",
            title="Head modes and scores (final models)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
     return fig

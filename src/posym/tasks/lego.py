@@ -70,10 +70,10 @@ class LegoTask(Task):
     n_positions = N_VARS  # slot of the clause with the constant
     max_hops = 2          # depths asked in training; 3..6 only at test time (chain_prompts)
     n_draws = len(NAMES) + 2 * N_VARS  # name keys, slot keys, signs
-    # teaching scale: 4 layers x 2 heads with MLPs (the sign product needs a nonlinearity), d 48; 2,000 steps of
-    # 64 prompts (about 3 min of one CPU thread)
+    # teaching scale: 4 layers x 2 heads with MLPs (the sign product needs a nonlinearity), d 48; 1,000 steps of
+    # 64 prompts (about 1.5 min of one CPU thread)
     teaching_model = {"n_layer": 4, "n_head": 2, "d_model": 48, "d_mlp": 192}
-    teaching_train = {"steps": 2000, "batch_size": 64, "warmup_steps": 100, "checkpoint_every": 200}
+    teaching_train = {"steps": 1000, "batch_size": 64, "warmup_steps": 100, "checkpoint_every": 100, "train_size": 64_000}
 
     def __init__(self) -> None:
         self.answer_tokens = ("+", "-")

@@ -56,7 +56,7 @@ class SortingTask(Task):
     max_hops = 1
     n_draws = N_NUMBERS + LIST_LEN - 1  # one key per number (which are drawn), one per other position
     teaching_model = {"n_layer": 1, "n_head": 2, "d_model": 64, "d_mlp": 0, "attn_only": True}
-    teaching_train = {"checkpoint_every": 200}
+    teaching_train = {"steps": 1500, "checkpoint_every": 100, "train_size": 192_000}  # one pass, fresh prompts
 
     def __init__(self) -> None:
         self.numbers = tuple(str(k) for k in range(N_NUMBERS))
