@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -103,3 +104,40 @@ def test_load_committed_reads_manifest_tables(tmp_path):
     assert info["what"] == "test" and list(tables) == ["shortcut_use"]
     assert tables["shortcut_use"]["hop"].tolist() == ["all", "1"]
     assert json.loads((tmp_path / "manifest.json").read_text())["files"]
+
+
+AUDIT_DIR = Path(__file__).resolve().parents[1] / "data" / "audit"
+
+
+@pytest.mark.skipif(not (AUDIT_DIR / "manifest.json").exists(), reason="data/audit is not committed")
+def test_page_helpers_on_the_committed_tables():
+    """book/audit.md shows R.tables, quotes R.text_values and draws R.plot_*; on the committed tables every glue
+    name of the page is produced and every table and figure is built (the variants tables scroll: display tables)."""
+    import re
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from posym.display import Table
+
+    committed, manifest = R.load_committed(AUDIT_DIR)
+    first = committed["curves_first_above_floor"].assign(hop=lambda d: d["hop"].astype(str))
+    au = R.Audit(100_000, committed, manifest, {}, {k: committed[k] for k in R._STAT_TABLES},
+                 committed["shortcut_accuracy"], committed["duplicates"], committed["shortcut_use"],
+                 {"per_model": committed["variant_accuracy"], "regularity": committed["variant_regularity"],
+                  "conditions": committed.get("variant_conditions")}, first)
+    values = R.text_values(au, 100_000, True)
+    page = (AUDIT_DIR.parents[1] / "book" / "audit.md").read_text()
+    used = set(re.findall(r"\{glue:md\}`([^`]+)`", page))
+    assert used <= set(values), used - set(values)
+    assert "seeds 0, 1" in values["audited_seeds"]
+    shown = R.tables(au)
+    assert {"headline", "floor", "gap", "variants", "variant_accuracy", "conditions", "curves"} <= set(shown)
+    assert all(isinstance(t, Table) for t in shown.values())
+    assert "model s1" in shown["variant_accuracy"].frame.columns
+    assert "seeds:" in R.use_text(au)
+    for f in (R.plot_solvers(au.acc), R.plot_shortcut_use(au.use), R.plot_variants(au)):
+        assert isinstance(f, plt.Figure) and f.get_size_inches()[0] <= 7.5
+        plt.close(f)
+    lf = R.least_frequent_rates(au.va)
+    assert set(lf["hop"].astype(str)) >= {"1", "4"}
