@@ -38,7 +38,7 @@ from posym import io as pio  # noqa: E402
 from posym.chapters import remedies as R  # noqa: E402
 
 INFER_LENGTHS = (17, 25, 50, 100, 200, 300, 500, 1000, 2000, 5000)
-SCORE_LENGTHS = (100, 1000)
+SCORE_LENGTHS = (100, 1000)  # the committed sweep has 100 only (CPU time)
 PRED_LENGTHS = INFER_LENGTHS
 
 
@@ -66,7 +66,7 @@ def run_inference(a) -> dict:
     freqs = {t: R.used_frequencies(pio.read_table(paper / f"{t}-s0" / "freq_scores.parquet")) for t in a.tasks}
     pio.atomic_write_json(a.out / "frequencies.json", {"threshold": R.FREQ_THRESHOLD, "freqs": freqs})
     lengths = (17, 100) if a.smoke else tuple(a.lengths or INFER_LENGTHS)
-    score_lengths = (100,) if a.smoke else SCORE_LENGTHS
+    score_lengths = (100,) if a.smoke else tuple(SCORE_LENGTHS if a.score_lengths is None else a.score_lengths)
     n = 8 if a.smoke else a.n
     key = {}
     preds = []
@@ -89,7 +89,8 @@ def run_inference(a) -> dict:
         write(a.out, "inference_accuracy.csv", res["accuracy"])
         write(a.out, "inference_scores.csv", res["scores"])
 
-    R.inference_sweep(models, lengths, n, freqs=freqs, score_lengths=score_lengths,
+    R.inference_sweep(models, lengths, n, remedies=tuple(a.infer_remedies or R.INFERENCE_REMEDIES), freqs=freqs,
+                      score_lengths=score_lengths,
                       n_scores=4 if a.smoke else a.n_scores, log=log, on_length=save)
     return {"lengths": list(lengths), "score_lengths": list(score_lengths), "n_prompts": n,
             "n_scores": 4 if a.smoke else a.n_scores, "n_static": 16 if a.smoke else a.n_static,
@@ -125,7 +126,11 @@ def run_merge(a) -> dict:
         frames = [pd.read_csv(d / name) for d in a.parts if (d / name).exists() and (d / name).stat().st_size > 1]
         df = pd.concat(frames, ignore_index=True).drop_duplicates(subset=keys, keep="first")
         write(a.out, name, df.sort_values(keys, kind="stable").reset_index(drop=True))
-    info["merged_from"] = [str(d) for d in a.parts]
+    info["merged_from"] = {}
+    for d in a.parts:  # the settings each part ran with (its own manifest)
+        m = d / "manifest.json"
+        info["merged_from"][str(d)] = (json.loads(m.read_text()).get("parts", {}).get("inference")
+                                       if m.exists() else None)
     return info
 
 
@@ -157,6 +162,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--lengths", type=int, nargs="+", default=None, help="inference lengths (default: all)")
     p.add_argument("--skip-predicted", action="store_true", help="inference: accuracy and scores only")
+    p.add_argument("--score-lengths", type=int, nargs="*", default=None,
+                   help="inference: lengths with per-layer scores (default: 100 1000; none: accuracy only)")
+    p.add_argument("--infer-remedies", nargs="+", default=None, choices=list(R.INFERENCE_REMEDIES),
+                   help="inference: only these remedies, in this order (default: all)")
     p.add_argument("--parts", type=Path, nargs="+", default=[], help="merge: the partial sweeps' folders")
     p.add_argument("--smoke", action="store_true", help="two lengths, a few prompts (inference)")
     a = p.parse_args(argv)

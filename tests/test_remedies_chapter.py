@@ -78,7 +78,7 @@ def test_break_table_and_answers():
     assert 50 < row["break 0.5"] <= 100 and row["predicted 0.5"] == row["break 0.5"]
     a = R.answers(res)
     assert a["pred_within2"].startswith(f"{len(bt)} of") or "of" in a["pred_within2"]
-    assert a["number_helps"] == "yes"  # the fake remedies break later
+    assert "later" in a["number_list"]  # the fake remedies break later
     assert "positional" in a["classes_text"]
     t = R.training_summary(res)
     assert list(t["classes (per seed)"]) == ["PPP / PPP", "PPP / PPP"]
