@@ -126,6 +126,22 @@ def run_merge(a) -> dict:
         frames = [pd.read_csv(d / name) for d in a.parts if (d / name).exists() and (d / name).stat().st_size > 1]
         df = pd.concat(frames, ignore_index=True).drop_duplicates(subset=keys, keep="first")
         write(a.out, name, df.sort_values(keys, kind="stable").reset_index(drop=True))
+    paper = ROOT / "data" / "paper"
+    acc = pd.read_csv(a.out / "inference_accuracy.csv")
+    sco = pd.read_csv(a.out / "inference_scores.csv")
+    pred = pd.read_csv(a.out / "predicted.csv") if (a.out / "predicted.csv").exists() else None
+    info["settings"] = {  # what every part ran with (the options of this command are the parts' options)
+        "lengths": sorted(int(L) for L in acc["length"].unique()),
+        "score_lengths": sorted(int(L) for L in sco["length"].unique()) if len(sco) else [],
+        "n_prompts": int(acc["n"].max()) if len(acc) else None, "n_scores": a.n_scores, "n_static": a.n_static,
+        "prompt_seed": 0, "models": [f"data/paper/{t}-s0/final.pt" for t in R.TASKS],
+        "model_sha256": {t: pio.sha256_file(paper / f"{t}-s0" / "final.pt") for t in R.TASKS},
+        "remedies": list(R.INFERENCE_REMEDIES), "new_base": R.NEW_BASE, "train_length": R.TRAIN_LENGTH,
+        "freq_threshold": R.FREQ_THRESHOLD, "threads": 1, "nice": 19,
+        "key_layers": (pred.groupby("task")["key_layers"].first().to_dict() if pred is not None else None),
+        "complete": {f"{t}/{r}": sorted(int(L) for L in acc[(acc.task == t) & (acc.remedy == r)]["length"].unique())
+                     for t in R.TASKS for r in R.INFERENCE_REMEDIES},
+    }
     info["merged_from"] = {}
     for d in a.parts:  # the settings each part ran with (its own manifest)
         m = d / "manifest.json"
