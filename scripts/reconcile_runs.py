@@ -38,7 +38,9 @@ LENGTH_PLAN = {
     "number": {"constructions": ("book", "repeat", "vocab", "spread"),
                "lengths": (100, 200, 300, 500, 1000), "n": {}},
     "letter": {"constructions": ("book", "repeat", "vocab", "between", "spread", "vocab-unchecked"),
-               "lengths": (500, 850), "n": {}},
+               "lengths": (500, 850), "n": {3000: 32},
+               # the construction closest to the paper at 850 tokens, followed further
+               "extra": {"vocab": (1500, 3000)}},
 }
 N_LENGTH = 64
 SEED42_TASKS = ("number", "letter")
@@ -110,7 +112,7 @@ def cmd_length(args) -> None:
     for task, plan in LENGTH_PLAN.items():
         model, _ = load_checkpoint(REPO / "data" / "paper" / f"{task}-s0" / "final.pt")
         for c in plan["constructions"]:
-            for L in plan["lengths"]:
+            for L in tuple(plan["lengths"]) + tuple(plan.get("extra", {}).get(c, ())):
                 if (task, c, L) in done:
                     continue
                 n = plan["n"].get(L, N_LENGTH)
@@ -119,8 +121,11 @@ def cmd_length(args) -> None:
                 pio.atomic_write_table(path, pd.concat(frames, ignore_index=True))
                 print(f"{task} {c} {L}: {df.loc[df['hop'] == 'all', 'accuracy'].iloc[0]:.3f} "
                       f"({df['seconds'].iloc[0]:.0f} s)", flush=True)
-    record("length", _step_info(args, t0, plan={t: {k: (list(v) if isinstance(v, tuple) else v)
-                                                    for k, v in p.items()} for t, p in LENGTH_PLAN.items()},
+    table = pd.concat(frames, ignore_index=True)
+    record("length", _step_info(args, t0, plan=json.loads(json.dumps(LENGTH_PLAN, default=list)),
+                                 seconds_all_points=round(float(table.loc[table["hop"] == "all", "seconds"].sum()), 1),
+                                 note="wall_time_s is this invocation's; the sweep resumes point by point, and "
+                                      "seconds_all_points sums the wall time of every point in the table",
                                  n_default=N_LENGTH, models="data/paper/{task}-s0/final.pt", data_seed=0,
                                  split="test"))
     write_manifest()

@@ -827,7 +827,8 @@ def length_results(inp: dict) -> dict:
         frames.append(pd.DataFrame({"task": d["task"], "construction": name, "length": d["length"], "hop": "all",
                                     "accuracy": d["mean"], "n": d["seeds"]}))
     lp = inp.get("length_protocol")
-    if lp is not None:
+    if lp is not None:  # the sweep's own run of the book's construction: seed 0, its prompts
+        lp = lp.assign(construction=lp["construction"].replace({"book": "book, seed 0"}))
         frames.append(lp[["task", "construction", "length", "hop", "accuracy", "n"]])
     curves = pd.concat(frames, ignore_index=True)
     return {"curves": curves, "verdicts": length_verdicts(curves),
@@ -909,7 +910,7 @@ def disagreements(inp: dict, grid: dict, purity: dict, weights: dict, length: di
                  "what changed": "; ".join(parts) + "; " + _whole_table(summ),
                  "verdict": "explained" if ok_any else "unexplained"})
     v = length["verdicts"]
-    c = length["curves"]
+    c = length["curves"][length["curves"]["hop"] == "all"]
     for task, lengths in (("letter", (850, 5000)), ("number", (250, 500))):
         book = c[(c["task"] == task) & (c["construction"].str.startswith("book, 500"))]
         ours = ", ".join(f"{_at(book, L):.2f} at {L:,}" for L in lengths)
