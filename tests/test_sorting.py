@@ -81,3 +81,50 @@ def test_solver_rejects_bad_prompts(ledger):
     assert t.solve("5 1 9 | 1".split()) == ("5", 1, (4, 0))
     with ledger.raises(ValueError, match="'\\|'"):
         t.check_ids(np.ones((2, 11), dtype=np.int64))
+
+
+# -----------------------------------------------------------------------------
+# the chapter's science (posym.chapters.sorting) on hand-made inputs
+
+def _modes(shares):
+    import pandas as pd
+
+    rows = []
+    for b, (s0, s1) in enumerate(shares):
+        rows += [{"seed": 0, "step": 10, "head": 0, "kind": "bin", "bin": b, "contrib_answer": s0},
+                 {"seed": 0, "step": 10, "head": 1, "kind": "bin", "bin": b, "contrib_answer": s1}]
+    return pd.DataFrame(rows)
+
+
+def test_splitting_index():
+    from posym.chapters import sorting as ch
+
+    split = ch.splitting(_modes([(2.0, 0.0)] * 3 + [(-1.0, 1.5)] * 3)).iloc[0]
+    assert split["split_index"] == pytest.approx(1.0) and split["splits"] and split["leaders"] == "000111"
+    shared = ch.splitting(_modes([(1.0, 1.0)] * 6)).iloc[0]
+    assert shared["split_index"] == pytest.approx(0.5) and not shared["splits"]
+    one_head = ch.splitting(_modes([(1.0, 0.0)] * 6)).iloc[0]
+    assert one_head["split_index"] == pytest.approx(1.0) and not one_head["splits"]  # head 1 leads no bin
+
+
+def test_head_modes_shapes_and_ablation():
+    import torch
+
+    from posym.chapters import sorting as ch
+    from posym.model import GPTJ, ModelConfig
+
+    torch.manual_seed(0)
+    t = get_task("sorting")
+    model = GPTJ(ModelConfig(vocab_size=len(t.vocab), n_layer=1, n_head=2, d_model=16, attn_only=True)).eval()
+    a = TaskDataset("sorting", "val", size=120).arrays()
+    x, y = torch.from_numpy(a["x"].copy()), torch.from_numpy(a["y"].copy())
+    m = ch.head_modes(model, x, y)
+    assert len(m[m["kind"] == "all"]) == 2 and len(m[m["kind"] == "bin"]) == 2 * ch.N_BINS
+    # the two heads' contributions add up to the full logit minus the direct path (up to the final LayerNorm)
+    with torch.no_grad():
+        full = model(x)[:, -1]
+        with model.hooks([("blocks.0.attn.hook_z", lambda z, _n: torch.zeros_like(z))]):
+            direct = model(x)[:, -1]
+    rows = torch.arange(len(x))
+    total = (full - direct)[rows, y].mean().item()
+    assert m[m["kind"] == "all"]["contrib_answer"].sum() == pytest.approx(total, rel=0.2)

@@ -3,7 +3,8 @@ claims) and its figures.
 
 Head modes are measured on the one-layer, attention-only model by ablation: a head's **contribution** to a
 token's logit is the logit with every head minus the logit with that head's output set to zero (the model has
-no MLP, so the direct path and the other head are unchanged).
+no MLP, so the direct path and the other head are unchanged; only the final LayerNorm makes the two heads'
+contributions not exactly additive).
 
 * **Vocabulary-splitting.** The queries are grouped into ``N_BINS`` bins of their value. In each bin, a head's
   share is its positive contribution to the correct answer divided by the sum of the heads' positive
