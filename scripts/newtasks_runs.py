@@ -15,6 +15,10 @@ train``), then is analysed by the chapter module's ``run_and_measure`` (the book
 the head-mode table of ``posym.chapters.sorting``), and is packaged into ``data/<lego|sorting>/<run>/``: the
 result tables, the run's config, ``final.pt`` for seed 0, and a manifest with provenance and checksums
 (``posym verify data/lego data/sorting``).
+
+``--finish`` packages runs whose training was stopped before the end (on a loaded machine, by a deadline): they are
+analysed at the checkpoints they have, with fewer prompts, and their manifest says ``complete: false`` and where
+they stopped. Running the script again without ``--finish`` resumes them from ``last.pt`` and replaces the package.
 """
 from __future__ import annotations
 
@@ -75,6 +79,50 @@ def one(job: tuple, runs: str, data: str) -> str:
     return f"{name}: {time.time() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU -> {dest}"
 
 
+def finish(job: tuple, runs: str, data: str, n_prompts: int = 60) -> str:
+    """Package a run whose training was stopped before its last step (``--finish``): the metric, head-type or
+    head-mode tables at the checkpoints it has (``n_prompts`` metric prompts), the length table of its last
+    checkpoint, and a manifest that says ``complete: false`` and the step it stopped at."""
+    import torch
+
+    from posym import io as pio
+    from posym.analyze import analyze_run
+    from posym.train import Run, list_checkpoints, load_checkpoint
+    torch.set_num_threads(1)
+    task, seed, wd, name = job
+    run_dir = Path(runs) / name
+    ckpts = list_checkpoints(run_dir) if run_dir.exists() else []
+    if not ckpts:
+        return f"{name}: no checkpoints, nothing to package"
+    if (run_dir / "manifest.json").exists() and pio.read_json(run_dir / "manifest.json").get("complete"):
+        return f"{name}: complete; run without --finish"
+    t0, c0 = time.time(), time.process_time()
+    analyze_run(run_dir, n_prompts=n_prompts, per_frequency=False, progress=False)
+    last_step, last = ckpts[-1]
+    if task == "sorting":
+        from posym.chapters import sorting as ch
+        pio.atomic_write_table(run_dir / "modes.csv", ch.mode_trajectory(run_dir, seed, n=2 * n_prompts))
+        extra, dest = ("modes.csv",), Path(data) / "sorting" / name
+    else:
+        from posym.chapters import lego as ch
+        pio.atomic_write_table(run_dir / "types.csv", ch.type_trajectory(run_dir, task, seed, n=n_prompts))
+        model = load_checkpoint(last)[0]
+        pio.atomic_write_table(run_dir / "length.csv", ch.length_table(model, task, n=n_prompts // 3, seed=seed))
+        extra, dest = ("types.csv", "length.csv"), Path(data) / "lego" / name
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in COPIED + extra:
+        pio.atomic_write_bytes(dest / f, (run_dir / f).read_bytes())
+    cfg = Run(run_dir).config
+    info = {"complete": False, "stopped_at_step": last_step, "steps": cfg.steps, "config_hash": cfg.hash(),
+            "seed": cfg.seed, "task": cfg.task, **pio.provenance("cpu"),
+            "code_note": f"training stopped at step {last_step} of {cfg.steps} (the learning-rate schedule is that of "
+                         f"{cfg.steps} steps); analysed and packaged by scripts/newtasks_runs.py --finish",
+            "analysis": {"n_prompts": n_prompts, "per_frequency": False, "tables": list(extra)},
+            "finish_wall_s": round(time.time() - t0, 1), "finish_cpu_s": round(time.process_time() - c0, 1)}
+    pio.write_manifest(dest, info)
+    return f"{name}: stopped at step {last_step}, packaged -> {dest}"
+
+
 def parse_seeds(text: str) -> list[int]:
     if "-" in text:
         a, b = text.split("-", 1)
@@ -89,6 +137,8 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=3, help="runs at a time (one thread each)")
     p.add_argument("--runs", default=str(REPO / "runs" / "newtasks"), help="training folders")
     p.add_argument("--data", default=str(REPO / "data"), help="where the packaged results go")
+    p.add_argument("--finish", action="store_true",
+                   help="package runs whose training was stopped early (analysed at the checkpoints they have)")
     a = p.parse_args(argv)
     try:
         seeds = parse_seeds(a.seeds)
@@ -101,7 +151,7 @@ def main(argv=None) -> int:
     except ValueError as e:
         p.error(str(e))
     with ProcessPoolExecutor(max_workers=a.jobs) as ex:
-        futs = {ex.submit(one, j, a.runs, a.data): j for j in jobs}
+        futs = {ex.submit(finish if a.finish else one, j, a.runs, a.data): j for j in jobs}
         for f in as_completed(futs):
             print(f.result(), flush=True)
     return 0

@@ -50,8 +50,7 @@ register(ChapterSpec(
     },
     checks=(lambda p: ("n_prompts", "n_prompts must be a multiple of 2 (the training depths)")
             if p.get("n_prompts") and p["n_prompts"] % 2 else None,),
-    requires={"paper": tuple(Required(f"{DATA}/{t}-s{s}/scores.parquet", _HOW, "teaching-scale LEGO runs")
-                             for t in TASKS for s in SEEDS)},
+    requires={"paper": (Required(DATA, _HOW, "teaching-scale LEGO runs"),)},
 ))
 
 
@@ -174,11 +173,24 @@ def load_runs(folders) -> dict[str, pd.DataFrame]:
     return {k: pd.concat(v, ignore_index=True) for k, v in out.items()}
 
 
+def committed_runs(root: Path, seeds: int) -> list[Path]:
+    """The packaged runs under ``root`` (folders ``<task>-s<seed>`` with a manifest and every table), at most
+    ``seeds`` per task; ResultError when there is none."""
+    out = []
+    for t in TASKS:
+        found = sorted((p for p in root.glob(f"{t}-s*") if (p / "manifest.json").exists()
+                        and all((p / f).exists() for f in TABLES.values())), key=lambda p: int(p.name.rsplit("-s", 1)[1]))
+        out += found[:seeds]
+    if not out:
+        raise pio.ResultError(f"no packaged runs under {root}; run {_HOW}")
+    return out
+
+
 def results(cfg, workdir: str | Path | None = None) -> dict[str, pd.DataFrame]:
     """The chapter's tables at ``cfg.scale``: read from ``data/lego`` (paper) or trained here (smoke,
     teaching: ``cfg.seeds`` seeds of each variant, ``cfg.steps`` steps, in ``workdir``)."""
     if cfg.scale == "paper":
-        return load_runs([Path(cfg.data_dir) / DATA / f"{t}-s{s}" for t in TASKS for s in range(cfg.seeds)])
+        return load_runs(committed_runs(Path(cfg.data_dir) / DATA, cfg.seeds))
     import tempfile
     root = Path(workdir or tempfile.mkdtemp(prefix="posym-lego-"))
     folders = [run_and_measure(t, s, root / f"{t}-s{s}", scale=cfg.scale, steps=cfg.steps, n_prompts=cfg.n_prompts,

@@ -55,8 +55,7 @@ register(ChapterSpec(
         "n_prompts": Param(int, {"smoke": 40, "teaching": 300, "paper": 300},
                            "metric prompts of the models trained here", min=1, max=2000),
     },
-    requires={"paper": tuple(Required(f"{DATA}/{variant(w)}-s{s}/scores.parquet", _HOW, "teaching-scale sorting runs")
-                             for w in WEIGHT_DECAYS for s in SEEDS)},
+    requires={"paper": (Required(DATA, _HOW, "teaching-scale sorting runs"),)},
 ))
 
 
@@ -193,11 +192,23 @@ def load_runs(folders) -> dict[str, pd.DataFrame]:
     return {k: pd.concat(v, ignore_index=True) for k, v in out.items()}
 
 
+def committed_runs(root: Path, seeds: int) -> list[Path]:
+    """The packaged runs under ``root`` (``sorting-wd<wd>-s<seed>`` with a manifest and every table), at most
+    ``seeds`` per weight decay; ResultError when there is none."""
+    out = []
+    for w in WEIGHT_DECAYS:
+        found = sorted((p for p in root.glob(f"{variant(w)}-s*") if (p / "manifest.json").exists()
+                        and all((p / f).exists() for f in TABLES.values())), key=lambda p: int(p.name.rsplit("-s", 1)[1]))
+        out += found[:seeds]
+    if not out:
+        raise pio.ResultError(f"no packaged runs under {root}; run {_HOW}")
+    return out
+
+
 def results(cfg, workdir: str | Path | None = None) -> dict[str, pd.DataFrame]:
     """The chapter's tables: read from ``data/sorting`` (paper) or trained here (smoke, teaching)."""
     if cfg.scale == "paper":
-        return load_runs([Path(cfg.data_dir) / DATA / f"{variant(w)}-s{s}" for w in WEIGHT_DECAYS
-                          for s in range(cfg.seeds)])
+        return load_runs(committed_runs(Path(cfg.data_dir) / DATA, cfg.seeds))
     import tempfile
     root = Path(workdir or tempfile.mkdtemp(prefix="posym-sorting-"))
     return load_runs([run_and_measure(s, w, root / f"{variant(w)}-s{s}", scale=cfg.scale, steps=cfg.steps,
