@@ -115,7 +115,7 @@ def draw_hop_chain(
         ax.text(i, 0, tok, ha="center", va="center", fontsize=fs, zorder=3,
                 fontweight="bold" if i in chain else "normal")
         if show_positions:
-            ax.text(i, -box_h / 2 - 0.18, str(i), ha="center", va="top", fontsize=7, color="#555555")
+            ax.text(i, -box_h / 2 - 0.18, str(i), ha="center", va="top", fontsize=9, color="#555555")
 
     max_h = 0.0
     for src, dst in zip(chain[:-1], chain[1:]):
