@@ -254,3 +254,45 @@ def test_train_models_restores_threads(tmp_path):
     trained = runs.train_models("smoke", 0, tmp_path, tasks=("number",), steps=4, checkpoint_every=2, eval_size=40)
     assert set(trained) == {"number"} and (trained["number"] / "config.json").exists()
     assert torch.get_num_threads() == before
+
+
+# -----------------------------------------------------------------------------------------------
+# the page's steps: tables, glued numbers and figures
+
+def test_page_tables_and_figures(disc):
+    from posym.display import Table
+    assert G.small_scale_warning("paper") is None and "smoke" in G.small_scale_warning("smoke").data
+    ids = G.paper_id_table()
+    assert isinstance(ids, Table) and "nan" not in repr(ids).lower()
+    rep = G.discrepancy_report(disc, int(disc["n"].max()))
+    assert isinstance(rep, Table) and "agree" not in repr(rep)
+    assert isinstance(G.rational_angle_table((4, 5)), Table)
+    fig = G.plot_fig5a_paper(disc)
+    assert len(fig.axes[0].lines) == 4 and fig.get_size_inches()[0] <= 7.5   # two bounds, two exact curves
+    plt.close(fig)
+    fig = G.plot_fig5a_detail(disc)
+    assert fig.get_size_inches()[0] <= 7.5
+    plt.close(fig)
+    geo = pd.DataFrame({"prompt": np.repeat([0, 1], 34), "position": np.tile(np.arange(17), 4),
+                        "kind": np.tile(np.repeat(["q", "k"], 17), 2), "rotated": False,
+                        "x": np.random.default_rng(0).normal(size=68), "y": 1.0, "freq": 0})
+    fig = G.plot_fig4b_arrows(geo)
+    arrows = [t for ax in fig.axes for t in ax.texts if t.get_text()]
+    assert len(arrows) == 2 * 17   # one position label per arrow, keys and queries of one prompt
+    plt.close(fig)
+    fs = fake_freq_scores({("number", 1): 1, ("letter", 1): 40}, layers=3)
+    table1 = G.table1_comparison(fs)
+    shown = G.table1_display(table1, {"number": 3, "letter": 3})
+    assert "agree" in repr(shown) and "number:" in shown.caption
+    fig = G.plot_fig8(table1, G.frequency_use_curves(fs), "number", 3)
+    assert fig.get_size_inches()[0] <= 7.5
+    plt.close(fig)
+
+
+def test_rope_logit_depends_on_distance_only():
+    import torch
+    gen = torch.Generator().manual_seed(0)
+    q, k = torch.randn(128, generator=gen, dtype=torch.float64), torch.randn(128, generator=gen, dtype=torch.float64)
+    logit = G.rope_logit(q, k)
+    assert logit(5, 2) == pytest.approx(logit(4005, 4002), rel=1e-9)
+    assert logit(0, 0) == pytest.approx(float(q @ k))

@@ -376,14 +376,15 @@ def role_cmap():
 def plot_frequency_use(curves: pd.DataFrame, table: pd.DataFrame | None, task: str, ncols: int = 6,
                        max_id: int | None = None):
     """Fig. 8 for one task: one panel per layer, mean max logit vs frequency ID with its band and the
-    weighted-average ID (dashed; the paper's Table 1 value dotted)."""
+    weighted-average ID (dashed; the paper's Table 1 value dotted). At most 7.5 in wide."""
     import matplotlib.pyplot as plt
 
     from ..plotting import COLORS, task_color
     c = curves[curves["task"] == task] if "task" in curves.columns else curves
     layers = sorted(c["layer"].unique())
     nrows = -(-len(layers) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.1 * ncols, 1.7 * nrows + 0.4), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(min(7.5, 1.85 * ncols), 1.6 * nrows + 0.5), sharex=True,
+                             squeeze=False)
     col = task_color(task)
     for ax in axes.flat[len(layers):]:
         ax.axis("off")
@@ -396,15 +397,13 @@ def plot_frequency_use(curves: pd.DataFrame, table: pd.DataFrame | None, task: s
             if len(r):
                 ax.axvline(float(r["our_id"].iloc[0]), color="black", ls="--", lw=1)
                 ax.axvline(float(r["paper_id"].iloc[0]), color=COLORS["neutral"], ls=":", lw=1.4)
-        ax.set_title(f"layer {l}", fontsize=9)
+        ax.set_title(f"layer {l}")
         if max_id:
             ax.set_xlim(1, max_id)
     for ax in axes[-1]:
         ax.set_xlabel("frequency ID")
     for ax in axes[:, 0]:
         ax.set_ylabel("max logit")
-    fig.suptitle(f"{task.capitalize()} task: frequency use per layer (dashed: our weighted-average ID, "
-                 f"dotted: the paper's)", fontsize=10)
     return fig
 
 
@@ -419,7 +418,7 @@ def plot_pos_sym_heatmaps(data: pd.DataFrame, steps: dict, tasks: Sequence[str] 
     tasks = [t for t in tasks if "task" not in data.columns or t in set(data["task"])]
     per_task = {t: (steps[t] if t in steps and isinstance(steps[t], dict) else steps) for t in tasks}
     ncol = max(len(v) for v in per_task.values())
-    fig, axes = plt.subplots(len(tasks), ncol, figsize=(3.0 * ncol + 0.8, 2.6 * len(tasks) + 0.3),
+    fig, axes = plt.subplots(len(tasks), ncol, figsize=(min(7.5, 1.8 * ncol + 0.9), 2.3 * len(tasks) + 0.6),
                              squeeze=False, sharex=True, sharey=True)
     norm = SymLogNorm(linthresh=0.02, linscale=0.5, vmin=-1, vmax=1)
     im = None
@@ -434,14 +433,14 @@ def plot_pos_sym_heatmaps(data: pd.DataFrame, steps: dict, tasks: Sequence[str] 
             ax = axes[i, j]
             im = ax.imshow(g.to_numpy(), aspect="auto", origin="lower", cmap=role_cmap(), norm=norm,
                            extent=(0.5, g.shape[1] + 0.5, -0.5, g.shape[0] - 0.5), interpolation="nearest")
-            ax.set_title(f"{task}: step {s} ({label})", fontsize=9)
+            ax.set_title(f"{label}\nstep {s:,}", fontsize=10)
             ax.grid(False)
             if j == 0:
-                ax.set_ylabel("layer")
+                ax.set_ylabel(f"{task.capitalize()}: layer")
             if i == len(tasks) - 1:
                 ax.set_xlabel("frequency ID")
     cb = fig.colorbar(im, ax=axes, shrink=0.8, ticks=[-1, -0.1, 0, 0.1, 1])
-    cb.set_label("positional - symbolic score (per frequency)")
+    cb.set_label("positional − symbolic score")
     return fig
 
 
@@ -456,15 +455,15 @@ def plot_fig4a(vectors: pd.DataFrame, theta: float, ax=None):
     ax.plot(np.cos(t), np.sin(t), color=COLORS["neutral"], lw=0.6)
     key = vectors[vectors["what"] == "key (every token)"].iloc[0]
     ax.annotate("", (key["x"], key["y"]), (0, 0), arrowprops=dict(arrowstyle="-|>", color="black", lw=2))
-    ax.text(key["x"] + 0.05, key["y"] + 0.05, "key v (all tokens)", fontsize=8)
+    ax.text(key["x"] + 0.05, key["y"] + 0.05, "key v (all tokens)", fontsize=9)
     q = vectors[vectors["what"] == "query (before RoPE)"]
     for (_, r), c in zip(q.iterrows(), PALETTE[1:]):
         ax.annotate("", (r["x"], r["y"]), (0, 0), arrowprops=dict(arrowstyle="-|>", color=c, lw=1.6))
-        ax.text(1.12 * r["x"], 1.12 * r["y"], f"q({r['token']})", color=c, fontsize=8, ha="center", va="center")
+        ax.text(1.12 * r["x"], 1.12 * r["y"], f"q({r['token']})", color=c, fontsize=9, ha="center", va="center")
     seen = vectors[vectors["what"] == "key seen from the query"]
     ax.scatter(seen["x"], seen["y"], s=14, color=COLORS["neutral"], zorder=3)
     for _, r in seen.iterrows():
-        ax.text(0.86 * r["x"], 0.86 * r["y"], str(int(r["distance"])), fontsize=7, color=COLORS["neutral"],
+        ax.text(0.86 * r["x"], 0.86 * r["y"], str(int(r["distance"])), fontsize=9, color=COLORS["neutral"],
                 ha="center", va="center")
     ax.set_aspect("equal")
     ax.set(xlim=(-1.35, 1.35), ylim=(-1.35, 1.35), xlabel="plane coordinate 1", ylabel="plane coordinate 2",
@@ -487,18 +486,20 @@ def plot_retrieval_plane(theta: float = theory.RETRIEVAL_THETA, ax=None):
     for letter in "abcdefgh":
         k = pv["k"][tok.index(letter + "1")]
         ax.annotate("", (k[0], k[1]), (0, 0), arrowprops=dict(arrowstyle="-|>", color=COLORS["neutral"], lw=1.2))
-        ax.text(1.13 * k[0], 1.13 * k[1], f"{letter}*", fontsize=8, ha="center", va="center")
+        ax.text(1.13 * k[0], 1.13 * k[1], f"{letter}*", fontsize=9, ha="center", va="center")
     q = pv["q"][tok.index("ac")]
     ax.annotate("", (0.8 * q[0], 0.8 * q[1]), (0, 0), arrowprops=dict(arrowstyle="-|>", color=COLORS["symbolic"], lw=2))
-    ax.text(0.55 * q[0] + 0.12, 0.55 * q[1], "query ac", color=COLORS["symbolic"], fontsize=8)
+    ax.text(0.55 * q[0] + 0.12, 0.55 * q[1], "query ac", color=COLORS["symbolic"], fontsize=9)
     ax.set_aspect("equal")
     ax.set(xlim=(-1.35, 1.35), ylim=(-1.35, 1.35), xlabel="plane coordinate 1", ylabel="plane coordinate 2",
            title="Retrieval head: keys by left letter")
     return ax
 
 
-def plot_trained_geometry(geo: pd.DataFrame, ax=None, rotated: bool = False, max_points: int | None = None):
-    """Fig. 4B: queries and keys of one layer on its dominant RoPE plane, coloured by position."""
+def plot_trained_geometry(geo: pd.DataFrame, ax=None, rotated: bool = False, max_points: int | None = None,
+                          colorbar: bool = True):
+    """Fig. 4B as point clouds: queries and keys of one layer on its dominant RoPE plane, coloured by position
+    (with a colour bar unless ``colorbar`` is False)."""
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -517,19 +518,20 @@ def plot_trained_geometry(geo: pd.DataFrame, ax=None, rotated: bool = False, max
         if kind == "q":
             for p, r in cen.iterrows():
                 if p == T - 1 or p % 4 == 0:
-                    ax.text(r["x"], r["y"], str(p), fontsize=7, ha="center", va="bottom")
+                    ax.text(r["x"], r["y"], str(p), fontsize=9, ha="center", va="bottom")
     ax.axhline(0, color="#999999", lw=0.5)
     ax.axvline(0, color="#999999", lw=0.5)
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="best")
     freq = int(g["freq"].iloc[0])
-    ax.set(xlabel=f"plane ID {freq + 1}, coordinate 1", ylabel=f"plane ID {freq + 1}, coordinate 2",
-           title=f"{'after' if rotated else 'before'} RoPE, frequency ID {freq + 1}")
-    plt.colorbar(sc, ax=ax, label="position")
+    ax.set(xlabel=f"ID {freq + 1}, coordinate 1", ylabel=f"ID {freq + 1}, coordinate 2",
+           title=f"{'after' if rotated else 'before'} RoPE, ID {freq + 1}")
+    if colorbar:
+        plt.colorbar(sc, ax=ax, label="position")
     return ax
 
 
 def plot_discrepancy(table: pd.DataFrame, kind: str, ax=None, thetas: Sequence[float] | None = None,
-                     show_best: bool = True):
+                     show_best: bool = True, legend_below: bool = False):
     """Fig. 5A for one construction: exact worst-case margin (solid), Def. 3.1's maximum (thin), the printed
     bound (dashed) and our proved bound (dotted), against n, for each theta.  Index is drawn on a log scale;
     Retrieval on a symmetric-log scale, because its worst-case margin turns negative once n theta is too large."""
@@ -561,8 +563,388 @@ def plot_discrepancy(table: pd.DataFrame, kind: str, ax=None, thetas: Sequence[f
         ax.set_ylim(max(1e-6, float(d["worst"][d["worst"] > 0].min()) / 3), 1.0)
     else:
         ax.set_yscale("symlog", linthresh=1e-2)
-    ax.legend(handles=handles, fontsize=7, loc="upper right" if kind == "index" else "lower left", ncol=2)
+    if legend_below:
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=9,
+                  handlelength=1.6, columnspacing=0.8)
+    else:
+        ax.legend(handles=handles, fontsize=7, loc="upper right" if kind == "index" else "lower left", ncol=2)
     return ax
+
+
+# -----------------------------------------------------------------------------------------------
+# the page: its steps, tables, glued numbers and figures
+
+TASKS = ("number", "letter")
+
+
+def _glue(name: str, text) -> None:
+    from IPython.display import Markdown
+    from myst_nb import glue
+    glue(name, Markdown(str(text)), display=False)
+
+
+def _table(df, **kw):
+    from ..display import table
+    return table(df, **kw)
+
+
+def small_scale_warning(scale: str):
+    """The warning shown at the ``smoke`` and ``teaching`` scales (a Markdown object), ``None`` at ``paper``."""
+    from IPython.display import Markdown
+    if scale == "paper":
+        return None
+    return Markdown(
+        ":::{warning} Small scale\n"
+        f"This copy of the chapter was executed at the `{scale}` scale. The theorem checks are complete, but the "
+        "trained models are small and briefly trained, and need not learn the tasks. Their figures and tables are "
+        "computed by the same code as at the `paper` scale, but the sentences that interpret them were written for "
+        "the paper-scale runs (`make book` builds that version).\n:::")
+
+
+def rope_logit(q, k, rotary_dim: int = ROTARY_DIM, base: float = ROPE_BASE):
+    """The RoPE logit of the query vector ``q`` at position ``i`` and the key vector ``k`` at position ``j``, as
+    a function ``logit(i, j)`` (float64, :func:`posym.rope.apply_rope`; no 1/sqrt(d) factor)."""
+    import torch
+
+    from .. import rope
+    ang = rope.rope_angles(rotary_dim, base)
+
+    def logit(i: int, j: int) -> float:
+        cos, sin = rope.rope_cos_sin(torch.tensor([i, j]), ang, dtype=torch.float64)
+        return float(rope.apply_rope(q, cos[0], sin[0]) @ rope.apply_rope(k, cos[1], sin[1]))
+
+    return logit
+
+
+def paper_id_table(ids: Sequence[int] = (1, 2, 10, 18, 32, 42, 64)):
+    """Paper IDs, our 0-based indices, angles and periods of a few RoPE planes (d = 128, base 10^4); the
+    caption gives the largest difference from Table 1's (ID, angle) pairs (:func:`check_paper_ids`)."""
+    ids = np.asarray(ids)
+    angles = rope_frequency(ids - 1)
+    df = pd.DataFrame({"paper ID": ids, "our index": ids - 1, "angle (rad/token)": angles,
+                       "period (tokens)": 2 * np.pi / angles}).round(4)
+    return _table(df, key_columns=["paper ID"], digits={"angle (rad/token)": 4, "period (tokens)": 4},
+                  caption="RoPE planes: the paper's frequency ID and our index")
+
+
+def construction_check_table(n_check: int, seed: int, n_all: int, lengths: Sequence[int] = (17, 64, 256)):
+    """:func:`construction_checks` as a table (on one torch thread: these small models run fastest so), gluing
+    the number of prompts checked and the verdict; ``ret_n0`` needs :func:`discrepancy_report`."""
+    import torch
+    torch.set_num_threads(1)
+    checks = construction_checks(n_check, lengths, seed=seed, n_all=n_all)
+    _glue("n_checked", f"{int(checks['n_prompts'].sum()):,}")
+    _glue("all_passed", "every check passed" if (checks["passed"] == 1).all() else
+          f"the worst pass rate is {checks['passed'].min():.4f}")
+    return _table(checks, key_columns=["construction", "check"], digits={"passed": 4},
+                  caption="Theorem 3.1's constructions run as models on random valid prompts: share of checks passed")
+
+
+def plot_constructions():
+    """Fig. 4A (the Index head's plane, from its weights) beside the Retrieval head's plane. Returns the
+    Figure."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.9))
+    plot_fig4a(fig4a_vectors(theory.INDEX_THETA), theory.INDEX_THETA, ax=axes[0])
+    plot_retrieval_plane(theory.RETRIEVAL_THETA, ax=axes[1])
+    return fig
+
+
+def discrepancy_report(disc: pd.DataFrame, n_max: int):
+    """:func:`bound_report` of the exact discrepancies as a table, gluing every number the text quotes."""
+    report = bound_report(disc)
+    row = lambda kind, th, n: disc[(disc["kind"] == kind) & (disc["theta"] == th) & (disc["n"] == n)].iloc[0]
+    r17 = row("index", 0.8, 17)
+    _glue("idx17_worst", f"{r17['worst']:.4f}")
+    _glue("idx17_paper", f"{r17['paper_bound']:.4f}")
+    _glue("idx17_ratio", f"{r17['paper_bound'] / r17['worst']:.0f}")
+    turn_gap = {t: abs((t * 0.8 + math.pi) % (2 * math.pi) - math.pi) for t in range(1, 17)}
+    t17 = min(turn_gap, key=turn_gap.get)
+    _glue("idx17_t", t17)
+    _glue("idx17_gap", f"{turn_gap[t17]:.2f}")
+    r9 = row("index", 0.8, 9)
+    _glue("idx9_best", f"{r9['best']:.3f}")
+    _glue("idx9_paper", f"{r9['paper_bound']:.3f}")
+    _glue("one_minus_cos_omega", f"{1 - math.cos(2 * math.pi / 8):.2f}")
+    r100 = row("index", 0.8, 100)
+    _glue("idx100_worst", f"{r100['worst']:.4f}")
+    _glue("idx100_paper", f"{r100['paper_bound']:.4f}")
+    rep = report.set_index(["kind", "theta"])
+    _glue("idx_best_first", int(rep.loc[("index", 0.8), "best_vs_paper_first_n"]))
+    _glue("idx_best_count", int(rep.loc[("index", 0.8), "best_vs_paper"]))
+    _glue("ret_last_n", int(rep.loc[("retrieval", 0.0027), "worst_vs_paper_last_n"]))
+    _glue("ret_excess", f"{rep.loc[('retrieval', 0.0027), 'worst_vs_paper_max_excess']:.6f}")
+    _glue("ret_theta_sin", f"{0.0027 * math.sin(math.pi / 4):.6f}")
+    ret = disc[(disc["kind"] == "retrieval") & (disc["theta"] == 0.0027)]
+    _glue("ret_n0", int(ret[ret["in_range"]]["n"].max()))
+    neg = ret[ret["worst"] <= 0]
+    _glue("ret_first_negative", f"n = {int(neg['n'].min())}" if len(neg) else f"no length up to {n_max}")
+    r100r = row("retrieval", 0.0027, 100)
+    _glue("ret100_worst", f"{r100r['worst']:.3f}")
+    _glue("ret100_paper", f"{r100r['paper_bound']:.3f}")
+    _glue("n_max", n_max)
+    return _table(report, key_columns=["kind", "theta"],
+                  digits={"theta": 4, "worst_vs_paper_max_excess": 6},
+                  caption="Lengths at which each reading of the discrepancy exceeds each bound, per construction "
+                          "and angle")
+
+
+def plot_fig5a_paper(disc: pd.DataFrame, index_theta: float = theory.INDEX_THETA,
+                     retrieval_theta: float = theory.RETRIEVAL_THETA, n_max: int = PAPER_FIG5A["n_max"]):
+    """Fig. 5A in the paper's form: Theorem 3.2's printed bounds for the Index head (``index_theta``) and the
+    Retrieval head (``retrieval_theta``) against n up to ``n_max``, on a linear scale, with the exact
+    worst-case margins of the same two heads (thin). Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    from ..plotting import COLORS
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    for kind, th, c in (("index", index_theta, COLORS["positional"]), ("retrieval", retrieval_theta,
+                                                                       COLORS["symbolic"])):
+        g = disc[(disc["kind"] == kind) & (disc["theta"] == th) & (disc["n"] <= n_max)]
+        ax.plot(g["n"], g["paper_bound"], color=c, lw=2.0, label=f"{kind.capitalize()} bound, θ = {th:g}")
+        ax.plot(g["n"], g["worst"], color=c, lw=1.0, ls="--", label=f"{kind.capitalize()}, exact worst case")
+    ax.set(xlabel="sequence length n", ylabel="discrepancy", ylim=(0, None), xlim=(0, n_max))
+    ax.legend(loc="upper right")
+    return fig
+
+
+def plot_fig5a_detail(disc: pd.DataFrame):
+    """Every angle of :func:`discrepancy_table`: exact worst and best margins with the printed and the proved
+    bounds, Index (log scale) and Retrieval (symmetric-log scale, a vertical line where Theorem 3.1's condition
+    stops holding for the paper's angle). Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    from ..plotting import COLORS
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 4.6))
+    plot_discrepancy(disc, "index", ax=axes[0], legend_below=True)
+    plot_discrepancy(disc, "retrieval", ax=axes[1], legend_below=True)
+    axes[1].set_ylabel("")
+    ret = disc[(disc["kind"] == "retrieval") & (disc["theta"] == theory.RETRIEVAL_THETA)]
+    axes[1].axvline(int(ret[ret["in_range"]]["n"].max()), color=COLORS["neutral"], lw=0.8)
+    return fig
+
+
+def rational_angle_table(ns: Sequence[int] = (4, 5, 8, 17, 50, 100)):
+    """:func:`rational_angle_demo` as a table."""
+    return _table(rational_angle_demo(ns).round(4).reset_index(), key_columns=["theta"], digits=4,
+                  caption="Worst-case Index margin for angles with rational and irrational θ/2π")
+
+
+class TrainedModels:
+    """The trained models' tables the page reads: ``fs`` (per-frequency scores and max logits), ``ev`` (the
+    evaluation log), ``geo`` (layer 1 of the Number model of one seed on its dominant plane), ``steps`` (the
+    snapshot steps per task), the model configuration, the layers per task and the final step per task."""
+
+    def __init__(self, root, fs, ev, geo):
+        from ..results import run_dirs
+        from ..train import Run
+        self.root, self.fs, self.ev, self.geo = root, fs, ev, geo
+        self.steps = {task: snapshot_steps(ev[ev["task"] == task]) for task in TASKS}
+        self.model_cfg = Run(run_dirs(root)[0]).config.model_config()
+        self.rotary_dim = self.model_cfg.rotary_dim
+        self.n_layers = {task: int(fs.loc[fs["task"] == task, "layer"].max()) + 1 for task in TASKS}
+        self.final_step = {task: int(fs.loc[fs["task"] == task, "step"].max()) for task in TASKS}
+
+    def describe(self) -> str:
+        return (f"{self.fs.groupby('task')['seed'].nunique().to_dict()} runs per task; layers {self.n_layers}, "
+                f"{self.rotary_dim // 2} RoPE planes; final step {self.final_step}")
+
+
+def trained_models(cfg) -> TrainedModels:
+    """The trained models at ``cfg.scale``: the ten committed runs of ``data/paper`` at ``paper``; at ``smoke``
+    and ``teaching`` one model per task trained here (:func:`posym.runs.train_models`, a temporary folder) and
+    analysed at the snapshot steps with ``cfg.n_prompts`` metric prompts, and the Number model's layer 1 on 40
+    stored prompts."""
+    import tempfile
+    from pathlib import Path
+
+    from .. import results, runs
+    from ..analyze import analyze_run, final_model, geometry as plane_projection, metric_prompts
+
+    glue_scale(cfg)
+    if cfg.scale == "paper":
+        root = cfg.data_dir / "paper"
+        fs = results.load_table(root, "freq_scores")
+        ev = results.load_table(root, "eval")
+        geo_all = results.load_table(root, "geometry")
+        geo = geo_all[(geo_all["task"] == "number") & (geo_all["seed"] == 0)]
+        return TrainedModels(root, fs, ev, geo)
+    root = Path(tempfile.mkdtemp(prefix="posym-geometry-")) / "runs"
+    trained = runs.train_models(cfg.scale, cfg.seed, root)
+    ev = results.load_table(root, "eval")
+    steps = {task: snapshot_steps(ev[ev["task"] == task]) for task in TASKS}
+    for task, run in trained.items():
+        analyze_run(run, n_prompts=cfg.n_prompts, steps=sorted(set(steps[task].values())), progress=False)
+    fs = results.load_table(root, "freq_scores")
+    number_model = final_model(trained["number"])
+    _, x, _, _ = metric_prompts("number", cfg.seed, 40)
+    geo = plane_projection(number_model, x, layer=1).assign(task="number", seed=cfg.seed)
+    return TrainedModels(root, fs, ev, geo)
+
+
+def glue_scale(cfg) -> None:
+    """Glue the scale and the runs the trained-model figures show (for their captions)."""
+    _glue("scale_text", cfg.scale)
+    _glue("runs_text", "the ten committed runs (seeds 0–4 of each task)" if cfg.scale == "paper"
+          else f"one run per task (seed {cfg.seed})")
+    _glue("geo_seed", 0 if cfg.scale == "paper" else cfg.seed)
+
+
+def layer1_curve(tm: TrainedModels, task: str = "number", layer: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fig. 4C's data: the max logit per frequency of ``layer`` at the final step, per seed (first table) and
+    its mean over seeds with the mean prompt standard deviation (second: freq, value, sd). Glues the numbers
+    the text quotes about the dominant plane and the peak."""
+    fs = tm.fs
+    rows = fs[(fs["task"] == task) & (fs["layer"] == layer) & (fs["step"] == tm.final_step[task])]
+    curve = rows.groupby("freq").agg(value=("maxlogit", "mean"), sd=("maxlogit_sd", "mean")).reset_index()
+    dom = int(tm.geo["freq"].iloc[0])
+    peak = curve.loc[curve["value"].idxmax()]
+    _glue("dom_id", dom + 1)
+    _glue("dom_angle", f"{rope_frequency(dom, tm.rotary_dim):.3f}")
+    _glue("peak_id", int(peak["freq"]) + 1)
+    _glue("peak_value", f"{peak['value']:.2f}")
+    _glue("peak_unscaled", f"{peak['value'] * math.sqrt(tm.model_cfg.d_head):.0f}")
+    _glue("peak_lo", f"{PAPER_PEAK_LOGIT[0]:.0f}")
+    _glue("peak_hi", f"{PAPER_PEAK_LOGIT[1]:.0f}")
+    return rows, curve
+
+
+def plot_fig4b_arrows(geo: pd.DataFrame, prompt: int = 0):
+    """Fig. 4B in the paper's form: the keys (left) and the queries (right) of one prompt on the dominant
+    plane, before RoPE, each drawn as an arrow from the origin and labelled with its position. Each panel is
+    scaled to its longest vector (keys and queries have different norms). Returns the Figure."""
+    import matplotlib.pyplot as plt
+    g = geo[(geo["prompt"] == prompt) & ~geo["rotated"]]
+    T = int(g["position"].max()) + 1
+    cmap = plt.get_cmap("cividis")
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.9))
+    for ax, kind, title in ((axes[0], "k", "keys"), (axes[1], "q", "queries")):
+        d = g[g["kind"] == kind].sort_values("position")
+        r = float(np.hypot(d["x"], d["y"]).max()) or 1.0
+        for _, row in d.iterrows():
+            x, y = row["x"] / r, row["y"] / r
+            c = cmap(row["position"] / max(T - 1, 1) * 0.9)
+            ax.annotate("", (x, y), (0, 0), arrowprops=dict(arrowstyle="-|>", color=c, lw=1.3))
+            ax.text(1.1 * x, 1.1 * y, str(int(row["position"])), color=c, fontsize=9, ha="center", va="center")
+        t = np.linspace(0, 2 * np.pi, 200)
+        ax.plot(np.cos(t), np.sin(t), color="#BBBBBB", lw=0.6)
+        ax.set_aspect("equal")
+        ax.set(xlim=(-1.3, 1.3), ylim=(-1.3, 1.3), title=title, xticks=[-1, 0, 1], yticks=[-1, 0, 1])
+    freq = int(g["freq"].iloc[0])
+    axes[0].set(xlabel=f"ID {freq + 1}, coordinate 1", ylabel=f"ID {freq + 1}, coordinate 2")
+    axes[1].set(xlabel=f"ID {freq + 1}, coordinate 1")
+    return fig
+
+
+def plot_fig4b_clouds(geo: pd.DataFrame):
+    """The queries and keys of every stored prompt on the dominant plane, before and after RoPE, coloured by
+    position (one shared colour bar). Returns the Figure."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.6))
+    plot_trained_geometry(geo, ax=axes[0], rotated=False, colorbar=False)
+    plot_trained_geometry(geo, ax=axes[1], rotated=True, colorbar=False)
+    axes[1].set_ylabel("")
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes:
+        ax.get_legend().remove()
+    fig.colorbar(axes[1].collections[-1], ax=axes, label="position")
+    fig.legend(handles, labels, loc="outside lower center", ncol=2)
+    return fig
+
+
+def plot_fig4c(rows: pd.DataFrame, curve: pd.DataFrame, task: str = "number", layer: int = 1):
+    """Fig. 4C: the max logit per frequency ID of one layer, mean over runs (with the band of one standard
+    deviation across prompts) and each run (thin). Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    from ..plotting import task_color
+    c = task_color(task)
+    fig, ax = plt.subplots(figsize=(6.0, 3.2))
+    ax.fill_between(curve["freq"] + 1, curve["value"] - curve["sd"], curve["value"] + curve["sd"],
+                    color=c, alpha=0.25, lw=0)
+    ax.plot(curve["freq"] + 1, curve["value"], color=c, marker="o", ms=2.5)
+    for _, g in rows.groupby("seed"):
+        ax.plot(g["freq"] + 1, g["maxlogit"], color=c, lw=0.5, alpha=0.5)
+    ax.set(xlabel="frequency ID", ylabel="max logit", title=f"{task.capitalize()} task, layer {layer}")
+    return fig
+
+
+def plot_fig8(table1: pd.DataFrame, curves: pd.DataFrame, task: str, n_layers: int):
+    """Fig. 8 for one task (:func:`plot_frequency_use`), four panels per row. Returns the Figure."""
+    return plot_frequency_use(curves, table1, task, ncols=min(4, n_layers))
+
+
+def table1_display(table1: pd.DataFrame, n_layers: dict):
+    """:func:`table1_comparison` as a table whose caption counts agree = yes / close / no per task; glues the
+    agreement counts and the IDs the text quotes."""
+    show = table1.assign(our_id=table1["our_id"].round(2), our_id_ci=table1["our_id_ci"].round(2),
+                         our_freq=table1["our_freq"].round(4), freq_ratio=table1["freq_ratio"].round(2))
+    show = show[["task", "layer", "paper_id", "paper_freq", "our_id", "our_id_ci", "our_freq", "freq_ratio",
+                 "our_peak_id", "agree"]]
+    counts = (table1.groupby("task")["agree"].value_counts().unstack(fill_value=0)
+              .reindex(index=list(TASKS), columns=["yes", "close", "no"], fill_value=0))
+    _glue_table1(table1, counts, n_layers)
+    tally = "; ".join(f"{task}: {c['yes']} yes, {c['close']} close, {c['no']} no" for task, c in counts.iterrows())
+    return _table(show, key_columns=["task", "layer"],
+                  digits={"paper_freq": 4, "our_id": 2, "our_id_ci": 2, "our_freq": 4, "freq_ratio": 2},
+                  caption=f"Weighted-average frequency ID per layer: the paper's Table 1 and ours (agree: {tally})")
+
+
+def _glue_table1(table1: pd.DataFrame, counts: pd.DataFrame, n_layers: dict) -> None:
+    t1 = table1.set_index(["task", "layer"])
+
+    def agree_text(task):
+        c = counts.loc[task]
+        return f"{c['yes']} agree, {c['close']} are close and {c['no']} differ"
+
+    _glue("agree_number", agree_text("number"))
+    _glue("agree_letter", agree_text("letter"))
+    _glue("num_l1", f"{t1.loc[('number', 1), 'our_id']:.1f}")
+    _glue("num_l1_freq", f"{t1.loc[('number', 1), 'our_freq']:.2f}")
+    _glue("num_l2", f"{t1.loc[('number', min(2, n_layers['number'] - 1)), 'our_id']:.1f}")
+    _glue("num_l0", f"{t1.loc[('number', 0), 'our_id']:.1f}")
+    late = table1[(table1["task"] == "number") & (table1["layer"] >= min(6, n_layers["number"] - 1))]
+    _glue("num_late", f"{late['our_id'].min():.1f}–{late['our_id'].max():.1f}")
+    _glue("num_late_paper", f"{late['paper_id'].min()}–{late['paper_id'].max()}")
+    _glue("num_late_ratio", f"{late['freq_ratio'].min():.1f}–{late['freq_ratio'].max():.1f}")
+    let = table1[table1["task"] == "letter"]
+    _glue("let_range", f"{let['our_id'].min():.1f}–{let['our_id'].max():.1f}")
+    _glue("let_paper_range", f"{let['paper_id'].min()}–{let['paper_id'].max()}")
+    _glue("let_l0_paper", t1.loc[("letter", 0), "paper_id"])
+    _glue("let_l0", f"{t1.loc[('letter', 0), 'our_id']:.1f}")
+    peaks_fast = [l for l in range(min(3, n_layers["number"])) if t1.loc[("number", l), "our_peak_id"] == "1"]
+    _glue("fast_peak_layers", ", ".join(map(str, peaks_fast)) or "none")
+
+
+def plot_role_heatmaps(tm: TrainedModels):
+    """Beyond the paper: positional minus symbolic score per layer and plane at the snapshot steps
+    (:func:`pos_sym_by_frequency`, :func:`plot_pos_sym_heatmaps`). Returns the Figure."""
+    heat = pd.concat([pos_sym_by_frequency(tm.fs[tm.fs["task"] == task], list(tm.steps[task].values()))
+                      for task in TASKS])
+    return plot_pos_sym_heatmaps(heat, tm.steps, tasks=TASKS)
+
+
+def frequency_roles_table(tm: TrainedModels):
+    """:func:`frequency_roles` at the final step as a table, gluing the layers and planes the text quotes."""
+    roles_table = frequency_roles(tm.fs)
+    rt = roles_table.set_index(["task", "layer"])
+    n_layers = tm.n_layers
+    num_pos_layers = [l for l in range(n_layers["number"]) if rt.loc[("number", l), "n_pos"] > 0]
+    _glue("num_pos_layers", ", ".join(map(str, num_pos_layers)) or "none")
+    _glue("num_l1_pos", rt.loc[("number", 1), "positional"])
+    _glue("num_l1_share", f"{rt.loc[('number', 1), 'pos_share']:.0%}")
+    let_sym_layers = [l for l in range(n_layers["letter"]) if rt.loc[("letter", l), "n_sym"] > 0]
+    _glue("let_sym_layers", ", ".join(map(str, let_sym_layers)) or "none")
+    late_from = min(6, n_layers["number"] - 1)
+    late_sym = [l for l in range(late_from, n_layers["number"]) if rt.loc[("number", l), "n_sym"] > 0]
+    n_planes = int(sum(rt.loc[("number", l), "n_sym"] for l in late_sym))
+    _glue("num_late_from", late_from)
+    _glue("num_late_sym", f"layer{'s' if len(late_sym) > 1 else ''} {', '.join(map(str, late_sym))} "
+                          f"({n_planes} plane{'s' if n_planes > 1 else ''} in all)" if late_sym else "none of them")
+    floats = roles_table.select_dtypes("float").columns
+    return _table(roles_table.round(2), key_columns=["task", "layer"], digits={c: 2 for c in floats},
+                  caption="Planes with a positional (symbolic) score above the symbolic (positional) one by more "
+                          "than 0.05 at the final step, and their share of the layer's max logit")
 
 
 # -----------------------------------------------------------------------------------------------
