@@ -198,13 +198,15 @@ def _dynamics_1(answer, ns):
 
 
 @register("dynamics-2", '{"number_order": True/False, "letter_together": True/False}: does each claim hold in every '
-          "seed at both the 50 % and the 99 % threshold?", needs=("dynamics", "ev", "window"))
+          "seed at both the 50 % and the 99 % threshold?", needs=("ev", "window"))
 def _dynamics_2(answer, ns):
+    from posym import trajectory
+
     got = _mapping(answer, ("number_order", "letter_together"), '{"number_order": ..., "letter_together": ...}')
-    dyn, ev, window = ns["dynamics"], ns["ev"], ns["window"]
+    ev, window = ns["ev"], ns["window"]
     order, together = True, True
     for thr in (0.5, 0.99):
-        c = dyn.hop_criteria(dyn.hop_learning_steps(ev, thr), window)
+        c = trajectory.hop_criteria(trajectory.hop_learning_steps(ev, thr), window)
         order &= bool((c.loc[c["task"] == "number", "sequential"] == True).all())  # noqa: E712 (NaN is not True)
         together &= bool((c.loc[c["task"] == "letter", "together"] == True).all())  # noqa: E712
     bad = []
@@ -241,9 +243,11 @@ def _metric_2(answer, ns):
 # Head roles
 
 @register("roles-1", "the number of Index rewriting steps the printed prompt needs (an integer)",
-          needs=("F", "puzzle"))
+          needs=("puzzle",))
 def _roles_1(answer, ns):
-    want = int(ns["F"].resolution_depth(ns["puzzle"].tokens, "index"))
+    from posym import functions
+
+    want = int(functions.resolution_depth(ns["puzzle"].tokens, "index"))
     return None if _integer(answer, "the number of steps") == want else "count the steps again"
 
 
@@ -299,32 +303,35 @@ def _geometry_2(answer, ns):
 # -----------------------------------------------------------------------------
 # Length generalisation
 
-@register("length-1", "(n_index, n_retrieval): the two first lengths of (a) and (b)", needs=("theory",))
+@register("length-1", "(n_index, n_retrieval): the two first lengths of (a) and (b)")
 def _length_1(answer, ns):
+    from posym import theory as th
+
     a, b = _seq(answer, 2, "n_index, n_retrieval")
-    th = ns["theory"]
     want_a = th.discrepancy_break_length(lambda n: th.measured_discrepancy("index", n, 0.8), 1e-3, n_max=5000)
     want_b = th.discrepancy_break_length(lambda n: th.measured_discrepancy("retrieval", n, 0.0027), 1e-12,
                                          n_max=5000)
     return _wrong([w for w, v, e in (("(a)", a, want_a), ("(b)", b, want_b)) if _integer(v, w) != int(e)])
 
 
-@register("length-2", "the list of the three inverse temperatures beta for n = 17, 1,000 and 5,000",
-          needs=("theory",))
+@register("length-2", "the list of the three inverse temperatures beta for n = 17, 1,000 and 5,000")
 def _length_2(answer, ns):
+    from posym import theory
+
     vals = _seq(answer, 3, "three values of beta")
     return _wrong([f"n = {n}" for n, v in zip((17, 1000, 5000), vals)
-                   if not _close(_number(v, "beta"), float(ns["theory"].sufficient_beta(n, 2.0)), rel=1e-2)])
+                   if not _close(_number(v, "beta"), float(theory.sufficient_beta(n, 2.0)), rel=1e-2)])
 
 
 # -----------------------------------------------------------------------------
 # Pretrained language models
 
 @register("llm-1", '{"sym": "up" or "down", "pos": "up" or "down"}: how the median score over the layers moves from '
-          "skip=1 to skip=0", needs=("scores", "llm", "ad", "caps_live", "lm"))
+          "skip=1 to skip=0", needs=("ad", "caps_live", "lm"))
 def _llm_1(answer, ns):
+    from posym import llm, scores
+
     got = _mapping(answer, ("sym", "pos"), '{"sym": ..., "pos": ...}')
-    scores, llm = ns["scores"], ns["llm"]
     layers = list(range(0, ns["lm"].n_layers, 5))
     sub = {l: ns["caps_live"][l] for l in layers}
     prof = {s: llm.layer_profile(scores.scores_table(scores.score_captured(ns["ad"], sub, skip=s), layers))
@@ -342,10 +349,12 @@ def _llm_1(answer, ns):
 
 
 @register("llm-2", "the distance n - j at which the most positional head puts the most attention (an integer)",
-          needs=("scores", "ad", "caps_live", "heads"))
+          needs=("ad", "caps_live", "heads"))
 def _llm_2(answer, ns):
+    from posym import scores
+
     l, h = ns["heads"][0]
-    D = ns["scores"].attention_rows(ns["ad"], caps={l: ns["caps_live"][l]})[0][:, h]
+    D = scores.attention_rows(ns["ad"], caps={l: ns["caps_live"][l]})[0][:, h]
     want = int(D.mean(0).flip(0).argmax())
     return None if _integer(answer, "the distance") == want else "look at the mean attention by distance again"
 
