@@ -203,3 +203,101 @@ def test_the_committed_number_model_on_the_papers_figure_3a_prompt():
     m = R.match_summary(a, probe, "number")
     assert (m["index (first hop)"].iloc[1:4] > 0.75).all()
     assert (m["reflexive (plan)"].iloc[5:] > 0.9).all()
+
+
+# -----------------------------------------------------------------------------------------------
+# the page's helpers
+
+def test_listing1_renders_the_basic_functions():
+    md = R.listing1().data
+    assert md.startswith("```python\n") and md.rstrip().endswith("```")
+    for name in ("def _index_read", "def index", "def retrieval", "def reflexive"):
+        assert name in md
+
+
+def test_figure_1_rewriting_and_layer_plans():
+    rw = R.fig1_rewriting()
+    assert {name: (fn, h) for name, (fn, h, _) in rw.items()} == {"number": ("index", 4), "letter": ("retrieval", 4)}
+    steps = rw["number"][2]
+    assert list(steps.index) == ["input"] + [f"after {d} step(s)" for d in range(1, 5)]
+    assert steps.iloc[-1, -1] == "C"
+    assert len(R.fig1_rewriting_tables()) == 2
+    plans = R.layer_plans(6)
+    assert plans.shape == (8, 6) and plans.loc[("number", 3)].tolist() == ["ind"] * 3 + ["ref"] * 3
+    assert plans.loc[("letter", 1)].tolist()[:2] == ["ret", "ref"]
+
+
+def test_pick_chosen_prompts_and_report():
+    s = R.pick("number", 3, 1)
+    assert s.hops == 3 and s == R.pick(tasks.get_task("number"), 3, 1)
+    chosen = R.chosen_prompts(2, 0)
+    assert [c.hops for c in chosen.values()] == [2, 2]
+    assert R.prompts_text(chosen).splitlines()[0].startswith("number ")
+    h = F.resolution_depth(s.tokens, "index")
+    steps = F.rewrite(s.tokens, "index", h)
+    report = R.rewrite_report(s, steps).splitlines()
+    assert len(report) == h + 1 and report[-1] == f"{h} steps for a 3-hop prompt; answer {s.answer} (solver: {s.answer})"
+    assert R.rewrite_table(steps).shape == (h + 1, 17)
+
+
+def test_glued_sentences_and_tables_on_an_idealised_model(monkeypatch):
+    from posym import book
+
+    glued = {}
+    monkeypatch.setattr(book, "glue_md", glued.update)
+    probe = R.probe_prompts(40)
+    L = {"number": 6, "letter": 6}
+    argmax = {t: ideal_argmax(probe[t], t, L[t]) for t in ("number", "letter")}
+    where = {t: R.target_roles(argmax[t], probe[t]) for t in argmax}
+    match = R.match_tables(argmax, probe, where, L)
+    assert {"num_first_hop", "num_l0_sel", "let_l0_retr", "num_l4_self"} <= set(glued)
+    assert glued["let_l0_retr"] == "100%"  # the idealised Letter model reads where Retrieval does
+    assert len(R.match_display(match)) == 2 and len(R.where_tables(where)) == 2
+    R.reflexive_table(argmax, probe, L)
+    assert {"refl_copy_late", "refl_self_late"} <= set(glued)
+    classes = pd.DataFrame([{"task": t, "layer": l, "class": "symbolic", "seeds": "1/1"} for t in L for l in range(6)])
+    summary = R.layer_summary(match, classes, L)
+    assert len(summary) == 12 and summary["closest function"].notna().all()
+
+
+def test_flow_figures_and_tables(tiny_model):
+    s = R.pick("number", 2, 0)
+    vocab = tasks.get_task("number").vocab
+    flow = R.flow_table(tiny_model, s, vocab)
+    flows, chosen, n = {"number": flow, "letter": flow}, {"number": s, "letter": s}, {"number": 3, "letter": 3}
+    fig = R.plot_flows({"number": s}, flows, n)
+    assert fig.get_size_inches()[0] <= 7.5
+    assert len(R.chain_tables(flows, chosen)) == 2
+    read, weight = R.fig3a_tables(s, flow, "x")
+    assert "the model answers 'x'" in read.caption and weight.frame.shape[0] == len(s.chain)
+    s3a = sample_of("number", R.PAPER_ROLES["fig3a_prompt"])
+    glue = R.fig3a_glue(R.flow_table(tiny_model, s3a, vocab), s3a, 3)
+    assert set(glue) == {"f3a_pos8_L0", "f3a_pos10_L1", "f3a_last"} and glue["f3a_last"].startswith("L0: ")
+    plt.close("all")
+
+
+def test_scale_warning_only_below_the_paper_scale(monkeypatch):
+    from types import SimpleNamespace
+
+    from posym import book
+
+    monkeypatch.setattr(book, "glue_md", lambda values: None)
+    assert R.scale_warning(SimpleNamespace(scale="paper", n_prompts=300)) is None
+    assert "smoke" in R.scale_warning(SimpleNamespace(scale="smoke", n_prompts=100)).data
+
+
+@pytest.mark.skipif(not (PAPER / "number-s0" / "final.pt").exists(), reason="needs the committed paper runs")
+def test_committed_models_reproduce_the_committed_flow_traces(monkeypatch):
+    from posym import book
+
+    monkeypatch.setattr(book, "glue_md", lambda values: None)
+    trained = R.TrainedModels("paper", 1, 300, data_dir=REPO / "data")
+    assert trained.n_layers == {"number": 12, "letter": 12} and trained.workdir is None
+    pool = pd.read_parquet(PAPER / "number-s0" / "flow.parquet")["text"].unique()
+    chosen = {t: next(s for s in tasks.balanced_eval_set(t, 40, seed=0, split="test")
+                      if any(s.text() == x for x in pd.read_parquet(PAPER / f"{t}-s0" / "flow.parquet")["text"]))
+              for t in ("number", "letter")} if len(pool) else R.chosen_prompts(3, 0)
+    flows = trained.flows(chosen)  # asserts agreement with the committed traces
+    assert set(flows) == {"number", "letter"}
+    s3a, _, pred = trained.fig3a()
+    assert s3a.answer == "n" and pred == "n"

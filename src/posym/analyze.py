@@ -201,3 +201,46 @@ def final_analyses(run_dir: str | Path, device: str = "cpu", lengths=None, n_len
     out["flow"].insert(0, "text", out["flow"]["example"].map({i: s.text() for i, s in enumerate(ex)}))
     pio.atomic_write_table(run.path / "flow.parquet", out["flow"])
     return out
+
+
+# -----------------------------------------------------------------------------------------------
+# Reading a trained model's heads on a set of prompts
+
+@torch.no_grad()
+def attention_patterns(model, samples, vocab) -> torch.Tensor:
+    """Head-0 attention of every layer and query position: (N, L, T, T)."""
+    x, _, _ = to_tensors(samples, vocab)
+    names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.cfg.n_layer)]
+    model.eval()
+    _, cache = model.run_with_cache(x, names=names)
+    return torch.stack([cache[n][:, 0] for n in names], dim=1).float()
+
+
+def last_query_argmax(model, samples, vocab, batch_size: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """Arg-max key position and its weight for the last query of every layer: two arrays (N, L)."""
+    args, weights = [], []
+    for s in range(0, len(samples), batch_size):
+        p = attention_patterns(model, samples[s:s + batch_size], vocab)[:, :, -1]  # (n, L, T)
+        w, a = p.max(-1)
+        args.append(a.numpy())
+        weights.append(w.numpy())
+    return np.concatenate(args), np.concatenate(weights)
+
+
+@torch.no_grad()
+def scores_by_group(model, samples, vocab, layer: int, groups) -> pd.DataFrame:
+    """Positional and symbolic scores and normalised entropy of ``layer``'s head per prompt, averaged within
+    each value of ``groups`` (one label per sample).  Columns ``group, prompts, pos, sym, entropy_norm``."""
+    import math
+
+    from .metrics import layer_scores, residual_inputs
+
+    x, _, _ = to_tensors(samples, vocab)
+    model.eval()
+    resid = residual_inputs(model, x)[layer]
+    sc = layer_scores(model, layer, resid)
+    df = pd.DataFrame({"group": list(groups), "pos": sc.pos[:, 0].numpy(), "sym": sc.sym[:, 0].numpy(),
+                       "entropy_norm": sc.entropy[:, 0].numpy() / math.log(x.shape[1])})
+    out = df.groupby("group", sort=True).agg(prompts=("pos", "size"), pos=("pos", "mean"), sym=("sym", "mean"),
+                                             entropy_norm=("entropy_norm", "mean"))
+    return out.reset_index()

@@ -59,6 +59,7 @@ __all__ = [
     "index", "retrieval", "reflexive", "FUNCTIONS", "get_function",
     "reads", "ideal_attention", "is_terminal", "rewrite", "resolution_depth",
     "task_function", "layer_plan", "solve_by_rewriting", "match_rate", "match_table",
+    "selective_index_read", "selective_index_match", "index_target_kind",
 ]
 
 
@@ -340,4 +341,40 @@ def match_table(attn_argmax, seqs: Sequence[Seq], task, fns: Sequence[Fn | str] 
         f = get_function(f)
         name = next(k for k, v in FUNCTIONS.items() if v is f)
         out[name] = match_rate(a, plans, f, pos)
+    return out
+
+
+# -----------------------------------------------------------------------------------------------
+# selective Index: the content gate of Def. F.1, made visible
+
+def selective_index_read(seq: Seq, pos: int = -1) -> int:
+    """Where a head computing *selective* Index (Def. F.1 taken literally) reads from ``pos``: ``pos - i`` when
+    the number ``i`` there points at a letter (which is copied), and ``pos`` itself otherwise (the token is kept).
+
+    :func:`ideal_attention` reads ``pos - i`` in both cases; this variant makes the content-dependent gate
+    visible.
+    """
+    p = pos % len(seq)
+    if is_number(seq[p]):
+        q = p - int(seq[p])
+        if q >= 0 and not is_number(seq[q]):
+            return q
+    return p
+
+
+def selective_index_match(argmax, samples) -> np.ndarray:
+    """Per layer, the fraction of prompts whose last query attends where selective Index reads on the raw
+    prompt (:func:`selective_index_read`); ``argmax`` is (N, L)."""
+    a = np.asarray(argmax)
+    want = np.array([selective_index_read(s.tokens) for s in samples])
+    return (a == want[:, None]).mean(axis=0)
+
+
+def index_target_kind(samples) -> list[str]:
+    """For Number prompts: whether the query's own number points at a letter (the 1-hop prompts, where
+    selective Index copies it) or at another number (Index leaves the query as it is)."""
+    out = []
+    for s in samples:
+        q = len(s.tokens) - 1 - int(s.tokens[-1])
+        out.append("points at a letter" if q >= 0 and not is_number(s.tokens[q]) else "points at a number")
     return out

@@ -24,6 +24,8 @@ import pandas as pd
 import torch
 
 from .. import functions as F
+from ..analyze import attention_patterns, last_query_argmax, scores_by_group  # noqa: F401  (re-exported)
+from ..functions import index_target_kind, selective_index_match, selective_index_read  # noqa: F401
 from ..metrics import classify
 from ..spec import ChapterSpec, Param, Required, register
 
@@ -95,7 +97,7 @@ def draw_layer_grid(ax, rows: Sequence[Sequence[str]], arcs: pd.DataFrame, *, co
         for p, tok in enumerate(toks):
             on_focus = p == focus
             if tok:
-                ax.text(p, -r, tok, ha="center", va="center", fontsize=7.5 if len(tok) <= 2 else 6,
+                ax.text(p, -r, tok, ha="center", va="center", fontsize=9 if len(tok) <= 2 else 8,
                         fontweight="bold" if on_focus else "normal", zorder=5,
                         bbox=dict(boxstyle="circle,pad=0.25", fc="white", ec=color if on_focus else "#888888",
                                   lw=1.2 if on_focus else 0.6))
@@ -106,15 +108,15 @@ def draw_layer_grid(ax, rows: Sequence[Sequence[str]], arcs: pd.DataFrame, *, co
             for q in np.atleast_1d(qs):
                 ax.plot(q, -l, "o", ms=15, mfc="none", mec="black", mew=1.2, zorder=6)
     ax.set_yticks([-r for r in range(n_rows)])
-    ax.set_yticklabels(row_labels if row_labels is not None else [f"L{r}" for r in range(n_rows)], fontsize=7)
+    ax.set_yticklabels(row_labels if row_labels is not None else [f"L{r}" for r in range(n_rows)], fontsize=9)
     ax.set_xticks(range(T))
-    ax.set_xticklabels([str(p) for p in range(T)], fontsize=7)
+    ax.set_xticklabels([str(p) for p in range(T)], fontsize=9)
     ax.tick_params(length=0)
     ax.grid(False)
     for side in ("top", "right", "bottom", "left"):
         ax.spines[side].set_visible(False)
     if title:
-        ax.set_title(title, fontsize=9, loc="left")
+        ax.set_title(title, fontsize=10, loc="left")
     return drawn
 
 
@@ -144,29 +146,6 @@ def draw_rewriting(ax, seq: Sequence[str], task, n_layers: int | None = None, co
 
 # -----------------------------------------------------------------------------------------------
 # What trained heads do
-
-@torch.no_grad()
-def attention_patterns(model, samples, vocab) -> torch.Tensor:
-    """Head-0 attention of every layer and query position: (N, L, T, T)."""
-    from ..tasks import to_tensors
-
-    x, _, _ = to_tensors(samples, vocab)
-    names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.cfg.n_layer)]
-    model.eval()
-    _, cache = model.run_with_cache(x, names=names)
-    return torch.stack([cache[n][:, 0] for n in names], dim=1).float()
-
-
-def last_query_argmax(model, samples, vocab, batch_size: int = 200) -> tuple[np.ndarray, np.ndarray]:
-    """Arg-max key position and its weight for the last query of every layer: two arrays (N, L)."""
-    args, weights = [], []
-    for s in range(0, len(samples), batch_size):
-        p = attention_patterns(model, samples[s:s + batch_size], vocab)[:, :, -1]  # (n, L, T)
-        w, a = p.max(-1)
-        args.append(a.numpy())
-        weights.append(w.numpy())
-    return np.concatenate(args), np.concatenate(weights)
-
 
 def flow_table(model, sample, vocab) -> pd.DataFrame:
     """Arg-max attention of every query position in every layer for one prompt: rows ``layer, pos, read,
@@ -356,57 +335,396 @@ def class_summary(classes: pd.DataFrame) -> pd.DataFrame:
         .reset_index(drop=True)
 
 
-@torch.no_grad()
-def scores_by_group(model, samples, vocab, layer: int, groups: Sequence) -> pd.DataFrame:
-    """Positional and symbolic scores and normalised entropy of ``layer``'s head per prompt, averaged within
-    each value of ``groups`` (one label per sample).  Columns ``group, prompts, pos, sym, entropy_norm``."""
-    import math
+# -----------------------------------------------------------------------------------------------
+# The page: prompts, runs, tables, figures and glued sentences
 
-    from ..metrics import layer_scores, residual_inputs
-    from ..tasks import to_tensors
-
-    x, _, _ = to_tensors(samples, vocab)
-    model.eval()
-    resid = residual_inputs(model, x)[layer]
-    sc = layer_scores(model, layer, resid)
-    df = pd.DataFrame({"group": list(groups), "pos": sc.pos[:, 0].numpy(), "sym": sc.sym[:, 0].numpy(),
-                       "entropy_norm": sc.entropy[:, 0].numpy() / math.log(x.shape[1])})
-    out = df.groupby("group", sort=True).agg(prompts=("pos", "size"), pos=("pos", "mean"), sym=("sym", "mean"),
-                                             entropy_norm=("entropy_norm", "mean"))
-    return out.reset_index()
+TASKS = ("number", "letter")
+FIG1_PROMPTS = {"number": tuple("C B A 1 4 1 3 2 1".split()),
+                "letter": tuple("C2 B1 A3 FA EC DE HF GD IG".split())}
+FIG_WIDTH = 7.2  # inches: a figure at the book's column width keeps its text at the size it was set
 
 
-def selective_index_read(seq: Sequence[str], pos: int = -1) -> int:
-    """Where a head computing *selective* Index (Def. F.1 taken literally) reads from ``pos``: ``pos - i`` when
-    the number ``i`` there points at a letter (which is copied), and ``pos`` itself otherwise (the token is kept).
+def paper_tasks() -> dict:
+    """``{name: Task}`` for the paper's two tasks."""
+    from ..tasks import get_task
 
-    :func:`posym.functions.ideal_attention` reads ``pos - i`` in both cases; this variant makes the
-    content-dependent gate visible.
+    return {name: get_task(name) for name in TASKS}
+
+
+def _vocab(task: str):
+    from ..tasks import get_task
+
+    return get_task(task).vocab
+
+
+def params_line(cfg) -> str:
+    """The one-line summary of the chapter's parameters."""
+    return f"scale {cfg.scale!r}: " + ", ".join(f"{k}={v!r}" for k, v in cfg.params.items())
+
+
+def scale_warning(cfg):
+    """A warning (Markdown) that the sentences interpret the paper-scale models; ``None`` at the paper scale.
+
+    Also glues the scale (``scale_name``) and the number of probe prompts (``n_prompts_text``) for the captions.
     """
-    p = pos % len(seq)
-    if F.is_number(seq[p]):
-        q = p - int(seq[p])
-        if q >= 0 and not F.is_number(seq[q]):
-            return q
-    return p
+    from ..book import glue_md
+
+    glue_md({"scale_name": cfg.scale, "n_prompts_text": cfg.n_prompts})
+    scale = cfg.scale
+    if scale == "paper":
+        return None
+    from IPython.display import Markdown
+
+    return Markdown(
+        ":::{warning} Small scale\n"
+        f"This copy of the chapter was executed at the `{scale}` scale: its models are small and briefly "
+        "trained, and need not learn the tasks at all. The figures and tables are computed by the same code as at "
+        "the `paper` scale, but the sentences that interpret the trained models were written for the paper-scale "
+        "models (`make book` builds that version).\n:::")
 
 
-def selective_index_match(argmax: np.ndarray, samples) -> np.ndarray:
-    """Per layer, the fraction of prompts whose last query attends where selective Index reads on the raw
-    prompt (:func:`selective_index_read`)."""
-    a = np.asarray(argmax)
-    want = np.array([selective_index_read(s.tokens) for s in samples])
-    return (a == want[:, None]).mean(axis=0)
+def listing1():
+    """Paper 2's Listing 1 (the basic functions as pseudo-code), in our rendering: the source of
+    :func:`posym.functions.index`, :func:`~posym.functions.retrieval` and :func:`~posym.functions.reflexive`,
+    as a Markdown code block."""
+    import inspect
+
+    from IPython.display import Markdown
+
+    src = "\n\n".join(inspect.getsource(f).rstrip() for f in (F._index_read, F.index, F.retrieval, F.reflexive))
+    return Markdown(f"```python\n{src}\n```")
 
 
-def index_target_kind(samples) -> list[str]:
-    """For Number prompts: whether the query's own number points at a letter (the 1-hop prompts, where
-    selective Index copies it) or at another number (Index leaves the query as it is)."""
-    out = []
-    for s in samples:
-        q = len(s.tokens) - 1 - int(s.tokens[-1])
-        out.append("points at a letter" if q >= 0 and not F.is_number(s.tokens[q]) else "points at a number")
+def rewrite_table(steps: Sequence[Sequence[str]], name: str = "") -> pd.DataFrame:
+    """The sequences of :func:`posym.functions.rewrite`, one row per step (``input``, ``after 1 step(s)``...)."""
+    labels = [f"after {d} step(s)" if d else "input" for d in range(len(steps))]
+    return pd.DataFrame(steps, index=pd.Index(labels, name=name or "step"))
+
+
+def fig1_rewriting() -> dict:
+    """The paper's Figure 1 prompts rewritten by their task's function until the last token is resolved:
+    ``{task: (function name, steps needed, rewrite table)}``."""
+    out = {}
+    for name, prompt in FIG1_PROMPTS.items():
+        fn = F.task_function(name)
+        h = F.resolution_depth(prompt, fn)
+        out[name] = (fn.__name__, h, rewrite_table(F.rewrite(prompt, fn, h), fn.__name__))
     return out
+
+
+def fig1_rewriting_tables() -> list:
+    """:func:`fig1_rewriting` as one table per prompt, captioned with the function and the steps it needs."""
+    from ..display import table
+
+    return [table(steps, caption=f"{name}: {fn} resolves the last token in {h} steps", index=True)
+            for name, (fn, h, steps) in fig1_rewriting().items()]
+
+
+def layer_plans(n_layers: int = 12) -> pd.DataFrame:
+    """The function :func:`posym.functions.layer_plan` applies at each layer, for the first test prompt of
+    each task and hop count (first three letters of its name)."""
+    from ..tasks import balanced_eval_set
+
+    plans = {}
+    for name, task in paper_tasks().items():
+        for h in range(1, 5):
+            s = next(x for x in balanced_eval_set(task, 4, seed=0, split="test") if x.hops == h)
+            fns, _ = F.layer_plan(s.tokens, name, n_layers)
+            plans[(name, h)] = [f.__name__[:3] for f in fns]
+    return pd.DataFrame(plans, index=pd.Index([f"L{l}" for l in range(n_layers)], name="layer")).T \
+        .rename_axis(["task", "hops"])
+
+
+def pick(task, hops: int, k: int):
+    """The ``k``-th test prompt with ``hops`` hops (from the hop-balanced test prompts)."""
+    from ..tasks import balanced_eval_set
+
+    pool = balanced_eval_set(task, 4 * (k + 1), seed=0, split="test")
+    return [s for s in pool if s.hops == hops][k]
+
+
+def chosen_prompts(hops: int, example: int) -> dict:
+    """``{task: the example-th test prompt with hops hops}``: the prompts the chapter draws."""
+    return {name: pick(task, hops, example) for name, task in paper_tasks().items()}
+
+
+def prompts_text(chosen: dict) -> str:
+    """One line per chosen prompt: the task, the prompt with its answer, and its chain."""
+    return "\n".join(f"{name:6s} {s.text()}   chain {s.chain}" for name, s in chosen.items())
+
+
+def plot_rewriting(chosen: dict):
+    """Fig. 3C/D: each chosen prompt rewritten depth by depth by its task's function (:func:`draw_rewriting`)."""
+    import matplotlib.pyplot as plt
+
+    hops = max(s.hops for s in chosen.values())
+    fig, axes = plt.subplots(len(chosen), 1, figsize=(FIG_WIDTH, 2.0 * (hops + 2) + 0.5), squeeze=False)
+    for ax, (name, s) in zip(axes[:, 0], chosen.items()):
+        draw_rewriting(ax, s.tokens, name, title=f"{name.capitalize()}: {s.text()}")
+    return fig
+
+
+class TrainedModels:
+    """The chapter's trained models at a scale: the committed runs (``paper``), the runs shared with the
+    learning-dynamics chapter under ``_build/runs/teaching`` (``teaching``, trained there if missing) or
+    runs trained from scratch in a temporary folder (``smoke``).
+
+    ``root`` holds the runs (``<task>-s<seed>``), ``models`` the seed-0 final model of each task and
+    ``n_layers`` their depths (they may differ per task).  :meth:`cleanup` removes a temporary folder."""
+
+    def __init__(self, scale: str, n_seeds: int, n_prompts: int, data_dir=None):
+        import tempfile
+        from pathlib import Path
+
+        from .. import runs
+        from ..train import list_checkpoints, load_checkpoint
+
+        self.scale, self.seeds, self.workdir, self._tmp = scale, list(range(n_seeds)), None, None
+        if scale == "paper":  # the committed runs; final checkpoints of seed 0
+            self.root = Path(data_dir) / "paper"
+            paths = {name: self.root / f"{name}-s0" / "final.pt" for name in TASKS}
+        else:
+            if scale == "teaching":  # the runs of the learning-dynamics chapter, trained here if missing
+                self.root = runs.run_cache("teaching")
+            else:  # trained from scratch, in a temporary folder, on one thread
+                self._tmp = tempfile.TemporaryDirectory(prefix="posym-roles-")  # removed at exit at the latest
+                self.workdir = Path(self._tmp.name)
+                self.root = self.workdir / "runs"
+            runs.train_runs(self.root, scale, TASKS, self.seeds, n_prompts=n_prompts, final_only=True,
+                            jobs=2 if scale == "teaching" else 1)
+            paths = {name: list_checkpoints(self.root / f"{name}-s0")[-1][1] for name in TASKS}
+        self.models = {name: load_checkpoint(p)[0] for name, p in paths.items()}
+        self.n_layers = {name: m.cfg.n_layer for name, m in self.models.items()}
+
+    def describe(self) -> dict:
+        """``{task: "<layers> layers x <heads> head, d_model <d>"}``."""
+        return {name: f"{m.cfg.n_layer} layers x {m.cfg.n_head} head, d_model {m.cfg.d_model}"
+                for name, m in self.models.items()}
+
+    def final_scores(self) -> pd.DataFrame:
+        """The scores of every head at the last checkpoint of each run (the chapter's seeds)."""
+        from ..results import load_table
+
+        scores = load_table(self.root, "scores")
+        scores = scores[scores["seed"].isin(self.seeds)]
+        return scores[scores["step"] == scores.groupby(["task", "seed"])["step"].transform("max")]
+
+    def flows(self, chosen: dict) -> dict:
+        """``{task: flow_table}`` of the seed-0 model on the chosen prompt; at the paper scale, checked against
+        the committed flow traces (:meth:`check_committed_flow`)."""
+        flows = {name: flow_table(self.models[name], chosen[name], _vocab(name)) for name in TASKS}
+        self.check_committed_flow(flows, chosen)
+        return flows
+
+    def fig3a(self) -> tuple:
+        """The Number model on the paper's Figure 3A prompt (:func:`fig3a_flow`); glues :func:`fig3a_glue`."""
+        from ..book import glue_md
+
+        s3a, flow, pred = fig3a_flow(self.models["number"])
+        glue_md(fig3a_glue(flow, s3a, self.n_layers["number"]))
+        return s3a, flow, pred
+
+    def last_query_reads(self, n_prompts: int) -> tuple:
+        """``(probe, argmax, where)``: the hop-balanced test prompts per task (:func:`probe_prompts`), the arg-max
+        key of every layer's last query on them (``{task: (N, L) array}``) and :func:`target_roles`."""
+        probe = probe_prompts(n_prompts)
+        argmax = {name: last_query_argmax(self.models[name], probe[name], _vocab(name))[0] for name in TASKS}
+        where = {name: target_roles(argmax[name], probe[name]) for name in TASKS}
+        return probe, argmax, where
+
+    def classes(self, gamma: float) -> pd.DataFrame:
+        """:func:`class_summary` of the heads' classes at the last checkpoint, over the chapter's seeds."""
+        return class_summary(head_classes(self.final_scores(), gamma))
+
+    def check_committed_flow(self, flows: dict, chosen: dict) -> None:
+        """At the paper scale, assert that the committed flow traces (``flow.parquet``) agree with ``flows``
+        wherever they hold the same prompt (the same computation on the same model)."""
+        if self.scale != "paper":
+            return
+        for name in TASKS:
+            committed = pd.read_parquet(self.root / f"{name}-s0" / "flow.parquet")
+            for text in committed["text"].unique():
+                if text == chosen[name].text():
+                    c = committed[committed["text"] == text]
+                    assert (c["argmax_pos"].to_numpy() == flows[name]["read"].to_numpy().astype(int)).all()
+
+    def cleanup(self) -> None:
+        """Remove the temporary folder of runs trained from scratch (nothing otherwise)."""
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+def plot_flow(sample, flow: pd.DataFrame, task: str, n_layers: int, title: str | None = None):
+    """Fig. 3A/B for one model and prompt (:func:`draw_flow`), as a Figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(FIG_WIDTH, 0.55 * n_layers + 1.6))
+    draw_flow(ax, sample, flow, task, n_layers, title=title)
+    return fig
+
+
+def plot_flows(chosen: dict, flows: dict, n_layers: dict):
+    """Fig. 3A/B: the information flow of each task's model on its chosen prompt, one panel per task."""
+    import matplotlib.pyplot as plt
+
+    heights = [0.55 * n_layers[name] + 1.6 for name in chosen]
+    fig, axes = plt.subplots(len(chosen), 1, figsize=(FIG_WIDTH, sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, (name, s) in zip(axes[:, 0], chosen.items()):
+        draw_flow(ax, s, flows[name], name, n_layers[name], title=f"{name.capitalize()} model: {s.text()}")
+    return fig
+
+
+def chain_tables(flows: dict, chosen: dict) -> list:
+    """:func:`chain_trace` of each task's chosen prompt, as captioned tables."""
+    from ..display import table
+
+    return [table(chain_trace(flows[name], s), index=True,
+                  caption=f"{name}: position read by each chain position (rows: query first, answer last)")
+            for name, s in chosen.items()]
+
+
+def fig3a_tables(sample, flow: pd.DataFrame, pred: str) -> list:
+    """The Figure 3A prompt's chain trace: the position read and its attention weight, as two tables."""
+    from ..display import table
+
+    head = f"{sample.text()}  chain {sample.chain}; the model answers {pred!r}. "
+    return [table(chain_trace(flow, sample), caption=head + "Position read by each chain position", index=True),
+            table(chain_trace(flow, sample, value="weight").round(2), caption="Its attention weight", index=True,
+                  digits=2)]
+
+
+def fig3a_flow(model) -> tuple:
+    """The Number model on the paper's Figure 3A prompt: ``(sample, flow table, the model's answer)``."""
+    from ..tasks import Sample, get_task, to_tensors
+
+    task = get_task("number")
+    s3a = Sample(PAPER_ROLES["fig3a_prompt"], *task.solve(PAPER_ROLES["fig3a_prompt"]))
+    flow = flow_table(model, s3a, task.vocab)
+    x, _, _ = to_tensors([s3a], task.vocab)
+    with torch.no_grad():
+        pred = task.vocab.tokens[int(model(x, last_only=True)[0, -1].argmax())]
+    return s3a, flow, pred
+
+
+def fig3a_glue(flow: pd.DataFrame, sample, n_layers: int) -> dict:
+    """The glued readings of the Figure 3A flow: what position 8 reads in layer 0, position 10 in layer 1, and
+    the last token in layers 0-4."""
+    tr = chain_trace(flow, sample)
+    return {"f3a_pos8_L0": str(tr.iloc[3, 0]),
+            "f3a_pos10_L1": str(tr.iloc[2, 1] if n_layers > 1 else "n/a"),
+            "f3a_last": ", ".join(f"L{l}: {v}" for l, v in enumerate(tr.iloc[0, :5]))}
+
+
+def probe_prompts(n: int) -> dict:
+    """``{task: n hop-balanced test prompts}`` on which the heads are compared with the basic functions."""
+    from ..tasks import balanced_eval_set
+
+    return {name: balanced_eval_set(task, n, seed=0, split="test") for name, task in paper_tasks().items()}
+
+
+def plot_target_roles(where: dict):
+    """Heat maps of :func:`target_roles`, one per task: the fraction of prompts by where each layer's last
+    query attends."""
+    import matplotlib.pyplot as plt
+
+    n = max(w.shape[0] for w in where.values())
+    fig, axes = plt.subplots(1, len(where), figsize=(FIG_WIDTH, 0.32 * n + 2.4))
+    for ax, (name, w) in zip(axes, where.items()):
+        im = ax.imshow(w.to_numpy(), vmin=0, vmax=1, aspect="auto", cmap="cividis")
+        ax.set_xticks(range(w.shape[1]), w.columns, rotation=35, ha="right", fontsize=9)
+        ax.set_yticks(range(w.shape[0]), [f"L{l}" for l in range(w.shape[0])], fontsize=9)
+        for (i, j), v in np.ndenumerate(w.to_numpy()):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=9, color="white" if v < 0.5 else "black")
+        ax.set_title(f"{name.capitalize()} model", fontsize=10)
+        ax.grid(False)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="fraction of prompts")
+    return fig
+
+
+def where_tables(where: dict) -> list:
+    """:func:`target_roles` of each task's model as captioned tables (3 decimals)."""
+    from ..display import table
+
+    return [table(w.round(3), caption=f"{name} model: fraction of prompts by where the last query attends",
+                  index=True, digits=3) for name, w in where.items()]
+
+
+def match_tables(argmax: dict, probe: dict, where: dict, n_layers: dict) -> dict:
+    """``{task: match_summary}``, with the Number model's ``selective index`` match rate added; glues the
+    numbers of the sentences on the match rates (:func:`match_glue`)."""
+    from ..book import glue_md
+
+    match = {name: match_summary(argmax[name], probe[name], name) for name in TASKS}
+    match["number"]["selective index"] = selective_index_match(argmax["number"], probe["number"])
+    glue_md(match_glue(match, where, n_layers))
+    return match
+
+
+def match_display(match: dict) -> list:
+    """The match tables as captioned tables (3 decimals)."""
+    from ..display import table
+
+    return [table(m.round(3), caption=f"{name} model", index=True, digits=3) for name, m in match.items()]
+
+
+def reflexive_table(argmax: dict, probe: dict, n_layers: dict):
+    """The Number model's :func:`reflexive_split` as a table (3 decimals); glues :func:`reflexive_glue`."""
+    from ..book import glue_md
+    from ..display import table
+
+    split = reflexive_split(argmax["number"], probe["number"], "number")
+    glue_md(reflexive_glue(split, n_layers["number"]))
+    return table(split.round(3), caption="Number model, prompts in Reflexive: where the last query attends",
+                 index=True, digits=3)
+
+
+def match_glue(match: dict, where: dict, n_layers: dict) -> dict:
+    """The glued numbers of the sentences on the match rates (percentages)."""
+    mn, ml = match["number"], match["letter"]
+    nn, nl = n_layers["number"], n_layers["letter"]
+    return {
+        "num_first_hop": ", ".join(f"{v:.0%}" for v in mn["index (first hop)"].iloc[1:4]),
+        "num_refl_late": f"{mn['reflexive (plan)'].iloc[min(5, nn - 1):].min():.0%}",
+        "num_refl_chance": f"{mn['reflexive (plan) chance'].iloc[min(5, nn - 1):].mean():.0%}",
+        "num_l0_sel": f"{mn['selective index'].iloc[0]:.0%}",
+        "num_l0_index": f"{mn['index (plan)'].iloc[0]:.0%}",
+        "let_l0_retr": f"{ml['retrieval (plan)'].iloc[0]:.0%}",
+        "let_refl_late": f"{ml['reflexive (plan)'].iloc[min(4, nl - 1):].min():.0%}",
+        "index_chance": f"{mn['index (first hop) chance'].iloc[0]:.0%}",
+        "num_l4_index": f"{mn['index (first hop)'].iloc[min(4, nn - 1)]:.0%}",
+        "num_l4_self": f"{where['number']['query (self)'].iloc[min(4, nn - 1)]:.0%}",
+    }
+
+
+def reflexive_glue(split: pd.DataFrame, n_layers: int) -> dict:
+    """The glued numbers on how the Number model keeps the answer from layer 6 on."""
+    late = split.iloc[min(6, n_layers - 1):]
+    return {"refl_copy_late": f"{late['another copy'].min():.0%}", "refl_self_late": f"{late['itself'].max():.0%}"}
+
+
+def layer_summary(match: dict, classes: pd.DataFrame, n_layers: dict) -> pd.DataFrame:
+    """Per task and layer of the seed-0 models: the class (majority over seeds) and the closest basic function
+    with its match rate and skill."""
+    rows = []
+    for name in TASKS:
+        m = match[name]
+        c = classes[classes["task"] == name].set_index("layer")
+        for l in range(n_layers[name]):
+            rows.append({"task": name, "layer": l, "class": c.loc[l, "class"], "seeds": c.loc[l, "seeds"],
+                         "closest function": m.loc[l, "closest"], "match": m.loc[l, "match"],
+                         "skill": m.loc[l, "skill"]})
+    return pd.DataFrame(rows)
+
+
+def rewrite_report(sample, steps: Sequence[Sequence[str]]) -> str:
+    """For a rewriting of ``sample`` (:func:`posym.functions.rewrite`): one line per step listing the positions
+    that change, then the number of steps against the hop count, and the answer."""
+    lines = [f"step {d}: positions {[p for p in range(len(steps[d])) if steps[d][p] != steps[d - 1][p]]} change"
+             for d in range(1, len(steps))]
+    lines.append(f"{len(steps) - 1} steps for a {sample.hops}-hop prompt; answer {steps[-1][-1]} "
+                 f"(solver: {sample.answer})")
+    return "\n".join(lines)
 
 
 # -----------------------------------------------------------------------------
