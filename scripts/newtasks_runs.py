@@ -33,14 +33,16 @@ REPO = Path(__file__).resolve().parents[1]
 COPIED = ("config.json", "eval.csv", "train_log.csv", "scores.parquet", "prompts.json")
 
 
-def jobs_for(task: str, seeds: list[int]) -> list[tuple]:
+def jobs_for(task: str, seeds: list[int], weight_decays=None) -> list[tuple]:
     from posym.chapters.sorting import WEIGHT_DECAYS, variant
+
+    weight_decays = WEIGHT_DECAYS if weight_decays is None else weight_decays
 
     tasks = ("lego", "sorting", "lego_ordered") if task == "all" else tuple(task.split(","))
     out = []
     for t in tasks:
         if t == "sorting":
-            out += [("sorting", s, wd, f"{variant(wd)}-s{s}") for wd in WEIGHT_DECAYS for s in seeds]
+            out += [("sorting", s, wd, f"{variant(wd)}-s{s}") for wd in weight_decays for s in seeds]
         elif t in ("lego", "lego_ordered"):
             out += [(t, s, None, f"{t}-s{s}") for s in seeds]
         else:
@@ -137,6 +139,7 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=3, help="runs at a time (one thread each)")
     p.add_argument("--runs", default=str(REPO / "runs" / "newtasks"), help="training folders")
     p.add_argument("--data", default=str(REPO / "data"), help="where the packaged results go")
+    p.add_argument("--weight-decays", default=None, help="sorting only: comma-separated (default 0,0.1)")
     p.add_argument("--finish", action="store_true",
                    help="package runs whose training was stopped early (analysed at the checkpoints they have)")
     a = p.parse_args(argv)
@@ -147,7 +150,8 @@ def main(argv=None) -> int:
     if a.jobs < 1:
         p.error("--jobs must be at least 1")
     try:
-        jobs = jobs_for(a.task, seeds)
+        wds = None if a.weight_decays is None else [float(w) for w in a.weight_decays.split(",")]
+        jobs = jobs_for(a.task, seeds, wds)
     except ValueError as e:
         p.error(str(e))
     with ProcessPoolExecutor(max_workers=a.jobs) as ex:
