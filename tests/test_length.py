@@ -219,3 +219,43 @@ def test_static_margins_of_the_index_construction_are_exact():
             expect = 1 - max(math.cos((d - q) * theta) for d in range(n) if d != q)
             got = st[(st.prompt == i) & (st.length == n)].margin.iloc[0]
             assert got == pytest.approx(expect, abs=1e-9)
+
+
+# -----------------------------------------------------------------------------------------------
+# the page's tables and figures
+
+def _curves():
+    rows = []
+    for task in ("number", "letter"):
+        for seed, drop in ((0, 0.0), (1, 0.1)):
+            for L, a in zip((17, 100, 500, 1000), (1.0, 0.8, 0.5, 0.2)):
+                for hop in ("all", "1", "4"):
+                    rows.append({"task": task, "seed": seed, "length": L, "hop": hop, "accuracy": max(0, a - drop),
+                                 "n": 8})
+    return pd.DataFrame(rows)
+
+
+def test_page_tables_and_figures():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from posym.display import Table
+
+    curves = _curves()
+    summary = LG.length_summary(curves)
+    assert LC.small_scale_warning("paper") is None and "teaching" in LC.small_scale_warning("teaching").data
+    acc = LC.accuracy_table(summary)
+    assert isinstance(acc, Table)
+    assert list(acc.frame.columns) == ["length", "number (ours)", "number (paper)", "letter (ours)", "letter (paper)"]
+    assert list(acc.frame["length"]) == [100, 500, 1000]
+    assert acc.frame.set_index("length").loc[500, "letter (paper)"] == pytest.approx(PAPER_FIG5B["letter"][500])
+    assert "nan" not in repr(acc).lower()
+    brk = LC.break_summary(curves)
+    assert isinstance(brk, Table) and set(brk.frame["task"]) == {"number", "letter"}
+    for fig in (LC.plot_length_curves(summary), LC.plot_length_by_hop(summary)):
+        assert fig.get_size_inches()[0] <= 7.5
+        plt.close(fig)
+    data = LC.LengthData("smoke", curves, {}, 0)
+    assert "2 prompts" not in data.describe() and "8 prompts per length" in data.describe()
+    m = data.measured()
+    assert list(m) == ["number", "letter"] and list(m["number"]["length"]) == [17, 100, 500, 1000]
