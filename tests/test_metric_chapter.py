@@ -276,3 +276,36 @@ def test_curve_picks():
     assert mc.curve_picks(df, "index", k=1) == ["2"]
     assert mc.curve_picks(df, "partial_induction", zero_channel=True) == ["10+31"]
     assert mc.curve_picks(df, "retrieval", zero_channel=True) == []
+
+
+# -----------------------------------------------------------------------------------------------
+# the page's tables and figures
+
+def test_page_tables_and_figures():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from posym.display import Table
+
+    assert mc.small_scale_warning("paper") is None and "smoke" in mc.small_scale_warning("smoke").data
+    paths = mc.push_paths(0, n_steps=3)
+    assert set(paths["towards"]) == {"positional", "symbolic", "both"} and len(paths) == 9
+    ends = mc.push_ends_table(paths)
+    assert isinstance(ends, Table) and len(ends.frame) == 6
+    sweep = paper_like()
+    acc = mc.accuracy_table(sweep)
+    shown = mc.accuracy_display(acc)
+    assert shown.fold and len(shown.frame) == len(acc) and "nan" not in repr(shown).lower()
+    assert isinstance(mc.shape_table(sweep), Table) and mc.shape_table(sweep).fold
+    assert "agree" in mc.comparison_table(sweep).frame.columns
+    assert "best swept Index head here: k = 2" in mc.best_swept_index_head(acc)
+    settings, g = mc.sweep_settings(type("cfg", (), {"steps": 10, "eval_size": 64, "score_size": 8})())
+    assert settings.steps == 10 and len(g) == 32
+    ladder = mc.ladder_table(g, [2, "nope"], [10])
+    assert list(ladder.frame["spec"]) == ["2", "nope", "10"]
+    for fig in (mc.plot_push_paths(paths), mc.plot_accuracy_by_frequency(acc), mc.plot_position_curves(sweep, acc),
+                mc.plot_scores_by_frequency(acc)):
+        assert fig.get_size_inches()[0] <= 7.5 and len(fig.axes) == 3
+        plt.close(fig)
+    text = mc.example_prompts(0, n=1)
+    assert text.count("->") == 3

@@ -508,6 +508,333 @@ def curve_picks(df: pd.DataFrame, task: str, zero_channel: bool = False, k: int 
 
 
 # -----------------------------------------------------------------------------
+# The page: its steps, tables and figures
+
+TASK_TITLES = {"index": "Index", "retrieval": "Retrieval", "partial_induction": "Partial induction"}
+#: The toy heads of the page: prompts of T tokens (T - 1 keys and the query), heads of dimension D_HEAD.
+T, D_HEAD = 17, 16
+#: The query-weight scales of the random-model check (1 = the random model, 0 = W_Q = 0).
+WQ_SCALES = (1.0, 0.3, 0.1, 0.01, 0.0)
+
+
+def _table(df, **kw):
+    from ..display import table
+    return table(df, **kw)
+
+
+def _head_label(freq, zero_channel) -> str:
+    return ("NoPE" if freq < 0 else f"k={freq}") + (" + zero" if zero_channel else "")
+
+
+def use_one_thread() -> None:
+    """Run torch on one thread: the small models of this chapter run fastest so on a shared machine."""
+    torch.set_num_threads(1)
+
+
+def _glue(name: str, text) -> None:
+    from IPython.display import Markdown
+    from myst_nb import glue
+    glue(name, Markdown(str(text)), display=False)
+
+
+def small_scale_warning(scale: str):
+    """The warning shown at the ``smoke`` and ``teaching`` scales (a Markdown object), ``None`` at ``paper``."""
+    from IPython.display import Markdown
+    if scale == "paper":
+        return None
+    return Markdown(
+        ":::{warning} Small scale\n"
+        f"This copy of the chapter was executed at the `{scale}` scale: the canonical-task heads are trained "
+        "briefly, on few frequencies and one seed, and need not learn their tasks. The numbers below come from "
+        "these runs; the sentences between them describe what to look for. The `paper` scale reads the committed "
+        "sweep in `data/canonical/` (`make book` builds that version).\n:::")
+
+
+def push_paths(seed: int, sharpness: float = 20.0, n_steps: int = 21) -> pd.DataFrame:
+    """One sharp random toy head (query and keys drawn with ``seed``, the RoPE ladder of a ``D_HEAD``-dimensional
+    head) pushed towards positional, symbolic and both behaviours (:func:`push_path`, ``n_steps`` values of t
+    from 0 to 1)."""
+    _glue("seed_text", seed)
+    rng = np.random.default_rng(seed)
+    q0, keys0 = rng.standard_normal(D_HEAD) / math.sqrt(D_HEAD), rng.standard_normal((T, D_HEAD))
+    angles16 = rope_angles(D_HEAD).numpy()
+    ts = np.linspace(0, 1, n_steps)
+    return pd.concat([push_path(q0, keys0, angles16, sharpness=sharpness, ts=ts, towards=w)
+                      for w in ("positional", "symbolic", "both")], ignore_index=True)
+
+
+def push_ends_table(paths: pd.DataFrame):
+    """The scores at the two ends (t = 0 and t = 1) of every path of :func:`push_paths`, with the two sides of
+    the exclusion bound; the caption gives the largest ratio Var(lambda) / bound along the paths."""
+    ends = paths[paths["t"].isin([0.0, 1.0])]
+    worst = (paths["logit_var"] / paths["bound"]).max()
+    return _table(ends[["towards", "t", "pos", "sym", "entropy_norm", "logit_var", "bound"]].round(4),
+                  key_columns=["towards", "t"],
+                  digits={"t": 0, "pos": 4, "sym": 4, "entropy_norm": 4, "logit_var": 4, "bound": 4},
+                  caption=f"The toy head before (t = 0) and after (t = 1) the push; largest Var(λ) / bound along "
+                          f"the paths: {worst:.4f}")
+
+
+def plot_push_paths(paths: pd.DataFrame):
+    """The scores and the normalised entropy of the toy head along each push of :func:`push_paths` (one
+    panel per direction). Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    from ..plotting import COLORS
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 3.0), sharey=True)
+    for ax, (w, g) in zip(axes, paths.groupby("towards", sort=False)):
+        ax.plot(g["t"], g["pos"], color=COLORS["positional"], label=r"$s_{\rm pos}$")
+        ax.plot(g["t"], g["sym"], color=COLORS["symbolic"], label=r"$s_{\rm sym}$")
+        ax.plot(g["t"], g["entropy_norm"], color=COLORS["entropy"], ls="--", label="entropy / log T")
+        ax.set(title=f"towards {w}", xlabel="push t", ylim=(-0.03, 1.05))
+    axes[0].set_ylabel("score")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3)
+    return fig
+
+
+def random_prompts(n: int, seed: int, vocab_size: int = 64) -> torch.Tensor:
+    """``n`` random token prompts of ``T`` tokens (vocabulary ``vocab_size``), drawn with ``seed``."""
+    return torch.randint(0, vocab_size, (n, T), generator=torch.Generator().manual_seed(seed))
+
+
+def query_scaling_table(x: torch.Tensor, seed: int, scales: Sequence[float] = WQ_SCALES):
+    """Scores of a random two-layer model (:func:`random_model`) on the prompts ``x`` as its query weights are
+    scaled towards zero (``W_Q -> 0`` makes every logit 0: both positional and symbolic)."""
+    from ..metrics import model_scores, scores_table
+    rows = []
+    for eps in scales:
+        model = random_model(vocab_size=64, n_layer=2, d_model=32, seed=seed)
+        with torch.no_grad():
+            for blk in model.blocks:
+                blk.attn.q_proj.weight.mul_(eps)
+        tab = scores_table(model_scores(model, x), T=x.shape[1])
+        rows.append(tab.assign(W_Q_scale=eps)[["W_Q_scale", "layer", "pos", "sym", "entropy_norm"]])
+    out = pd.concat(rows).round(4)
+    return _table(out, key_columns=["W_Q_scale", "layer"], digits={"W_Q_scale": 2, "pos": 4, "sym": 4,
+                                                                    "entropy_norm": 4},
+                  caption="A random two-layer model with its query weights scaled by W_Q_scale")
+
+
+def random_heads_summary(Ms, heads: pd.DataFrame) -> str:
+    """Three lines about the random toy heads of :func:`random_toy_heads`: how many reach the corner (1, 1) and
+    how uniform they are, how many sharp heads get there, and the largest Var(lambda) / bound (glues the number
+    of heads for the figure caption)."""
+    _glue("n_heads_text", f"{len(heads):,}")
+    corner = heads[(heads["pos"] >= 0.9) & (heads["sym"] >= 0.9)]
+    sharp = heads[heads["entropy_norm"] < 0.9]
+    ratio = max(exclusion_terms(M)["logit_var"] / max(exclusion_terms(M)["bound"], 1e-300) for M in Ms)
+    return (f"{len(heads)} random heads; {len(corner)} have both scores >= 0.9, and their normalised entropy is "
+            f"at least {corner['entropy_norm'].min():.4f}\n"
+            f"{len(sharp)} heads have normalised entropy < 0.9; of these, "
+            f"{int(((sharp['pos'] >= 0.9) & (sharp['sym'] >= 0.9)).sum())} have both scores >= 0.9\n"
+            f"largest Var(lambda) / bound over all heads: {ratio:.4f}")
+
+
+def plot_random_heads(heads: pd.DataFrame):
+    """The random toy heads in the score plane, coloured by their normalised attention entropy. Returns the
+    Figure."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    sc = ax.scatter(heads["pos"], heads["sym"], c=heads["entropy_norm"], cmap="cividis", s=10, vmin=0, vmax=1)
+    fig.colorbar(sc, ax=ax, label="attention entropy / log T")
+    ax.set(xlabel=r"positional score $s_{\rm pos}$", ylabel=r"symbolic score $s_{\rm sym}$",
+           xlim=(-0.03, 1.03), ylim=(-0.03, 1.03))
+    return fig
+
+
+def fast_vs_rerun_table(check: pd.DataFrame, n_prompts: int):
+    """The scores of :func:`fast_vs_rerun` per layer, fast and re-run; the caption gives the largest
+    difference."""
+    worst = check[["max_diff_pos", "max_diff_sym"]].to_numpy().max()
+    text = "< 1e-6" if worst < 1e-6 else f"{worst:.1e}"
+    return _table(check[["layer", "pos_fast", "pos_rerun", "sym_fast", "sym_rerun"]].round(4),
+                  key_columns=["layer"], digits={c: 4 for c in ("pos_fast", "pos_rerun", "sym_fast", "sym_rerun")},
+                  caption=f"Fast metric against the re-run reference: max |fast − re-run| over {n_prompts} "
+                          f"prompts and both scores {text}")
+
+
+def example_prompts(seed: int, n: int = 2) -> str:
+    """``n`` decoded prompts of every canonical task (:func:`posym.canonical.generate`), one per line."""
+    lines = []
+    for task in C.TASKS:
+        b = C.generate(task, n, seed=seed)
+        lines.append(f"{task}  (vocabulary {C.vocab_size(task)}, chance {C.chance_level(task):.4f})")
+        for x, y in zip(b.x, b.y):
+            text, ans = decode_prompt(task, x, y)
+            lines.append(f"    {text}  ->  {ans}")
+    return "\n".join(lines)
+
+
+def ladder_table(g, specs: Sequence, pi_specs: Sequence):
+    """Angle and period of every swept single frequency (and NoPE)."""
+    ladder = pd.DataFrame([{"spec": str(s), "angle (rad/position)": 0.0 if s == "nope" else g[int(s)],
+                            "period (positions)": math.inf if s == "nope" else 2 * math.pi / g[int(s)]}
+                           for s in dict.fromkeys(list(specs) + list(pi_specs)) if s == "nope" or str(s).isdigit()])
+    return _table(ladder.round(4), key_columns=["spec"], digits={"angle (rad/position)": 4,
+                                                                 "period (positions)": 4},
+                  caption="The swept frequencies: angle per position and period")
+
+
+def sweep_settings(cfg) -> tuple[C.Settings, np.ndarray]:
+    """The training settings of the canonical-task heads (steps, held-out sizes of ``cfg``) and the angles
+    ``g_k`` of their 32 RoPE frequencies."""
+    settings = C.Settings(steps=cfg.steps, eval_size=cfg.eval_size, score_size=cfg.score_size)
+    return settings, C.angles(settings)
+
+
+def best_swept_index_head(acc: pd.DataFrame) -> str:
+    """One line: the best Index head of the sweep (:func:`accuracy_table`) and the frequencies swept."""
+    ix = acc[(acc["task"] == "index") & (acc["freq"] >= 0)]
+    best = ix.loc[ix["acc"].idxmax()]
+    return (f"best swept Index head here: k = {int(best['freq'])} (accuracy {best['acc']:.4f}); swept: "
+            f"{', '.join(str(int(f)) for f in ix['freq'])}")
+
+
+def canonical_sweep(cfg, settings: C.Settings) -> tuple[pd.DataFrame, str]:
+    """The canonical-task sweep at ``cfg.scale`` and a line saying where it comes from.
+
+    ``paper``: the committed sweep ``data/canonical/sweep.parquet`` restricted to the chapter's frequencies,
+    seeds and steps (:func:`select_sweep`); ``smoke``/``teaching``: trained here (:func:`sweep_jobs`,
+    :func:`posym.canonical.run_jobs`).
+    """
+    specs, pi_specs = parse_specs(cfg.freqs), parse_specs(cfg.pi_freqs)
+    seeds = list(range(cfg.seed, cfg.seed + cfg.n_seeds))
+    _glue("scale_text", cfg.scale)
+    _glue("seeds_text", f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} "
+                        f"({', '.join(map(str, seeds))})")
+    if cfg.scale == "paper":
+        sweep = select_sweep(pd.read_parquet(cfg.data_dir / "canonical" / "sweep.parquet"), specs, pi_specs,
+                             seeds, steps=cfg.steps)
+        return sweep, f"read {len(C.model_table(sweep))} trained heads from data/canonical/sweep.parquet"
+    jobs = sweep_jobs(specs, pi_specs, seeds, settings)
+    sweep = C.run_jobs(jobs)
+    return sweep, f"trained {len(jobs)} heads in {C.model_table(sweep)['train_s'].sum():.0f} s of training"
+
+
+def accuracy_display(acc: pd.DataFrame):
+    """:func:`accuracy_table` as a folded table, one row per head of the sweep."""
+    show = acc.assign(head=[_head_label(f, z) for f, z in zip(acc["freq"], acc["zero_channel"])])
+    cols = ["task", "head", "angle", "acc", "acc_min", "acc_max", "s_pos", "s_sym", "entropy_norm", "seeds"]
+    return _table(show[cols].round(4), key_columns=["task", "head"], digits={c: 4 for c in cols[2:-1]},
+                  fold=f"Every head of the sweep ({len(show)} rows): accuracy and scores, seed means")
+
+
+def _freq_order(acc: pd.DataFrame) -> list:
+    return sorted(set(acc["freq"]), key=lambda f: (f < 0, f))  # fastest first, NoPE last
+
+
+def plot_accuracy_by_frequency(acc: pd.DataFrame):
+    """Held-out accuracy against the one frequency a head may use, per task (one panel each): seed mean and
+    range, with and without the zero channel; dotted: chance. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    from ..plotting import COLORS, PALETTE
+    order = _freq_order(acc)
+
+    def xpos(freq):
+        return np.array([order.index(f) for f in np.atleast_1d(freq)])
+
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 3.2), sharey=True)
+    for ax, task in zip(axes, C.TASKS):
+        for zc, color, label in ((False, PALETTE[0], "one angle"), (True, PALETTE[2], "angle + zero channel")):
+            a = acc[(acc["task"] == task) & (acc["zero_channel"] == zc)]
+            if not len(a):
+                continue
+            x = xpos(a["freq"])
+            ax.plot(x, a["acc"], "o-", ms=4, color=color, label=label)
+            ax.fill_between(x, a["acc_min"], a["acc_max"], color=color, alpha=0.2, lw=0)
+        ax.axhline(C.chance_level(task), color=COLORS["neutral"], ls=":", lw=1)
+        _freq_ticks(ax, xpos(order), order)
+        ax.set(title=TASK_TITLES[task], xlabel="frequency index k", ylim=(0, 1.03))
+    axes[0].set_ylabel("held-out accuracy")
+    handles, labels = {}, {}
+    for ax in axes:
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(l, h)
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=2)
+    return fig
+
+
+def _freq_ticks(ax, x, freqs) -> None:
+    """Frequency labels on ``ax``: every label when there are few, else every other one (NoPE always)."""
+    labels = ["NoPE" if f < 0 else str(f) for f in freqs]
+    if len(labels) > 7:
+        labels = [l if (i % 2 == 0 or l == "NoPE") else "" for i, l in enumerate(labels)]
+    ax.set_xticks(x, labels)
+
+
+def plot_position_curves(sweep: pd.DataFrame, acc: pd.DataFrame):
+    """Held-out accuracy per answer position for a few heads of each task (:func:`curve_picks`), seed means;
+    dotted: chance. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    from ..plotting import COLORS
+    curves = C.position_curve(sweep)
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 3.9), sharey=True)
+    cmap = plt.get_cmap("cividis")
+    for ax, task in zip(axes, C.TASKS):
+        zc = task == "partial_induction" and bool(acc.loc[acc["task"] == task, "zero_channel"].any())
+        picks = curve_picks(sweep, task, zero_channel=zc)
+        for i, spec in enumerate(picks):
+            c = curves[(curves["task"] == task) & (curves["spec"] == spec) & (curves["zero_channel"] == zc)]
+            ax.plot(c["answer_pos"], c["accuracy"], "o-", ms=3, color=cmap(i / max(1, len(picks) - 1) * 0.9),
+                    label=_head_label(int(c["freq"].iloc[0]), zc))
+        ax.axhline(C.chance_level(task), color=COLORS["neutral"], ls=":", lw=1)
+        ax.set(title=TASK_TITLES[task], xlabel="answer position", ylim=(0, 1.03))
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, handlelength=1.2, columnspacing=0.8)
+    axes[0].set_ylabel("held-out accuracy")
+    return fig
+
+
+def shape_table(sweep: pd.DataFrame):
+    """:func:`posym.canonical.shape_summary` per head (task order, fastest frequency first), folded."""
+    shapes = C.shape_summary(sweep)
+    shapes = (shapes.assign(_t=shapes["task"].map(C.TASKS.index), _f=shapes["freq"].where(shapes["freq"] >= 0, 99))
+              .sort_values(["_t", "zero_channel", "_f"]))
+    out = shapes[["task", "spec", "ends", "middle", "ends_minus_middle"]].round(4)
+    return _table(out, key_columns=["task", "spec"], digits={c: 4 for c in ("ends", "middle", "ends_minus_middle")},
+                  fold=f"The shape of every head's accuracy curve ({len(out)} rows): ends, middle and their difference")
+
+
+def plot_scores_by_frequency(acc: pd.DataFrame):
+    """Accuracy beside the positional and symbolic scores of the trained heads against their frequency, per
+    task (partial induction with the zero channel when swept). Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    from ..plotting import COLORS
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 3.2), sharey=True)
+    for ax, task in zip(axes, C.TASKS):
+        zc = task == "partial_induction" and bool(acc.loc[acc["task"] == task, "zero_channel"].any())
+        a = acc[(acc["task"] == task) & (acc["zero_channel"] == zc)]
+        order = _freq_order(a)
+        x = np.array([order.index(f) for f in a["freq"]])
+        ax.plot(x, a["acc"], "o-", ms=4, color="black", label="accuracy")
+        ax.plot(x, a["s_pos"], "s--", ms=4, color=COLORS["positional"], label=r"$s_{\rm pos}$")
+        ax.plot(x, a["s_sym"], "^--", ms=4, color=COLORS["symbolic"], label=r"$s_{\rm sym}$")
+        _freq_ticks(ax, x, list(a["freq"]))
+        ax.set(title=TASK_TITLES[task] + (" + zero" if zc else ""), xlabel="frequency index k", ylim=(-0.03, 1.05))
+    axes[0].set_ylabel("accuracy / score")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3)
+    return fig
+
+
+def comparison_table(sweep: pd.DataFrame):
+    """:func:`paper_comparison` as a table (agree: yes / no / n/a)."""
+    comparison = paper_comparison(sweep)
+    comparison["agree"] = comparison["agree"].map({True: "yes", False: "no", None: "n/a"})
+    return _table(comparison, key_columns=[comparison.columns[0]],
+                  caption="Paper 1's claims about the canonical tasks beside this sweep")
+
+
+def difference_markdown(sweep: pd.DataFrame):
+    """:func:`difference_notes` as a Markdown list."""
+    from IPython.display import Markdown
+    notes = difference_notes(sweep)
+    return Markdown("Where this run differs from Paper 1's account (`posym.chapters.metric.difference_notes`):\n\n"
+                    + ("\n".join(f"* {n}" for n in notes) if notes else "* nothing beyond the table above."))
+
+
+# -----------------------------------------------------------------------------
 # The chapter's parameters
 
 _HOW = "python scripts/canonical_sweep.py  (about 25 min on one CPU thread; see data/canonical/README.md)"
