@@ -249,11 +249,11 @@ def test_compare_rules_and_final_classes():
     assert f["step"].unique().tolist() == [6750] and f["kind"].tolist() == ["mixed", "symbolic", "mixed"]
     tab = D.final_score_table(pd.concat([f, f.assign(seed=1)]))
     assert tab.loc[1, ("letter", "sym")] == "0.990 ± 0.000"
-    # models of different depth per task (the teaching scale): the missing layers read "—"
+    # models of different depth per task (the teaching scale): the missing layers are missing ("–" when shown)
     deeper = D.final_classes(make_traj("number", 0, {1: ("positional", 3000)}, n_layer=4), 0.1)
     tab = D.final_score_table(pd.concat([f, deeper]))
-    assert list(tab.index) == [0, 1, 2, 3] and tab.loc[3, ("letter", "pos")] == "—"
-    assert tab.loc[3, ("number", "pos")] != "—"
+    assert list(tab.index) == [0, 1, 2, 3] and pd.isna(tab.loc[3, ("letter", "pos")])
+    assert isinstance(tab.loc[3, ("number", "pos")], str)
 
 
 def test_layer_ranges_and_representative_layers():
@@ -399,3 +399,62 @@ def test_run_cache_is_under_the_build_folder():
     path = runs.run_cache("teaching")
     assert path == REPO / "_build" / "runs" / "teaching"
     assert not path.exists() or path.is_dir()
+
+
+# -----------------------------------------------------------------------------------------------
+# the page's helpers
+
+def test_cosine_and_sentences():
+    assert D.cosine([1, 0], [0, 1]) == 0.0 and D.cosine([0.89, 0.02], [0.90, 0.01]) == pytest.approx(0.99993, abs=1e-5)
+    assert D.selective_line(np.array([0.695, 0.1])).endswith("on 69.5% of the prompts")
+    ev, traj = paper_like(seeds=(0, 1))
+    line = D.criteria_line(ev, 0.9, 300)
+    assert "number: sequential in 2/2" in line and "letter: sequential in 0/2, together in 2/2" in line
+
+
+def test_scale_warning_and_claims_details(monkeypatch):
+    from types import SimpleNamespace
+
+    from posym import book
+
+    glued = {}
+    monkeypatch.setattr(book, "glue_md", glued.update)
+    assert D.scale_warning(SimpleNamespace(scale="paper", n_seeds=5)) is None
+    assert "teaching" in D.scale_warning(SimpleNamespace(scale="teaching", n_seeds=1)).data
+    assert glued == {"scale_name": "teaching", "n_seeds": 1}
+    ev, traj = paper_like(seeds=(0, 1))
+    claims = D.claims_table(ev, traj)
+    md = D.claims_details(claims).data
+    assert md.startswith("**Details behind the rows**") and glued["n_agree"].endswith(f"of {len(claims)}")
+
+
+@pytest.mark.skipif(not (REPO / "data" / "paper" / "number-s4" / "scores.parquet").exists(),
+                    reason="needs the committed paper runs")
+def test_runs_of_the_paper_scale_and_their_tables(monkeypatch):
+    from types import SimpleNamespace
+
+    from posym import book
+
+    glued = {}
+    monkeypatch.setattr(book, "glue_md", glued.update)
+    cfg = SimpleNamespace(scale="paper", data_dir=REPO / "data", n_seeds=2, n_prompts=8, threshold=0.9, ci="t", seed=0)
+    r = D.Runs(cfg)
+    assert r.n_layer == 12 and r.window == pytest.approx(0.05 * r.total_steps) and len(r.runs) == 4
+    s = r.summary()
+    assert len(s) == 4 and list(s.columns[:2]) == ["task", "seed"]
+    crit, summary = r.hop_tables()
+    assert len(crit) == 4 and summary.shape == (10, 3)
+    assert {"best_number", "t1_number", "spread_letter", "window", "threshold_pct", "paper_one_hop"} <= set(glued)
+    counts = r.last_counts()
+    assert list(counts.columns) == ["task", "seed"] + [f"γ = {g} {k}" for g in D.GAMMAS for k in ("positional", "symbolic")]
+    assert (counts["γ = 0.05 symbolic"] <= counts["γ = 0.1 symbolic"]).all()  # smaller γ: fewer pure heads
+    assert r.purity_matrix(0.1).shape == (4, 2 + 12) and len(r.purity_order(0.05)) == 4
+    changed = r.changed_rules(0.1)
+    assert "head" not in changed.columns and isinstance(glued["n_transient"], int)
+    assert r.final_scores().shape == (12, 4)
+    split, sel = r.layer0()
+    assert set(split["group"]) == {"points at a letter", "points at a number"} and len(sel) == 12
+    assert {"l0_sel", "l0_letter_pos", "l0_number_sym"} <= set(glued)
+    figs = [r.plot_accuracy(), r.plot_scores(), r.plot_all_layers("letter"), r.plot_purity(), r.plot_transients(changed)]
+    assert all(f is not None and f.get_size_inches()[0] <= 7.5 for f in figs)
+    plt.close("all")

@@ -221,11 +221,6 @@ def claims_table(eval_df: pd.DataFrame, traj: pd.DataFrame, gamma: float = 0.1, 
 # -----------------------------------------------------------------------------------------------
 # Figures
 
-def _task_color(task: str) -> str:
-    from ..plotting import task_color
-    return task_color(task)
-
-
 def plot_hop_accuracy(ax, eval_df: pd.DataFrame, task: str, level: float = 0.95, method: str = "t",
                       show_seeds: bool = True):
     """Fig. 2A for one task: validation accuracy per hop count and overall vs step, the mean over seeds with
@@ -249,7 +244,7 @@ def plot_hop_accuracy(ax, eval_df: pd.DataFrame, task: str, level: float = 0.95,
     best = best_steps(e)
     mb = float(best["best_step"].mean())
     ax.axvline(mb, color=COLORS["neutral"], ls=":", lw=1.5)
-    ax.text(mb, 0.02, f" best {mb:,.0f}", color=COLORS["neutral"], fontsize=8, va="bottom")
+    ax.text(mb, 0.02, f" best {mb:,.0f}", color=COLORS["neutral"], fontsize=9, va="bottom")
     ax.set(xlabel="training step", ylabel="validation accuracy", ylim=(-0.02, 1.02),
            title=f"{task.capitalize()} task ({n_seeds} seed{'s' if n_seeds != 1 else ''})")
     return mb
@@ -273,9 +268,9 @@ def plot_layer_scores(ax, traj: pd.DataFrame, task: str, layer: int, level: floa
     if best is not None:
         ax.axvline(best, color=COLORS["neutral"], ls=":", lw=1)
     ax.set_ylim(-0.05, 1.05)
-    ax.set_title(f"layer {layer}", fontsize=9)
+    ax.set_title(f"layer {layer}", fontsize=10)
     if legend:
-        ax.legend(fontsize=7, loc="center right")
+        ax.legend(fontsize=9, loc="center right")
 
 
 def plot_purity_counts(ax, counts: pd.DataFrame, events: pd.DataFrame, task: str, seed: int, gamma: float,
@@ -300,7 +295,7 @@ def plot_purity_counts(ax, counts: pd.DataFrame, events: pd.DataFrame, task: str
                 k += len(gs)
                 left = kind == "symbolic"  # symbolic labels left of the curve, positional ones right
                 ax.annotate(",".join(f"L{int(l)}" for l in gs["layer"]), (step, k), textcoords="offset points",
-                            xytext=(-3, 3) if left else (4, -9), ha="right" if left else "left", fontsize=7,
+                            xytext=(-3, 3) if left else (4, -9), ha="right" if left else "left", fontsize=9,
                             color=color)
     ax.set(xlabel="training step", ylabel="pure heads", title=f"{task.capitalize()} task, γ = {gamma}")
     ax.set_ylim(-0.3, max(1, c[list(KINDS)].to_numpy().max()) + 1.3)
@@ -345,7 +340,7 @@ def purity_matrix(events: pd.DataFrame, n_layer: int, group: Sequence[str] = ("t
 def final_score_table(final: pd.DataFrame) -> pd.DataFrame:
     """Scores at the last checkpoint as ``mean ± sd`` over seeds: index layer, columns (task, score).
 
-    The tasks' models may differ in depth (the teaching scale): a layer a task's model lacks reads ``—``."""
+    The tasks' models may differ in depth (the teaching scale): a layer a task's model lacks is missing (NaN)."""
     out = {}
     for task in [t for t in ("number", "letter") if t in set(final["task"])]:
         f = final[final["task"] == task].groupby("layer")
@@ -353,9 +348,352 @@ def final_score_table(final: pd.DataFrame) -> pd.DataFrame:
             m, sd = f[col].mean(), f[col].std(ddof=1)
             out[(task, col)] = pd.Series([f"{a:.3f} ± {b:.3f}" if not np.isnan(b) else f"{a:.3f}"
                                           for a, b in zip(m, sd)], index=m.index)
-    table = pd.DataFrame(out).fillna("—")
+    table = pd.DataFrame(out)  # a layer one task's model lacks stays missing ("–" in posym.display.table)
     table.index.name = "layer"
     return table
+
+
+# -----------------------------------------------------------------------------------------------
+# The page: the runs behind a scale, their tables, figures and glued sentences
+
+TASKS = ("number", "letter")
+FIG_WIDTH = 7.2  # inches: a figure at the book's column width keeps its text at the size it was set
+
+
+def params_line(cfg) -> str:
+    """The one-line summary of the chapter's parameters."""
+    return f"scale {cfg.scale!r}: " + ", ".join(f"{k}={v!r}" for k, v in cfg.params.items())
+
+
+def scale_warning(cfg):
+    """A warning (Markdown) that the sentences interpret the paper-scale runs; ``None`` at the paper scale.
+    Also glues the scale (``scale_name``) and the seed count (``n_seeds``) for the captions."""
+    from ..book import glue_md
+
+    glue_md({"scale_name": cfg.scale, "n_seeds": cfg.n_seeds})
+    if cfg.scale == "paper":
+        return None
+    from IPython.display import Markdown
+
+    return Markdown(
+        ":::{warning} Small scale\n"
+        f"This copy of the chapter was executed at the `{cfg.scale}` scale: its models are small and briefly "
+        "trained, and need not learn the tasks at all. The figures and tables are computed by the same code as at "
+        "the `paper` scale, but the sentences that interpret them were written for the paper-scale runs "
+        "(`make book` builds that version).\n:::")
+
+
+def cosine(a, b) -> float:
+    """The cosine of two vectors (the positional and symbolic scores compare 2-vectors this way)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def _fmt_step(x: float) -> str:
+    return "n/a" if np.isnan(x) else f"{x:,.0f}"
+
+
+class Runs:
+    """The chapter's runs at its scale, and everything the page computes from them.
+
+    ``paper``: the ten committed runs in ``data/paper``; ``teaching``: runs trained once into
+    ``_build/runs/teaching`` (:func:`posym.runs.run_cache`), shared with the head-roles chapter; ``smoke``: tiny
+    runs trained from scratch, in a temporary folder (removed when the kernel stops at the latest), on one
+    thread.  Holds ``ev`` (validation accuracy), ``traj`` (scores, entropy min-max normalised per layer),
+    ``best`` (:func:`best_steps`), ``n_layer``, ``total_steps`` and ``window`` (5 % of training).
+    """
+
+    def __init__(self, cfg):
+        import tempfile
+        from pathlib import Path
+
+        from .. import runs
+        from ..results import load_table
+
+        self.cfg = cfg
+        self.seeds = list(range(cfg.n_seeds))
+        self.ci = dict(level=0.95, method=cfg.ci)
+        self._tmp = None
+        if cfg.scale == "paper":  # the committed runs
+            self.root = Path(cfg.data_dir) / "paper"
+        elif cfg.scale == "teaching":  # trained once into _build/runs/teaching, shared with the head-roles chapter
+            self.root = runs.run_cache("teaching")
+            runs.train_runs(self.root, "teaching", TASKS, self.seeds, n_prompts=cfg.n_prompts, jobs=2)
+        else:  # trained from scratch every time, in a temporary folder, on one thread
+            self._tmp = tempfile.TemporaryDirectory(prefix="posym-dynamics-")
+            self.root = Path(self._tmp.name) / "runs"
+            runs.train_runs(self.root, cfg.scale, TASKS, self.seeds, n_prompts=cfg.n_prompts, threads=1)
+        keep = lambda df: df[df["seed"].isin(self.seeds)].reset_index(drop=True)  # noqa: E731
+        self.ev = keep(load_table(self.root, "eval"))
+        self.traj = minmax_per_layer(keep(load_table(self.root, "scores")), "entropy")
+        self.n_layer = int(self.traj["layer"].max()) + 1
+        self.total_steps = int(self.traj["step"].max())
+        self.window = 0.05 * self.total_steps
+        self.best = best_steps(self.ev)
+        self.mean_best = self.best.groupby("task")["best_step"].mean()
+        self.runs = sorted(set(zip(self.traj["task"], self.traj["seed"])))
+        self._purity: dict = {}
+
+    # --- the runs and their accuracy ------------------------------------------------------------
+    def summary(self) -> pd.DataFrame:
+        """One row per run: layers, steps, checkpoints, best step and accuracy, final accuracy."""
+        runs = self.best.assign(layers=self.n_layer, steps=self.total_steps,
+                                checkpoints=self.traj.groupby(["task", "seed"])["step"].nunique().to_numpy())
+        return runs[["task", "seed", "layers", "steps", "checkpoints", "best_step", "best_accuracy",
+                     "final_accuracy"]].round(4)
+
+    def hop_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``(criteria, summary)``: per run, whether the hops are learned one after another or together
+        (:func:`hop_criteria`), and per task and hop the mean first step at ``threshold`` with its interval.
+        Glues the numbers of the sentences on accuracy."""
+        from ..book import glue_md
+
+        hop_steps = hop_learning_steps(self.ev, self.cfg.threshold)
+        crit = hop_criteria(hop_steps, self.window)
+        summary = pd.DataFrame([
+            {"task": t, "hop": h, **dict(zip(["mean", "lo", "hi"], mean_ci(
+                hop_steps[(hop_steps["task"] == t) & (hop_steps["hop"] == h)]["step"], **self.ci)))}
+            for t in TASKS for h in ["1", "2", "3", "4", "all"]]).set_index(["task", "hop"])
+        glue_md(self._accuracy_glue(crit, summary))
+        return crit, summary
+
+    def _accuracy_glue(self, crit: pd.DataFrame, summary: pd.DataFrame) -> dict:
+        out = {}
+        best, mean_best = self.best, self.mean_best
+        for t in TASKS:
+            b = best[best["task"] == t]["best_step"]
+            c = crit[crit["task"] == t]
+            out[f"best_{t}"] = _fmt_step(mean_best[t])
+            out[f"paper_best_{t}"] = f"{PAPER[t]['best_step']:,}"
+            out[f"best_range_{t}"] = f"{_fmt_step(b.min())}–{_fmt_step(b.max())}"
+            out[f"sequential_{t}"] = f"{int(c['sequential'].sum())}/{len(c)}"
+            out[f"together_{t}"] = f"{int(c['together'].sum())}/{len(c)}"
+            out[f"spread_{t}"] = _fmt_step(mean_ci(c["spread"], **self.ci)[0])
+            for h in "1234":
+                out[f"t{h}_{t}"] = _fmt_step(summary.loc[(t, h), "mean"])
+            out[f"earlier_{t}"] = f"{1 - mean_best[t] / PAPER[t]['best_step']:.0%}"
+        out["window"] = f"{self.window:,.0f}"
+        out["threshold_pct"] = f"{self.cfg.threshold:.0%}"
+        out["paper_one_hop"] = f"{PAPER['number']['one_hop_step']:,}"
+        return out
+
+    def plot_accuracy(self):
+        """Fig. 2A: validation accuracy per hop count, one panel per task (:func:`plot_hop_accuracy`)."""
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH, 3.4), sharey=True)
+        for ax, task in zip(axes, TASKS):
+            plot_hop_accuracy(ax, self.ev, task, **self.ci)
+        axes[1].set_ylabel("")
+        axes[0].legend(loc="upper left", fontsize=9, ncol=1)
+        return fig
+
+    # --- scores ---------------------------------------------------------------------------------
+    def plot_scores(self):
+        """Fig. 2B: the scores and normalised entropy of representative layers, per task."""
+        import matplotlib.pyplot as plt
+
+        shown = representative_layers(self.n_layer)
+        fig, axes = plt.subplots(2, len(shown), figsize=(FIG_WIDTH, 5.2), sharex=True, sharey=True, squeeze=False)
+        for i, task in enumerate(TASKS):
+            for j, layer in enumerate(shown):
+                plot_layer_scores(axes[i, j], self.traj, task, layer, **self.ci, best=self.mean_best[task])
+                axes[i, j].set_title(f"{task.capitalize()}, layer {layer}", fontsize=10)
+            axes[i, 0].set_ylabel("score / entropy")
+        for ax in axes[-1]:
+            ax.set_xlabel("training step")
+        _thin_step_ticks(axes.flat)
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside upper center", ncol=3, fontsize=9)
+        return fig
+
+    def plot_all_layers(self, task: str):
+        """Fig. 6 for one task: the scores of every layer, three panels a row."""
+        import matplotlib.pyplot as plt
+
+        ncols = min(3, self.n_layer)
+        nrows = -(-self.n_layer // ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(FIG_WIDTH, 1.9 * nrows + 0.9), sharex=True, sharey=True,
+                                 squeeze=False)
+        for layer, ax in enumerate(axes.flat):
+            if layer >= self.n_layer:
+                ax.set_visible(False)
+                continue
+            plot_layer_scores(ax, self.traj, task, layer, **self.ci, best=self.mean_best[task])
+            ax.set_title(f"layer {layer}", fontsize=10)
+        _thin_step_ticks(axes.flat)
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside upper center", ncol=3, fontsize=9)
+        fig.supxlabel("training step", fontsize=10)
+        return fig
+
+    def final_scores(self) -> pd.DataFrame:
+        """:func:`final_score_table` at the paper's first tolerance."""
+        return final_score_table(final_classes(self.traj, gamma=GAMMAS[0]))
+
+    # --- purity ---------------------------------------------------------------------------------
+    def purity(self, gamma: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``(events, counts)`` at tolerance ``gamma``: :func:`posym.metrics.purity_events` and
+        :func:`posym.metrics.purity_counts` per run (cached)."""
+        from .. import metrics
+
+        if gamma not in self._purity:
+            self._purity[gamma] = (metrics.purity_events(self.traj, gamma, group=("task", "seed")),
+                                   metrics.purity_counts(self.traj, gamma, group=("task", "seed")))
+        return self._purity[gamma]
+
+    def last_counts(self) -> pd.DataFrame:
+        """Pure positional and symbolic heads at the last checkpoint, per run, at each of the paper's
+        tolerances (columns ``γ = <gamma> positional``...)."""
+        parts = {}
+        for g in GAMMAS:
+            counts = self.purity(g)[1]
+            parts[g] = counts[counts["step"] == self.total_steps].set_index(["task", "seed"])[["positional", "symbolic"]]
+        out = pd.concat(parts, axis=1, names=["γ"])
+        out.columns = [f"γ = {g} {kind}" for g, kind in out.columns]
+        return out.reset_index()
+
+    def plot_purity(self):
+        """Figs. 2C and 7: cumulative pure heads per task (columns) and tolerance (rows); run ``cfg.seed`` bold
+        and annotated with its layers."""
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(len(GAMMAS), 2, figsize=(FIG_WIDTH, 6.4), sharex=True)
+        for i, g in enumerate(GAMMAS):
+            events, counts = self.purity(g)
+            for j, task in enumerate(TASKS):
+                plot_purity_counts(axes[i, j], counts, events, task, self.cfg.seed, g)
+                if i < len(GAMMAS) - 1:
+                    axes[i, j].set_xlabel("")
+                if j:
+                    axes[i, j].set_ylabel("")
+        _thin_step_ticks(axes.flat)
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside upper center", ncol=2, fontsize=9)
+        return fig
+
+    def purity_matrix(self, gamma: float) -> pd.DataFrame:
+        """:func:`purity_matrix` of every run at ``gamma``."""
+        return purity_matrix(self.purity(gamma)[0], self.n_layer, runs=self.runs)
+
+    def purity_order(self, gamma: float) -> pd.DataFrame:
+        """:func:`purity_order` of every run at ``gamma``."""
+        return purity_order(self.purity(gamma)[0], runs=self.runs)
+
+    def changed_rules(self, gamma: float = 0.1) -> pd.DataFrame:
+        """The heads on which the first-purity and the settled rule disagree (:func:`compare_rules`); glues
+        ``n_transient``, the Letter heads first counted as positional."""
+        from ..book import glue_md
+
+        rules = compare_rules(self.traj, gamma)
+        changed = rules[(rules["first"] != rules["settled"])
+                        | (rules["first_step"].fillna(-1) != rules["settled_step"].fillna(-1))]
+        glue_md({"n_transient": int(((changed["first"] == "positional") & (changed["task"] == "letter")).sum())})
+        return changed.drop(columns="head")
+
+    def plot_transients(self, changed: pd.DataFrame):
+        """Up to four heads that change kind between their first purity and the end of training: their scores
+        and normalised entropy vs step.  When there is none, a printed line and a panel that says so."""
+        import matplotlib.pyplot as plt
+
+        from ..plotting import COLORS
+
+        flip = changed[(changed["first"] != changed["settled"]) & (changed["first"] != "—")].head(4)
+        if not len(flip):
+            print("no head changes kind between its first purity and the end of training")
+            fig, ax = plt.subplots(figsize=(FIG_WIDTH, 0.8))
+            ax.text(0.5, 0.5, "no head changes kind between its first purity and the end of training",
+                    ha="center", va="center", fontsize=10, color=COLORS["neutral"], transform=ax.transAxes)
+            ax.axis("off")
+            return fig
+        ncols = min(2, len(flip))
+        nrows = -(-len(flip) // ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(FIG_WIDTH, 2.6 * nrows + 0.5), squeeze=False, sharey=True)
+        for ax, (_, r) in zip(axes.flat, flip.iterrows()):
+            d = self.traj[(self.traj["task"] == r.task) & (self.traj["seed"] == r.seed) & (self.traj["layer"] == r.layer)]
+            ax.plot(d["step"], d["pos"], color=COLORS["positional"], label="$s_{POS}$")
+            ax.plot(d["step"], d["sym"], color=COLORS["symbolic"], label="$s_{SYM}$")
+            ax.plot(d["step"], d["entropy_minmax"], color=COLORS["entropy"], ls="--", label="entropy (min–max)")
+            for y in (0.1, 0.9):
+                ax.axhline(y, color=COLORS["neutral"], lw=0.6, ls=":")
+            ax.set(title=f"{r.task}, seed {r.seed}, layer {r.layer}", xlabel="training step")
+            ax.title.set_size(10)
+        for ax in axes.flat[len(flip):]:
+            ax.set_visible(False)
+        _thin_step_ticks(axes.flat)
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside upper center", ncol=3, fontsize=9)
+        return fig
+
+    # --- claims ---------------------------------------------------------------------------------
+    def claims(self) -> pd.DataFrame:
+        """:func:`claims_table` at γ = 0.1 and the chapter's threshold and interval."""
+        return claims_table(self.ev, self.traj, gamma=0.1, threshold=self.cfg.threshold, **self.ci)
+
+    # --- layer 0 of the Number model ------------------------------------------------------------
+    def layer0(self) -> tuple[pd.DataFrame, np.ndarray]:
+        """Layer 0 of the seed-0 Number model (the committed ``final.pt`` at the paper scale), on the chapter's
+        test prompts split by whether the query points at a letter: ``(scores by group, selective-Index match
+        rate per layer)``.  Glues the numbers quoted in the text."""
+        from ..analyze import last_query_argmax, scores_by_group
+        from ..book import glue_md
+        from ..functions import index_target_kind, selective_index_match
+        from ..tasks import balanced_eval_set, get_task
+        from ..train import list_checkpoints, load_checkpoint
+
+        task = get_task("number")
+        if self.cfg.scale == "paper":
+            final_pt = self.root / "number-s0" / "final.pt"
+        else:
+            final_pt = list_checkpoints(self.root / "number-s0")[-1][1]
+        model, _ = load_checkpoint(final_pt)
+        probe = balanced_eval_set(task, self.cfg.n_prompts, seed=0, split="test")
+        split = scores_by_group(model, probe, task.vocab, layer=0, groups=index_target_kind(probe))
+        argmax, _ = last_query_argmax(model, probe, task.vocab)
+        sel = selective_index_match(argmax, probe)
+        by_group = split.set_index("group")
+        values = {"l0_sel": f"{sel[0]:.0%}"}
+        for g, key in (("points at a letter", "letter"), ("points at a number", "number")):
+            for col in ("pos", "sym"):
+                values[f"l0_{key}_{col}"] = f"{by_group.loc[g, col]:.2f}" if g in by_group.index else "n/a"
+        glue_md(values)
+        return split, sel
+
+    def cleanup(self) -> None:
+        """Remove the temporary folder of runs trained from scratch (nothing otherwise)."""
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+def claims_details(claims: pd.DataFrame):
+    """The per-seed details behind the claims table, as Markdown; glues ``n_agree``."""
+    from IPython.display import Markdown
+
+    from ..book import glue_md
+
+    glue_md({"n_agree": f"{int(claims['agree'].sum())} of {len(claims)}"})
+    return Markdown("**Details behind the rows** (per-seed values):\n\n" + "\n".join(
+        f"* {r.task}, {r.claim}: {r.note}" for r in claims.itertuples() if r.note))
+
+
+def selective_line(sel) -> str:
+    """The sentence on how often layer 0 attends where selective Index reads (``sel``: match rate per layer)."""
+    return (f"layer 0 attends where selective Index reads (p - i if a letter is there, else itself) "
+            f"on {sel[0]:.1%} of the prompts")
+
+
+def criteria_line(eval_df: pd.DataFrame, threshold: float, window: float) -> str:
+    """For the exercise: with hops learned at ``threshold`` (:func:`hop_learning_steps`, :func:`hop_criteria`),
+    per task, in how many seeds the hops are sequential and together, and the mean spread of their first steps."""
+    crit = hop_criteria(hop_learning_steps(eval_df, threshold), window)
+    return "; ".join(
+        f"{t}: sequential in {int(g['sequential'].sum())}/{len(g)}, together in {int(g['together'].sum())}/{len(g)}, "
+        f"mean spread {mean_ci(g['spread'])[0]:,.0f} steps" for t, g in crit.groupby("task", sort=False))
+
+
+def _thin_step_ticks(axes) -> None:
+    """At most four step ticks per panel, so that the labels of narrow panels do not collide."""
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+        ax.tick_params(labelsize=9)
 
 
 # -----------------------------------------------------------------------------
