@@ -256,6 +256,38 @@ def test_profile_halves_and_correlation():
     assert c["heads"] == 8 and c["pearson r"] < -0.8
 
 
+
+def test_chapter_page_helpers_on_synthetic_scores():
+    """book/llm.md draws and tabulates through posym.chapters.llm; the helpers work on any scores table."""
+    import types
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from posym.chapters import llm as L
+    from posym.display import Table
+    from posym.spec import ParameterError
+
+    rng = np.random.default_rng(0)
+    pos = rng.uniform(0, 1, 24)
+    t = pd.DataFrame({"layer": np.repeat(np.arange(8), 3), "head": np.tile(np.arange(3), 8), "pos": pos,
+                      "sym": np.clip(1 - pos + rng.normal(0, 0.05, 24), 0, 1), "entropy_norm": 0.5})
+    near, ends = L.diagonal_shares(t)
+    assert 0.9 <= near <= 1 and 0 <= ends <= near
+    assert L.late_symbolic(t, 8)[1] == 4
+    assert isinstance(L.correlation_table(t, "toy"), Table) and isinstance(L.halves_table(t), Table)
+    ours = pd.DataFrame({"task": ["number", "number", "letter", "letter"], "length": [12, 48, 12, 48],
+                         "accuracy": [0.3, 0.1, 0.5, 0.4], "sd": 0.0, "chance": [0.1, 0.02, 0.1, 0.02]})
+    for f in (L.plot_score_maps(t), L.plot_layer_profile(t, 8), L.plot_score_scatter(t), L.plot_probe(ours, "toy")):
+        assert isinstance(f, plt.Figure) and f.get_size_inches()[0] <= 7.5
+        plt.close(f)
+    assert "toy number" in L.side_by_side(ours, [12, 48], "toy").frame.columns
+    with pytest.raises(ParameterError, match="smollm2"):
+        L.check_scale(types.SimpleNamespace(scale="paper", model="gemma3"))
+    L.check_scale(types.SimpleNamespace(scale="smoke", model="gemma3"))
+    assert L.all_frequency_scores(types.SimpleNamespace(scale="smoke")) is None
+
 # ---------------------------------------------------------------------------------------------
 # The real SmolLM2 (installed by make venv)
 # ---------------------------------------------------------------------------------------------

@@ -271,3 +271,26 @@ def table(df: pd.DataFrame, *, caption: str | None = None, key_columns: Sequence
     ``index``: show the index (as the first, key, columns).
     """
     return Table(df, caption=caption, key_columns=key_columns, digits=digits, fold=fold, index=index)
+
+
+def float_digits(df: pd.DataFrame, digits: int) -> dict[str, int]:
+    """``{column: digits}`` for the float columns of ``df`` (named as :func:`table` names them), to keep a
+    chosen number of decimals there while integer and text columns keep their own format:
+    ``table(df, digits=float_digits(df, 3))``."""
+    out = {}
+    for col in df.columns:
+        values = df[col]
+        if isinstance(values, pd.DataFrame) or not pd.api.types.is_float_dtype(values.dtype):
+            continue
+        finite = values.dropna()
+        if len(finite) and (finite == finite.round()).all() and (finite.abs() >= 2).any():
+            continue  # integers stored as floats (e.g. after a pivot with gaps)
+        name = " / ".join(str(c) for c in col if str(c) != "") if isinstance(col, tuple) else str(col)
+        out[name] = digits
+    return out
+
+
+def rounded_table(df: pd.DataFrame, decimals: int, **kwargs) -> Table:
+    """:func:`table` of ``df`` with its float columns shown to ``decimals`` places (what ``df.round(decimals)``
+    shows), integer and text columns in their own format; ``kwargs`` go to :func:`table`."""
+    return table(df.round(decimals), digits=float_digits(df, decimals), **kwargs)

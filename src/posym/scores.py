@@ -378,13 +378,16 @@ def frequency_table(results: list[LayerResult], layers: Sequence[int] | None = N
     return out
 
 
-def plot_heatmaps(table: pd.DataFrame, title: str = "", columns=("pos", "sym", "entropy_norm")):
-    """Layer x head heat maps of the scores (one panel per column); returns the figure."""
+def plot_heatmaps(table: pd.DataFrame, title: str = "", columns=("pos", "sym", "entropy_norm"),
+                  width: float | None = None):
+    """Layer x head heat maps of the scores (one panel per column); returns the figure. ``width``: the figure's
+    width in inches (default 4.6 per panel)."""
     import matplotlib.pyplot as plt
 
     names = {"pos": ("positional score", "Blues"), "sym": ("symbolic score", "Oranges"),
              "entropy_norm": ("normalised entropy", "Greys")}
-    fig, axes = plt.subplots(1, len(columns), figsize=(4.6 * len(columns), 3.4), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(columns), figsize=(width or 4.6 * len(columns), 3.4), squeeze=False,
+                             layout="constrained")
     for ax, col in zip(axes[0], columns):
         label, cmap = names.get(col, (col, "viridis"))
         grid = table.pivot(index="head", columns="layer", values=col)
