@@ -415,10 +415,10 @@ def test_cosine_and_sentences():
 def test_scale_warning_and_claims_details(monkeypatch):
     from types import SimpleNamespace
 
-    from posym import book
+    from posym import glue
 
     glued = {}
-    monkeypatch.setattr(book, "glue_md", glued.update)
+    monkeypatch.setattr(glue, "glue_md", glued.update)
     assert D.scale_warning(SimpleNamespace(scale="paper", n_seeds=5)) is None
     assert "teaching" in D.scale_warning(SimpleNamespace(scale="teaching", n_seeds=1)).data
     assert glued == {"scale_name": "teaching", "n_seeds": 1}
@@ -433,10 +433,10 @@ def test_scale_warning_and_claims_details(monkeypatch):
 def test_runs_of_the_paper_scale_and_their_tables(monkeypatch):
     from types import SimpleNamespace
 
-    from posym import book
+    from posym import glue
 
     glued = {}
-    monkeypatch.setattr(book, "glue_md", glued.update)
+    monkeypatch.setattr(glue, "glue_md", glued.update)
     cfg = SimpleNamespace(scale="paper", data_dir=REPO / "data", n_seeds=2, n_prompts=8, threshold=0.9, ci="t", seed=0)
     r = D.Runs(cfg)
     assert r.n_layer == 12 and r.window == pytest.approx(0.05 * r.total_steps) and len(r.runs) == 4

@@ -241,10 +241,10 @@ def test_pick_chosen_prompts_and_report():
 
 
 def test_glued_sentences_and_tables_on_an_idealised_model(monkeypatch):
-    from posym import book
+    from posym import glue
 
     glued = {}
-    monkeypatch.setattr(book, "glue_md", glued.update)
+    monkeypatch.setattr(glue, "glue_md", glued.update)
     probe = R.probe_prompts(40)
     L = {"number": 6, "letter": 6}
     argmax = {t: ideal_argmax(probe[t], t, L[t]) for t in ("number", "letter")}
@@ -279,18 +279,18 @@ def test_flow_figures_and_tables(tiny_model):
 def test_scale_warning_only_below_the_paper_scale(monkeypatch):
     from types import SimpleNamespace
 
-    from posym import book
+    from posym import glue
 
-    monkeypatch.setattr(book, "glue_md", lambda values: None)
+    monkeypatch.setattr(glue, "glue_md", lambda values: None)
     assert R.scale_warning(SimpleNamespace(scale="paper", n_prompts=300)) is None
     assert "smoke" in R.scale_warning(SimpleNamespace(scale="smoke", n_prompts=100)).data
 
 
 @pytest.mark.skipif(not (PAPER / "number-s0" / "final.pt").exists(), reason="needs the committed paper runs")
 def test_committed_models_reproduce_the_committed_flow_traces(monkeypatch):
-    from posym import book
+    from posym import glue
 
-    monkeypatch.setattr(book, "glue_md", lambda values: None)
+    monkeypatch.setattr(glue, "glue_md", lambda values: None)
     trained = R.TrainedModels("paper", 1, 300, data_dir=REPO / "data")
     assert trained.n_layers == {"number": 12, "letter": 12} and trained.workdir is None
     pool = pd.read_parquet(PAPER / "number-s0" / "flow.parquet")["text"].unique()

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import spec as _spec
+from .glue import glue_md  # noqa: F401  (re-exported: pages glue their text values with book.glue_md)
 from .results import data_dir, repo_root  # noqa: F401  (re-exported: chapters and scripts use book.data_dir)
 from .spec import (SCALE_HELP, SCALES, BadCase, ChapterSpec, Param, ParameterError,  # noqa: F401  (re-exported)
                    Required)
@@ -279,15 +280,6 @@ def runtime_note(chapter: str, path: Path | None = None):
     from IPython.display import Markdown
 
     return Markdown(runtime_table(chapter, path))
-
-
-def glue_md(values: Mapping[str, Any]) -> None:
-    """Glue every ``name: text`` of ``values`` as Markdown, for ``{glue:md}`name``` in the page's text."""
-    from IPython.display import Markdown
-    from myst_nb import glue
-
-    for name, text in values.items():
-        glue(name, Markdown(str(text)), display=False)
 
 
 # -----------------------------------------------------------------------------

@@ -368,7 +368,7 @@ def params_line(cfg) -> str:
 def scale_warning(cfg):
     """A warning (Markdown) that the sentences interpret the paper-scale runs; ``None`` at the paper scale.
     Also glues the scale (``scale_name``) and the seed count (``n_seeds``) for the captions."""
-    from ..book import glue_md
+    from ..glue import glue_md
 
     glue_md({"scale_name": cfg.scale, "n_seeds": cfg.n_seeds})
     if cfg.scale == "paper":
@@ -446,7 +446,7 @@ class Runs:
         """``(criteria, summary)``: per run, whether the hops are learned one after another or together
         (:func:`hop_criteria`), and per task and hop the mean first step at ``threshold`` with its interval.
         Glues the numbers of the sentences on accuracy."""
-        from ..book import glue_md
+        from ..glue import glue_md
 
         hop_steps = hop_learning_steps(self.ev, self.cfg.threshold)
         crit = hop_criteria(hop_steps, self.window)
@@ -580,7 +580,7 @@ class Runs:
     def changed_rules(self, gamma: float = 0.1) -> pd.DataFrame:
         """The heads on which the first-purity and the settled rule disagree (:func:`compare_rules`); glues
         ``n_transient``, the Letter heads first counted as positional."""
-        from ..book import glue_md
+        from ..glue import glue_md
 
         rules = compare_rules(self.traj, gamma)
         changed = rules[(rules["first"] != rules["settled"])
@@ -632,7 +632,7 @@ class Runs:
         test prompts split by whether the query points at a letter: ``(scores by group, selective-Index match
         rate per layer)``.  Glues the numbers quoted in the text."""
         from ..analyze import last_query_argmax, scores_by_group
-        from ..book import glue_md
+        from ..glue import glue_md
         from ..functions import index_target_kind, selective_index_match
         from ..tasks import balanced_eval_set, get_task
         from ..train import list_checkpoints, load_checkpoint
@@ -665,7 +665,7 @@ def claims_details(claims: pd.DataFrame):
     """The per-seed details behind the claims table, as Markdown; glues ``n_agree``."""
     from IPython.display import Markdown
 
-    from ..book import glue_md
+    from ..glue import glue_md
 
     glue_md({"n_agree": f"{int(claims['agree'].sum())} of {len(claims)}"})
     return Markdown("**Details behind the rows** (per-seed values):\n\n" + "\n".join(

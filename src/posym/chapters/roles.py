@@ -367,7 +367,7 @@ def scale_warning(cfg):
 
     Also glues the scale (``scale_name``) and the number of probe prompts (``n_prompts_text``) for the captions.
     """
-    from ..book import glue_md
+    from ..glue import glue_md
 
     glue_md({"scale_name": cfg.scale, "n_prompts_text": cfg.n_prompts})
     scale = cfg.scale
@@ -518,7 +518,7 @@ class TrainedModels:
 
     def fig3a(self) -> tuple:
         """The Number model on the paper's Figure 3A prompt (:func:`fig3a_flow`); glues :func:`fig3a_glue`."""
-        from ..book import glue_md
+        from ..glue import glue_md
 
         s3a, flow, pred = fig3a_flow(self.models["number"])
         glue_md(fig3a_glue(flow, s3a, self.n_layers["number"]))
@@ -653,7 +653,7 @@ def where_tables(where: dict) -> list:
 def match_tables(argmax: dict, probe: dict, where: dict, n_layers: dict) -> dict:
     """``{task: match_summary}``, with the Number model's ``selective index`` match rate added; glues the
     numbers of the sentences on the match rates (:func:`match_glue`)."""
-    from ..book import glue_md
+    from ..glue import glue_md
 
     match = {name: match_summary(argmax[name], probe[name], name) for name in TASKS}
     match["number"]["selective index"] = selective_index_match(argmax["number"], probe["number"])
@@ -670,7 +670,7 @@ def match_display(match: dict) -> list:
 
 def reflexive_table(argmax: dict, probe: dict, n_layers: dict):
     """The Number model's :func:`reflexive_split` as a table (3 decimals); glues :func:`reflexive_glue`."""
-    from ..book import glue_md
+    from ..glue import glue_md
     from ..display import table
 
     split = reflexive_split(argmax["number"], probe["number"], "number")
