@@ -44,11 +44,12 @@ from .spec import (SCALE_HELP, SCALES, BadCase, ChapterSpec, Param, ParameterErr
                    Required)
 
 #: The one line that installs the pinned stack where ``posym`` is missing (e.g. Google Colab).
-#: Every chapter's setup cell runs exactly this line (``tests/test_book.py`` checks it).
-#: ``github.com/posym/posym`` is a placeholder organisation until the repository is published.
-REPO_URL = "https://github.com/posym/posym"
+#: Every chapter's setup cell runs exactly this line (``tests/test_book.py`` checks it). The repository URL
+#: is written once, as ``repository.url`` in ``_config.yml``; the pages say ``@REPO_URL@`` and the book build
+#: and ``make notebooks`` fill it in (:func:`posym.results.repo_url` reads it).
+REPO_URL_MARKER = "@REPO_URL@"
 COLAB_INSTALL = (
-    f"git clone -q --depth 1 {REPO_URL} posym-src && "
+    f"git clone -q --depth 1 {REPO_URL_MARKER} posym-src && "
     "pip install -q -r posym-src/requirements.txt && pip install -q --no-deps -e posym-src"
 )
 

@@ -188,10 +188,14 @@ def _read_back(folder: Path, model, task_obj):
 
 def _readme(task, step, train_cfg, mc, n_positions, name, s, answer) -> str:
     prompt = " ".join(s.tokens)
+    from .results import repo_url
+
     verdict = "the right answer" if answer == s.answer else f"the task's answer is {s.answer}"
+    url = repo_url()
+    posym = f"[posym]({url})" if url else "posym"
     return f"""# posym `{task}` model ({name})
 
-A GPT-J-style Transformer trained from scratch by [posym](https://github.com/posym/posym) on the
+A GPT-J-style Transformer trained from scratch by {posym} on the
 **{task}** task of Urrutia et al., *Positional versus Symbolic Attention Heads* (arXiv:2605.31558):
 {mc.n_layer} layers x {mc.n_head} head, d_model {mc.d_model}, MLP {mc.d_mlp}, RoPE on {mc.rotary_dim} dims
 (base 10000). Checkpoint step: {step}; training seed: {train_cfg.get('seed')}; {train_cfg.get('steps')} steps.

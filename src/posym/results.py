@@ -42,6 +42,19 @@ def repo_root() -> Path | None:
     return None
 
 
+def repo_url(root: Path | None = None) -> str | None:
+    """The repository URL, ``repository.url`` of the checkout's ``_config.yml`` (the one place it is written);
+    ``None`` outside a checkout."""
+    import re
+
+    root = root if root is not None else repo_root()
+    cfg = (root / "_config.yml") if root is not None else None
+    if cfg is None or not cfg.is_file():
+        return None
+    m = re.search(r"^repository:\s*\n(?:[ \t]+.*\n)*?[ \t]+url:\s*(\S+)", cfg.read_text(), flags=re.M)
+    return m.group(1).strip("\"'").rstrip("/") if m else None
+
+
 def data_dir() -> Path:
     """Where committed results live: ``$POSYM_DATA_DIR``, else ``data/`` of :func:`repo_root`."""
     env = os.environ.get("POSYM_DATA_DIR")
