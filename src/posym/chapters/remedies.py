@@ -368,23 +368,29 @@ def _curve(acc: pd.DataFrame, task: str, remedy: str) -> pd.DataFrame:
 def break_table(res: dict, thresholds=(0.9, 0.5)) -> pd.DataFrame:
     """Per task and remedy: measured break lengths (accuracy first below each threshold, interpolated in log-length;
     NaN: never within the lengths tried), the break predicted from 17-token prompts under the remedied rotation,
-    and the accuracy at the longest length."""
+    and the accuracy at the longest length.  Only the lengths every curve reached are used, so that the remedies are
+    compared on the same lengths (``longest tried`` says how far each curve goes)."""
     rows = []
     acc, pred = res["accuracy"], res["predicted"]
+    a = acc[acc["hop"] == "all"]
+    common = min(int(g["length"].max()) for _, g in a.groupby(["task", "remedy"])) if len(a) else 0
     for task in TASKS:
         for remedy in INFERENCE_REMEDIES:
-            g = _curve(acc, task, remedy)
-            if g.empty:
+            full = _curve(acc, task, remedy)
+            if full.empty:
                 continue
-            p = pred[(pred["task"] == task) & (pred["remedy"] == remedy)].sort_values("length")
+            g = full[full["length"] <= common]
+            p = pred[(pred["task"] == task) & (pred["remedy"] == remedy) & (pred["length"] <= common)]
+            p = p.sort_values("length")
             row = {"task": task, "remedy": LABELS[remedy]}
             for thr in thresholds:
                 b = LG.break_length(g["length"], g["accuracy"], thr)
                 row[f"break {thr:g}"] = np.nan if b is None else round(b)
                 q = LG.break_length(p["length"], p["kept_static"], thr) if len(p) else None
                 row[f"predicted {thr:g}"] = np.nan if q is None else round(q)
-            Lmax = int(g["length"].max())
-            row[f"accuracy at {Lmax:,}"] = float(g["accuracy"].iloc[-1])
+            at = g[g["length"] == common]["accuracy"]  # the longest length every curve reached
+            row[f"accuracy at {common:,}"] = float(at.iloc[0]) if len(at) else np.nan
+            row["longest tried"] = int(full["length"].max())
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -460,8 +466,8 @@ def answers(res: dict) -> dict[str, str]:
                                       + f" ({int(res['accuracy']['n'].max())} prompts per length).")
         finite = b["break 0.5"].dropna()
         if not np.isfinite(base):
-            out[f"{task}_best"] = ("the untreated model stays above one half at every length tried, so there is no "
-                                   "break to move; " + out.get(f"{task}_longest", ""))
+            out[f"{task}_best"] = ("the untreated model stays above one half at every length the remedies share, so "
+                                   "there is no break to move. " + out.get(f"{task}_longest", "").rstrip("."))
         else:
             best = b["break 0.5"].fillna(np.inf).idxmax()
             out[f"{task}_best"] = (f"the latest break is {best}'s ({_fmt_len(b.loc[best, 'break 0.5'])}, untreated "
@@ -476,9 +482,17 @@ def answers(res: dict) -> dict[str, str]:
             out["number_verdict"] = ("**No remedy at inference moves the Number model's break by more than a "
                                      "quarter: a negative result.**")
         elif not far:
+            a = nb[acc_col[0]] if acc_col else None
+            tail = ""
+            if a is not None:
+                beat = [r for r in a.index if r != LABELS["none"] and a[r] > a[LABELS["none"]]]
+                tail = (f" At {acc_col[0].replace('accuracy at ', '')} tokens "
+                        + ("no remedy is more accurate than the untreated model." if not beat else
+                           f"{', '.join(beat)} {'is' if len(beat) == 1 else 'are'} more accurate than the untreated "
+                           f"model."))
             out["number_verdict"] = (f"**{', '.join(better)} move{'s' * (len(better) == 1)} the Number model's break "
-                                     f"later, but by less than a factor of four; no remedy rescues the positional "
-                                     f"model** (at the longest lengths every curve is near zero).")
+                                     f"later, but by less than a factor of four: no remedy rescues the positional "
+                                     f"model.**" + tail)
         else:
             out["number_verdict"] = f"**{', '.join(far)} move{'s' * (len(far) == 1)} the Number break by more than 4x.**"
     d = bt.dropna(subset=["break 0.5", "predicted 0.5"])
@@ -489,6 +503,18 @@ def answers(res: dict) -> dict[str, str]:
     else:
         out["pred_within2"], out["pred_late"] = "none", "none"
     out["pred_pairs"] = str(len(bt))
+    longest = bt["longest tried"] if "longest tried" in bt else pd.Series(dtype=int)
+    common = [c for c in bt.columns if c.startswith("accuracy at")]
+    if len(longest) and longest.nunique() > 1:
+        extra = bt[longest > longest.min()]
+        out["coverage_text"] = (f"The break lengths compare the remedies on the lengths they all reached (up to "
+                                f"{int(longest.min()):,} tokens). Longer prompts were evaluated only for "
+                                + ", ".join(f"{r['task']} {r['remedy']} (to {int(r['longest tried']):,})"
+                                            for _, r in extra.iterrows())
+                                + ": the CPU time of the shared machine did not allow the other remedies at the "
+                                  "longest lengths.")
+    else:
+        out["coverage_text"] = "Every remedy was evaluated at the same lengths."
     out["classes_text"] = _classes_text(res)
     out["theory_text"] = _theory_text(res)
     out["training_text"] = _training_text(res)
@@ -518,8 +544,9 @@ def _classes_text(res: dict) -> str:
         npos = [int((g[g["remedy"] == r]["cls"] == "P").sum()) for r in INFERENCE_REMEDIES if r in set(g["remedy"])]
         nuni = int((g["cls"] == "U").sum())
         parts.append(f"**{task.capitalize()} model at {L:,} tokens** (layers by class): " + "; ".join(items) + ". "
-                     f"Positional layers: {min(npos)} to {max(npos)} under the remedies; near-uniform heads: "
-                     f"{nuni} in all.")
+                     + (f"Positional layers: {min(npos)} to {max(npos)} under the remedies; " if max(npos) else
+                        "No positional layer under any remedy; ")
+                     + f"near-uniform heads: {nuni} in all.")
     return " ".join(parts)
 
 
