@@ -374,60 +374,64 @@ def least_frequent_rates(va: dict) -> pd.DataFrame:
 
 def tables(au: Audit) -> dict:
     """Every table the page shows, as ``posym.display.table`` objects, by name (in page order)."""
-    from ..display import table
+    from ..display import rounded_table, table
 
     out = {}
     head = headline_regularities(au.stats, split="test")
-    out["headline"] = table(head[["task", "statistic", "regularity", "rate", "ci_lo", "ci_hi", "null", "rate / null"]]
-                            .round(4), key_columns=["task", "statistic"],
-                            caption="The Letter generator's regularities on the test split (95 % Wilson intervals)")
+    out["headline"] = rounded_table(
+        head[["task", "statistic", "regularity", "rate", "ci_lo", "ci_hi", "null", "rate / null"]], 4,
+        key_columns=["task", "statistic"],
+        caption="The Letter generator's regularities on the test split (95 % Wilson intervals)")
     info = number_information(au.stats)
-    out["information"] = table(info[["feature", "target", "mi_bits", "mi_bits_shuffled", "target_entropy_bits",
-                                     "accuracy", "majority_accuracy"]].round(4), key_columns=["feature", "target"],
-                               caption="Number task: what one feature tells about the hop count and the answer "
-                                       "position (test split)")
-    out["into"] = table(number_offchain_into_target(au.stats["number_instructions"], split="test").round(4),
-                        index=True, fold="Off-chain instructions that point into the target window, per position")
+    out["information"] = rounded_table(
+        info[["feature", "target", "mi_bits", "mi_bits_shuffled", "target_entropy_bits", "accuracy",
+              "majority_accuracy"]], 4, key_columns=["feature", "target"],
+        caption="Number task: what one feature tells about the hop count and the answer position (test split)")
+    out["into"] = rounded_table(number_offchain_into_target(au.stats["number_instructions"], split="test"), 4,
+                                index=True,
+                                fold="Off-chain instructions that point into the target window, per position")
     mult = answer_multiplicity(au.stats)
-    out["multiplicity"] = table(mult[["task", "statistic", "rate", "ci_lo", "ci_hi", "null_rate"]].round(4),
-                                key_columns=["task", "statistic"], caption="The answer's letter repeated in the window")
+    out["multiplicity"] = rounded_table(mult[["task", "statistic", "rate", "ci_lo", "ci_hi", "null_rate"]], 4,
+                                        key_columns=["task", "statistic"],
+                                        caption="The answer's letter repeated in the window")
     between, within = duplicate_summary(au.dups)
     out["dup_between"] = table(between, index=True, caption="Prompts also in another split")
     out["dup_within"] = table(within, index=True, caption="Repeated prompts within a split")
     for task in TASKS:
-        out[f"solvers_{task}"] = table(solver_matrix(au.acc, task, "test").round(4), index=True,
-                                       caption=f"{task.capitalize()} task: shortcut accuracy on the test split, "
-                                               f"per hop")
-    out["floor"] = table(solver_floor(au.acc, "test").round(4), key_columns=["task", "hop"],
-                         caption="The floor: the best shortcut per task and hop (test split)")
+        out[f"solvers_{task}"] = rounded_table(
+            solver_matrix(au.acc, task, "test"), 4, index=True,
+            caption=f"{task.capitalize()} task: shortcut accuracy on the test split, per hop")
+    out["floor"] = rounded_table(solver_floor(au.acc, "test"), 4, key_columns=["task", "hop"],
+                                 caption="The floor: the best shortcut per task and hop (test split)")
     if au.first is not None:
-        out["curves"] = table(au.first.pivot_table(index=["task", "hop"], columns="seed",
-                                                   values="first_step_above_floor").rename(columns=lambda s: f"seed {s}"),
-                              index=True, caption="First checkpoint above the floor, per seed and hop")
+        first = au.first.pivot_table(index=["task", "hop"], columns="seed", values="first_step_above_floor")
+        out["curves"] = table(first.rename(columns=lambda s: f"seed {s}"), index=True,
+                              caption="First checkpoint above the floor, per seed and hop")
     gap = au.gap
-    out["gap"] = table(gap[gap.hop == "all"][["task", "solver", "seed", "n right", "acc right", "n wrong",
-                                            "acc wrong", "wrong ci_lo", "follows shortcut"]].round(4),
-                       key_columns=["task", "solver", "seed"],
-                       caption="Model accuracy where each shortcut is right and where it is wrong (all hops)")
+    out["gap"] = rounded_table(
+        gap[gap.hop == "all"][["task", "solver", "seed", "n right", "acc right", "n wrong", "acc wrong", "wrong ci_lo",
+                               "follows shortcut"]], 4, key_columns=["task", "solver", "seed"],
+        caption="Model accuracy where each shortcut is right and where it is wrong (all hops)")
     per_hop = gap[[s == STRONG[t] for t, s in zip(gap.task, gap.solver)]]
-    out["gap_hop"] = table(per_hop[["task", "solver", "hop", "seed", "n right", "acc right", "n wrong", "acc wrong",
-                                    "wrong ci_lo"]].round(4), key_columns=["task", "solver", "hop", "seed"],
-                           fold="The same split per hop, for the strongest shortcut of each task")
+    out["gap_hop"] = rounded_table(
+        per_hop[["task", "solver", "hop", "seed", "n right", "acc right", "n wrong", "acc wrong", "wrong ci_lo"]], 4,
+        key_columns=["task", "solver", "hop", "seed"],
+        fold="The same split per hop, for the strongest shortcut of each task")
     summ = shortcut_summary(au)
-    out["summary"] = table(summ[["task", "solver", "part", "hop", "n_models", "seeds", "accuracy", "ci_lo", "ci_hi",
-                                 "ci_kind"]].round(4), key_columns=["task", "solver", "part", "hop"],
-                           caption="Over seeds: accuracy where the strongest shortcut is right and where it is wrong")
+    out["summary"] = rounded_table(
+        summ[["task", "solver", "part", "hop", "n_models", "seeds", "accuracy", "ci_lo", "ci_hi", "ci_kind"]], 4,
+        key_columns=["task", "solver", "part", "hop"],
+        caption="Over seeds: accuracy where the strongest shortcut is right and where it is wrong")
     out["variants"] = table(pd.DataFrame([{"task": task, "variant": name, "what it re-draws": what}
                                           for task in TASKS for name, what in A.VARIANTS[task].items()]),
                             key_columns=["task", "variant"], caption="The shortcut-free variants")
-    out["variant_accuracy"] = table(
-        variant_table(au).round(4), index=True,
-        caption=f"{int(au.vall.n.max()):,} test prompts per variant; accuracy over all hops; one column per model "
-                f"seed")
+    out["variant_accuracy"] = rounded_table(
+        variant_table(au), 4, index=True,
+        caption=f"{int(au.vall.n.max()):,} test prompts per variant; accuracy over all hops; one column per model seed")
     cts = condition_table(au)
     if cts is not None:
-        out["conditions"] = table(cts.round(4), index=True,
-                                  caption="Letter models on the fully re-drawn variant, by condition and seed")
+        out["conditions"] = rounded_table(cts, 4, index=True,
+                                          caption="Letter models on the fully re-drawn variant, by condition and seed")
     return out
 
 

@@ -711,37 +711,42 @@ def paper_final_classes(data_dir: str | Path, gamma: float = 0.1) -> pd.DataFram
 
 def tables(S: Search) -> dict:
     """Every table the page shows, as ``posym.display.table`` objects, by name (in page order)."""
-    from ..display import table
+    from ..display import rounded_table, table
 
     runs, g = S.runs, S.gamma
     grids = accuracy_grids(runs)
     out = {"where": table(where_counts(runs), caption="Runs per stage and place of training",
                           key_columns=["stage", "where"])}
     for task, grid in grids.items():
-        out[f"grid_{task}"] = table(grid.round(3).rename(columns=lambda c: f"lr {c:g}"), index=True, caption=(
+        out[f"grid_{task}"] = rounded_table(grid.rename(columns=lambda c: f"lr {c:g}"), 3, index=True, caption=(
             f"{task.capitalize()} task: worst per-hop accuracy (depth 6, batch 128, seed 0)"))
-    out["depth"] = table(depth_table(runs).round(3), key_columns=["task", "d_model", "n_layer"],
-                         caption="Per-hop validation accuracy against depth (3,000 steps, lr 2e-3, seed 0)")
-    out["early"] = table(early_summary(early_layers(runs)), index=True,
-                         caption="Layers 1-3 of the accurate Number runs with MLPs: count and median score per class")
-    out["factor"] = table(positional_by_factor(runs).round(3), key_columns=["factor", "value"],
-                          caption="Number runs with MLPs that have a pure positional head, by one factor at a time")
+    out["depth"] = rounded_table(depth_table(runs), 3, key_columns=["task", "d_model", "n_layer"],
+                                 caption="Per-hop validation accuracy against depth (3,000 steps, lr 2e-3, seed 0)")
+    out["early"] = rounded_table(early_summary(early_layers(runs)), 3, index=True,
+                                 caption="Layers 1-3 of the accurate Number runs with MLPs: count and median score "
+                                         "per class")
+    out["factor"] = rounded_table(positional_by_factor(runs), 3, key_columns=["factor", "value"],
+                                  caption="Number runs with MLPs that have a pure positional head, by one factor "
+                                          "at a time")
     out["levers"] = table(lever_runs(runs)[LEVER_COLS], key_columns=["stage", "task", "seed"],
+                          digits={"val_acc_min_hop": 4},
                           caption="The lever runs (with MLPs)")
     out["no_mlp"] = table(no_mlp_runs(runs)[NO_MLP_COLS], key_columns=["stage", "task", "seed"],
+                          digits={"val_acc_min_hop": 4, "cpu_seconds": 2},
                           caption="The runs without MLPs (all trained on the 2-core CPU)")
     out["recipes"] = table(recipe_table(chosen_configs()), key_columns=["scale"],
                            caption="The chosen teaching presets and the paper's")
     cal = load_calibration()
-    out["cost"] = table(chosen_cost(runs, cal["speedup_2t"]).round(2), key_columns=["task", "seed"],
-                        caption="Cost of the chosen configuration, timed on the 2-core machine (one thread per run)")
+    out["cost"] = rounded_table(chosen_cost(runs, cal["speedup_2t"]), 2, key_columns=["task", "seed"],
+                                caption="Cost of the chosen configuration, timed on the 2-core machine (one thread "
+                                        "per run)")
     wall = load_wallclock()
     if wall is not None:
-        out["wall"] = table(wallclock_summary(wall).round(2), key_columns=["task"],
-                            caption="The preset timed with 1 and 2 threads, one run at a time")
+        out["wall"] = rounded_table(wallclock_summary(wall), 2, key_columns=["task"],
+                                    caption="The preset timed with 1 and 2 threads, one run at a time")
     robust = seed_robustness(runs)
-    out["robust"] = table(robust.round(4), key_columns=["task", "where", "seed"],
-                          caption="Every run of the chosen configuration")
+    out["robust"] = rounded_table(robust, 4, key_columns=["task", "where", "seed"],
+                                  caption="Every run of the chosen configuration")
     out["tally"] = table(seed_tally(robust), key_columns=["task"], caption="Seeds that pass, per task")
     out["paper"] = table(paper_final_classes(S.data_dir, g), key_columns=["task", "seed"],
                          caption="The same criteria on the final checkpoints of the committed paper-scale runs")
@@ -1047,13 +1052,15 @@ def _robust_values(S: Search) -> dict:
     near = near_misses(S.raw, held, near_gamma, gamma=gamma, threshold=S.threshold)
     nl = near_miss_layers(S.raw, held, near_gamma, gamma=gamma, threshold=S.threshold)
     by_layer = nl.groupby(["layer", "typical", "got"]).size().reset_index(name="seeds")
-    v["near_layers"] = "; ".join(f"layer {r.layer} ({r.typical}→{r.got}) in {r.seeds} seed{'s' if r.seeds > 1 else ''}"
-                                 for r in by_layer.itertuples()) or "none"
+    v["near_layers"] = "; ".join(
+        f"layer {r.layer} ({r.typical}→{r.got}) in {r.seeds} seed{'s' if r.seeds > 1 else ''}"
+        for r in by_layer.itertuples()) or "none"
     lost = int((nl["typical"].isin(["P", "S"]) & (nl["got"] == "m")).sum())
     gained = int(((nl["typical"] == "m") & nl["got"].isin(["P", "S"])).sum())
     flips = int((nl["typical"].isin(["P", "S"]) & nl["got"].isin(["P", "S"])).sum())
     v["near_kind"] = (f"Of these, {lost} are pure layers of the typical run that stay mixed and {gained} a mixed "
-                      f"layer that turns pure; {'none' if flips == 0 else flips} flips from one pure class to the other")
+                      f"layer that turns pure; {'none' if flips == 0 else flips} flips from one pure class to the "
+                      f"other")
     num_v = verdicts[verdicts.task == "number"]
     core = [i for i in range(len(num_v.heads.iloc[0].split())) if all(h.split()[i] == "P" for h in num_v.heads)]
     v["pos_core"] = " and ".join(str(i) for i in core) if core else "none"
