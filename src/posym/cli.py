@@ -346,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--publish", default=None, help="package the results into this folder, e.g. data/paper")
     r.add_argument("--no-book", action="store_true", help="do not execute the chapters nor build the book")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--sweep", action="append", default=None, metavar="NAME",
+                   help="regenerate one committed sweep instead of the runs (repeatable; `all` for every one): "
+                        "canonical, remedies, reconcile, newtasks (the script each runs is listed by --sweep help)")
     r.set_defaults(func=cmd_reproduce)
 
     e = sub.add_parser("export-hf", help="write a checkpoint as a Hugging Face GPTJForCausalLM folder",

@@ -1189,10 +1189,49 @@ def format_claims(df) -> str:
 # ---------------------------------------------------------------------------------------------
 # The command
 # ---------------------------------------------------------------------------------------------
+#: The sweeps behind the other committed results in data/: the command (a script of the checkout, run from its
+#: root) that regenerates each. ``posym reproduce --sweep NAME`` runs it.
+SWEEPS = {
+    "canonical": (["scripts/canonical_sweep.py"], "data/canonical: Paper 1's canonical tasks"),
+    "remedies": (["scripts/remedy_sweep.py", "inference"], "data/remedies: RoPE-scaling remedies on the paper models"),
+    "remedies-training": (["scripts/remedy_sweep.py", "training"], "data/remedies: remedies in teaching-scale training"),
+    "reconcile": (["scripts/reconcile_runs.py", "all"], "data/reconcile: the experiments of 'Reconciling with the paper'"),
+    "newtasks": (["scripts/newtasks_runs.py"], "data/lego, data/sorting: the LEGO and list-sorting runs"),
+}
+
+
+def run_sweeps(names: list[str]) -> int:
+    """Run the named sweeps (:data:`SWEEPS`) one after the other; ``help`` lists them."""
+    import subprocess
+
+    if "help" in names:
+        for name, (cmd, what) in SWEEPS.items():
+            print(f"  {name:18s} python {' '.join(cmd):42s} {what}")
+        return 0
+    names = list(SWEEPS) if "all" in names else names
+    unknown = [n for n in names if n not in SWEEPS]
+    if unknown:
+        raise PlanError(f"--sweep {unknown[0]!r}: choose from {', '.join(SWEEPS)}, all or help")
+    from .results import repo_root
+
+    repo = repo_root()
+    if repo is None or not (repo / "scripts").is_dir():
+        raise PlanError("--sweep runs the scripts of a posym checkout; run it inside one")
+    for name in names:
+        cmd, what = SWEEPS[name]
+        print(f"[sweep {name}] python {' '.join(cmd)}  ({what})", flush=True)
+        p = subprocess.run([sys.executable, *cmd], cwd=repo)
+        if p.returncode:
+            raise PlanError(f"sweep {name!r} failed (python {' '.join(cmd)}, exit {p.returncode})")
+    return 0
+
+
 def main_reproduce(a) -> int:
     """``posym reproduce`` (arguments parsed in :mod:`posym.cli`)."""
     from .train import check_device
 
+    if getattr(a, "sweep", None):
+        return run_sweeps(a.sweep)
     if a.engine not in ENGINES:
         raise PlanError(f"--engine {a.engine!r}: choose one of {', '.join(ENGINES)}")
     if a.engine == "ray" and a.address is not None:
