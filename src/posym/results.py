@@ -129,3 +129,20 @@ def copy_tree_results(src_root: str | Path, dest_root: str | Path, checkpoint_se
         package_run(d, dest, final_checkpoint=cfg["seed"] in checkpoint_seeds, **extra_info)
         out.append(dest)
     return out
+
+
+def stack_run_tables(folders, tables: dict[str, str], keys=("task", "seed")) -> dict[str, pd.DataFrame]:
+    """Stack the tables of several run folders: ``{name: file}`` read from each folder, with one leading column
+    per training-config field in ``keys`` (read from the folder's ``config.json``); ``hop`` columns as strings."""
+    out: dict[str, list] = {k: [] for k in tables}
+    for f in folders:
+        f = Path(f)
+        cfg = pio.read_json(f / "config.json")["train"]
+        for k, name in tables.items():
+            df = pio.read_table(f / name)
+            if "hop" in df.columns:
+                df["hop"] = df["hop"].astype(str)
+            for key in reversed(keys):
+                df.insert(0, key, cfg[key])
+            out[k].append(df)
+    return {k: pd.concat(v, ignore_index=True) for k, v in out.items()}

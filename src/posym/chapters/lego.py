@@ -23,7 +23,7 @@ import torch
 from .. import io as pio
 from ..metrics import classify
 from ..spec import ChapterSpec, Param, Required, register
-from ..stats import mean_ci, seed_band
+from ..stats import seed_band
 from ..tasks import get_task, to_tensors
 
 TASKS = ("lego", "lego_ordered")
@@ -159,18 +159,9 @@ def run_and_measure(task: str, seed: int, out: str | Path, scale: str = "teachin
 
 def load_runs(folders) -> dict[str, pd.DataFrame]:
     """Stack the tables of run folders (trained here or committed in data/lego) with task and seed columns."""
-    out = {k: [] for k in TABLES}
-    for f in folders:
-        f = Path(f)
-        cfg = pio.read_json(f / "config.json")["train"]
-        for k, name in TABLES.items():
-            df = pio.read_table(f / name)
-            if "hop" in df.columns:
-                df["hop"] = df["hop"].astype(str)
-            df.insert(0, "seed", cfg["seed"])
-            df.insert(0, "task", cfg["task"])
-            out[k].append(df)
-    return {k: pd.concat(v, ignore_index=True) for k, v in out.items()}
+    from ..results import stack_run_tables
+
+    return stack_run_tables(folders, TABLES, keys=("task", "seed"))
 
 
 def committed_runs(root: Path, seeds: int) -> list[Path]:

@@ -25,7 +25,7 @@ import torch
 from .. import io as pio
 from ..metrics import classify
 from ..spec import ChapterSpec, Param, Required, register
-from ..stats import mean_ci, seed_band
+from ..stats import seed_band
 from ..tasks import TaskDataset, get_task
 
 TASK = "sorting"
@@ -177,19 +177,12 @@ def run_and_measure(seed: int, weight_decay: float, out: str | Path, scale: str 
 
 def load_runs(folders) -> dict[str, pd.DataFrame]:
     """Stack the tables of run folders with task, seed and weight_decay columns."""
-    out = {k: [] for k in TABLES}
-    for f in folders:
-        f = Path(f)
-        cfg = pio.read_json(f / "config.json")["train"]
-        for k, name in TABLES.items():
-            df = pio.read_table(f / name)
-            if "hop" in df.columns:
-                df["hop"] = df["hop"].astype(str)
-            df.insert(0, "weight_decay", float(cfg["weight_decay"]))
-            df.insert(0, "seed", cfg["seed"])
-            df.insert(0, "task", cfg["task"])
-            out[k].append(df)
-    return {k: pd.concat(v, ignore_index=True) for k, v in out.items()}
+    from ..results import stack_run_tables
+
+    out = stack_run_tables(folders, TABLES, keys=("task", "seed", "weight_decay"))
+    for df in out.values():
+        df["weight_decay"] = df["weight_decay"].astype(float)
+    return out
 
 
 def committed_runs(root: Path, seeds: int) -> list[Path]:
