@@ -380,3 +380,13 @@ def _audit_1(answer, ns):
     want = {_key(h): float(r) for h, r in zip(lf["hop"], lf["rate"])}
     got = _mapping(answer, want, "{hop: accuracy}")
     return _wrong([f"hop {h}" for h, r in want.items() if not _close(_number(got[h], f"hop {h}"), r, abs_=5e-3)])
+
+
+# -----------------------------------------------------------------------------
+# Reconciling with the paper
+
+@register("reconcile-1", "the Letter model's mean best step on a 500-step grid (a number)", needs=("R", "inp"))
+def _reconcile_1(answer, ns):
+    t = ns["R"].grid_table(ns["inp"]["eval"], ns["inp"]["scores"], grids=(500,))
+    want = float(t.loc[t["task"] == "letter", "best_step"].mean())
+    return None if _close(_number(answer, "the mean best step"), want) else "average the Letter seeds' best steps"
