@@ -7,7 +7,7 @@
   number of decimals per column (chosen from the column's magnitude, or ``digits``), very large or very
   small magnitudes in scientific notation;
 * the table sits in a box that scrolls horizontally (``overflow-x: auto``), with the key columns (labels
-  such as task, seed, layer) sticky on the left, so a wide table keeps its row labels in view;
+  such as task, seed, layer) first, the first of them sticky on the left, so a wide table keeps its row labels in view;
 * ``fold="title"`` puts the whole table in a ``<details>`` dropdown, for auxiliary tables.
 
 The style travels with every table (a small inline ``<style>`` plus inline essentials), so a table looks
@@ -216,12 +216,15 @@ class Table:
 
     # --- HTML ------------------------------------------------------------------------------------
     def _key_offsets(self) -> dict[str, tuple[float, float]]:
-        """(left offset in ch, width in ch) of every sticky key column (columns of fixed width)."""
+        """(left offset in ch, width in ch) of the sticky key column: the first one only. A second sticky column
+        would need the first's rendered width, which a proportional font makes unknown here, and a wrong offset
+        lays it over its neighbour; the other key columns scroll with the table."""
         out, left = {}, 0.0
-        for c in self.keys:
-            width = min(_MAX_KEY_CH, max([len(c)] + [len(s) for s in self.cells[c]] + [1])) + 1
+        for c in self.keys[:1]:
+            n = min(_MAX_KEY_CH, max([len(c)] + [len(s) for s in self.cells[c]] + [1]))
+            width = math.ceil(1.2 * n) + 1  # letters of a proportional font are wider than 1ch (a digit)
             out[c] = (left, width)
-            left += width + 1.0  # + 2 x 0.5em padding, taken as 1ch
+            left += width + 2.2  # + the cell's 2 x 0.5em padding (1em is about 2ch), and a little room
         return out
 
     def _cell(self, tag: str, text: str, col: str, offsets) -> str:
@@ -232,8 +235,7 @@ class Table:
         if col in offsets:
             left, width = offsets[col]
             cls.append("key")
-            if col == self.keys[-1]:
-                cls.append("key-last")
+            cls.append("key-last")
             style = (f' style="position:sticky;left:{left:g}ch;min-width:{width:g}ch;max-width:{width:g}ch;'
                      f'background:var(--pst-color-background,#fff)"')
         attr = f' class="{" ".join(cls)}"' if cls else ""
