@@ -146,3 +146,17 @@ def stack_run_tables(folders, tables: dict[str, str], keys=("task", "seed")) -> 
                 df.insert(0, key, cfg[key])
             out[k].append(df)
     return {k: pd.concat(v, ignore_index=True) for k, v in out.items()}
+
+
+def packaged_runs(root: Path, prefixes, tables, seeds: int, how: str) -> list[Path]:
+    """The packaged run folders ``<prefix>-s<seed>`` under ``root`` that hold a manifest and every file of
+    ``tables``: the first ``seeds`` (by seed) of each prefix, in the order of ``prefixes``. ResultError naming
+    the command ``how`` that produces them when there is none."""
+    out = []
+    for prefix in prefixes:
+        found = sorted((p for p in Path(root).glob(f"{prefix}-s*") if (p / "manifest.json").exists()
+                        and all((p / f).exists() for f in tables)), key=lambda p: int(p.name.rsplit("-s", 1)[1]))
+        out += found[:seeds]
+    if not out:
+        raise pio.ResultError(f"no packaged runs under {root}; run {how}")
+    return out

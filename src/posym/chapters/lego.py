@@ -167,14 +167,9 @@ def load_runs(folders) -> dict[str, pd.DataFrame]:
 def committed_runs(root: Path, seeds: int) -> list[Path]:
     """The packaged runs under ``root`` (folders ``<task>-s<seed>`` with a manifest and every table), at most
     ``seeds`` per task; ResultError when there is none."""
-    out = []
-    for t in TASKS:
-        found = sorted((p for p in root.glob(f"{t}-s*") if (p / "manifest.json").exists()
-                        and all((p / f).exists() for f in TABLES.values())), key=lambda p: int(p.name.rsplit("-s", 1)[1]))
-        out += found[:seeds]
-    if not out:
-        raise pio.ResultError(f"no packaged runs under {root}; run {_HOW}")
-    return out
+    from ..results import packaged_runs
+
+    return packaged_runs(root, TASKS, TABLES.values(), seeds, _HOW)
 
 
 def results(cfg, workdir: str | Path | None = None) -> dict[str, pd.DataFrame]:
@@ -367,7 +362,7 @@ def plot_emergence(res: dict, task: str = "lego"):
     seeds)."""
     import matplotlib.pyplot as plt
 
-    from ..palette import COLORS, OKABE_ITO
+    from ..palette import COLORS
     ty = res["types"][res["types"]["task"] == task].copy()
     ty["association"] = (ty["assoc"] >= TYPE_MIN).astype(float)
     ty["manipulation"] = (ty["local"] >= TYPE_MIN).astype(float)

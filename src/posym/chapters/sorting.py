@@ -188,14 +188,9 @@ def load_runs(folders) -> dict[str, pd.DataFrame]:
 def committed_runs(root: Path, seeds: int) -> list[Path]:
     """The packaged runs under ``root`` (``sorting-wd<wd>-s<seed>`` with a manifest and every table), at most
     ``seeds`` per weight decay; ResultError when there is none."""
-    out = []
-    for w in WEIGHT_DECAYS:
-        found = sorted((p for p in root.glob(f"{variant(w)}-s*") if (p / "manifest.json").exists()
-                        and all((p / f).exists() for f in TABLES.values())), key=lambda p: int(p.name.rsplit("-s", 1)[1]))
-        out += found[:seeds]
-    if not out:
-        raise pio.ResultError(f"no packaged runs under {root}; run {_HOW}")
-    return out
+    from ..results import packaged_runs
+
+    return packaged_runs(root, [variant(w) for w in WEIGHT_DECAYS], TABLES.values(), seeds, _HOW)
 
 
 def results(cfg, workdir: str | Path | None = None) -> dict[str, pd.DataFrame]:
