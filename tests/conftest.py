@@ -184,3 +184,20 @@ def smoke_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "number-smoke-s0"
     train(TrainConfig.smoke(task="number", seed=0), out, progress=False)
     return out
+
+
+def load_script(name: str):
+    """Import ``scripts/<name>.py`` as a module (the scripts are not a package; their folder is on the path
+    only while the module loads, so it can import its sibling scripts)."""
+    import importlib.util
+    import sys
+
+    scripts = REPO / "scripts"
+    sys.path.insert(0, str(scripts))
+    try:
+        spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(scripts))

@@ -2,10 +2,8 @@
 the papermill runner (bad parameters leave nothing behind), the nbval sanitizer and the HTML checker."""
 from __future__ import annotations
 
-import importlib.util
 import random
 import re
-import sys
 from pathlib import Path
 
 import jupytext
@@ -15,24 +13,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from conftest import load_script  # noqa: E402
 
 from posym import book, plotting, tasks  # noqa: E402
 from posym import spec as spec_module  # noqa: E402
 from posym.spec import ChapterSpec, Param, ParameterError, Required  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = REPO / "scripts"
 
 
-def load_script(name: str):
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(SCRIPTS))
 
 
 def chapter_sources() -> list[Path]:

@@ -9,40 +9,29 @@ must pass). One execution per chapter covers both.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import load_script
 
 from posym import exercises as EX
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ROOT / "scripts"
 
 
-def load(name):
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(SCRIPTS))
 
 
 @pytest.fixture(scope="module")
 def mx():
-    return load("make_exercises")
+    return load_script("make_exercises")
 
 
 @pytest.fixture(scope="module")
 def chapters():
-    return load("bookutil").notebook_chapters()
+    return load_script("bookutil").notebook_chapters()
 
 
 def glue_for(mx, src):

@@ -8,37 +8,25 @@
 """
 from __future__ import annotations
 
-import importlib.util
-import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ROOT / "scripts"
 
 
-def load(name):
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(SCRIPTS))
 
 
 @pytest.fixture(scope="module")
 def mk():
-    return load("make_notebooks")
+    return load_script("make_notebooks")
 
 
 @pytest.fixture(scope="module")
 def chapters():
-    return load("bookutil").notebook_chapters()
+    return load_script("bookutil").notebook_chapters()
 
 
 def test_notebooks_are_in_sync_with_the_chapters(mk):
@@ -66,7 +54,7 @@ def test_conversion_keeps_every_cell_and_fills_in_the_url(mk, chapters):
 
 def test_no_chapter_writes_out_the_repository_url(mk, chapters):
     url = mk.repo_url()
-    bb = load("build_book")
+    bb = load_script("build_book")
     for src in chapters:
         text = src.read_text(encoding="utf-8")
         assert url not in text, f"{src.name} writes the repository URL; write {bb.REPO_URL_MARKER} (from _config.yml)"
@@ -83,7 +71,7 @@ def test_setup_cell_installs_the_pinned_requirements_from_the_configured_url(mk,
 
 
 def test_colab_link_rewrite():
-    ext = load("posym_sphinx")
+    ext = load_script("posym_sphinx")
     base = "https://colab.research.google.com/github/posym/posym/blob/main"
     assert ext.notebook_link(f"{base}/book/data.ipynb", "book/data") == f"{base}/notebooks/data.ipynb"
     assert ext.notebook_link(f"{base}/data.ipynb", "data") == f"{base}/notebooks/data.ipynb"
@@ -92,7 +80,7 @@ def test_colab_link_rewrite():
 
 
 def test_launch_link_rule_on_synthetic_links(tmp_path):
-    ch = load("check_html")
+    ch = load_script("check_html")
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "data.ipynb").write_text("{}")
     repo = "https://github.com/posym/posym"
@@ -108,7 +96,7 @@ def test_launch_link_rule_on_synthetic_links(tmp_path):
 
 @pytest.mark.skipif(not (ROOT / "_build" / "html" / "index.html").is_file(), reason="the book is not built")
 def test_every_launch_link_of_the_built_book_opens_a_repository_file(chapters):
-    ch = load("check_html")
+    ch = load_script("check_html")
     html_dir = ROOT / "_build" / "html"
     found = {}
     for page in sorted(html_dir.rglob("*.html")):
