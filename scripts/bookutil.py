@@ -44,3 +44,12 @@ def notebook_chapters(root: Path = ROOT) -> list[Path]:
 def die(msg: str, code: int = 1) -> None:
     print(f"error: {msg}", file=sys.stderr)
     raise SystemExit(code)
+
+
+def parse_seeds(s: str) -> list[int]:
+    """Seeds from the command line of a sweep script: a list of seeds and ranges, e.g. ``0-2`` or ``0,3,5-7``."""
+    out: list[int] = []
+    for part in s.split(","):
+        lo, _, hi = part.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out

@@ -28,18 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import pandas as pd  # noqa: E402
 
+from bookutil import parse_seeds  # noqa: E402
 from posym import io as pio  # noqa: E402
 from posym.canonical import TASKS, Settings, _report, _run_job, head_spec  # noqa: E402
 
 DEFAULT_FREQS = "0,2,4,6,8,10,12,14,16,31,nope"
 
-
-def parse_seeds(s: str) -> list[int]:
-    out: list[int] = []
-    for part in s.split(","):
-        lo, _, hi = part.partition("-")
-        out.extend(range(int(lo), int(hi or lo) + 1))
-    return out
 
 
 def parse_freqs(s: str) -> list:

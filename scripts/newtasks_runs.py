@@ -23,7 +23,6 @@ they stopped. Running the script again without ``--finish`` resumes them from ``
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -125,13 +124,6 @@ def finish(job: tuple, runs: str, data: str, n_prompts: int = 60) -> str:
     return f"{name}: stopped at step {last_step}, packaged -> {dest}"
 
 
-def parse_seeds(text: str) -> list[int]:
-    if "-" in text:
-        a, b = text.split("-", 1)
-        return list(range(int(a), int(b) + 1))
-    return [int(s) for s in text.split(",")]
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--task", default="all", help="all, or a comma-separated list of lego, lego_ordered, sorting")
@@ -143,6 +135,8 @@ def main(argv=None) -> int:
     p.add_argument("--finish", action="store_true",
                    help="package runs whose training was stopped early (analysed at the checkpoints they have)")
     a = p.parse_args(argv)
+    from bookutil import parse_seeds
+
     try:
         seeds = parse_seeds(a.seeds)
     except ValueError:

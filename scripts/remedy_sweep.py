@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from bookutil import parse_seeds  # noqa: E402
 from posym import io as pio  # noqa: E402
 from posym.chapters import remedies as R  # noqa: E402
 
@@ -45,13 +45,6 @@ PRED_LENGTHS = INFER_LENGTHS
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
-
-def parse_seeds(s: str) -> list[int]:
-    out: list[int] = []
-    for part in s.split(","):
-        lo, _, hi = part.partition("-")
-        out.extend(range(int(lo), int(hi or lo) + 1))
-    return out
 
 
 def write(out: Path, name: str, df: pd.DataFrame) -> None:
