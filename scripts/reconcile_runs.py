@@ -20,8 +20,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,26 +44,15 @@ N_LENGTH = 64
 SEED42_TASKS = ("number", "letter")
 
 
-def git_commit() -> str:
-    try:
-        c = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        d = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=REPO, capture_output=True, text=True)
-        return c.stdout.strip() + ("-dirty" if d.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+def provenance_fields(threads: int | None = None) -> dict:
+    """The project's provenance (:mod:`posym.io`): commit, package versions and, for a step, the machine with
+    the torch threads the step ran with."""
+    from posym import io as pio
 
-
-def versions() -> dict:
-    import numpy
-    import pandas
-    import torch
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "pandas": pandas.__version__}
-
-
-def machine(threads: int) -> dict:
-    return {"cpu_count": os.cpu_count(), "device": "cpu", "platform": platform.platform(),
-            "processor": platform.processor(), "torch_threads": threads}
+    out = {"git_commit": pio.git_commit(REPO), "versions": pio.package_versions()}
+    if threads is not None:
+        out["machine"] = {**pio.machine_info("cpu"), "torch_threads": threads}
+    return out
 
 
 def record(step: str, info: dict) -> None:
@@ -85,15 +72,15 @@ def write_manifest() -> None:
     files = sorted(str(p.relative_to(OUT)) for p in OUT.iterdir()
                    if p.is_file() and p.name not in ("manifest.json", "README.md") and not p.name.startswith("."))
     pio.write_manifest(OUT, {"what": "results of the appendix 'Reconciling with the paper' (book/reconcile.md)",
-                             "command": "python scripts/reconcile_runs.py all", "git_commit": git_commit(),
+                             "command": "python scripts/reconcile_runs.py all", **provenance_fields(),
                              "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                             "versions": versions(), "steps": steps}, files=files)
+                             "steps": steps}, files=files)
 
 
 def _step_info(args, t0: float, **extra) -> dict:
     import posym
-    return {"posym_source": str(Path(posym.__file__).resolve().parent), "command": "python scripts/reconcile_runs.py " + " ".join(sys.argv[1:]), "git_commit": git_commit(),
-            "versions": versions(), "machine": machine(args.threads), "wall_time_s": round(time.time() - t0, 1),
+    return {"posym_source": str(Path(posym.__file__).resolve().parent), "command": "python scripts/reconcile_runs.py " + " ".join(sys.argv[1:]),
+            **provenance_fields(args.threads), "wall_time_s": round(time.time() - t0, 1),
             "finished": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), **extra}
 
 
