@@ -65,7 +65,7 @@ def worker(args) -> dict:
     base = rss_mb()
     t0 = time.perf_counter()
     fast = args.path == "fast"
-    with torch.no_grad():  # the loop of lengthgen.accuracy_at_length, with the prompts built beforehand
+    with torch.no_grad():  # the loop of longprompts.accuracy_at_length, with the prompts built beforehand
         preds = [model(x[i:i + bs], last_only=True, fast=fast)[:, -1].argmax(-1) for i in range(0, len(x), bs)]
     acc = float((torch.cat(preds) == y).float().mean())
     seconds = time.perf_counter() - t0
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     ap.add_argument("--task", default="number")
     ap.add_argument("--model", default=str(DEFAULT_MODEL))
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--batch", type=int, default=None, help="prompts per forward pass (default: lengthgen.auto_batch)")
+    ap.add_argument("--batch", type=int, default=None, help="prompts per forward pass (default: longprompts.auto_batch)")
     ap.add_argument("--json", type=Path, help="also write the rows to this file")
     ap.add_argument("--remedies", action="store_true",
                     help="time each RoPE remedy against the untreated model (fast path, --n-fast prompts)")

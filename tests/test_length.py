@@ -135,7 +135,7 @@ def test_margin_analysis_columns_and_consistency(analysis, ledger):
     assert ((a.margin > 0) == a.hit).all()
     assert np.allclose(a.margin, a.target_logit - a.other_logit)
     assert ((a.weight >= 0) & (a.weight <= 1)).all() and (a.discrepancy >= 0).all()
-    # the model's answers agree with lengthgen.accuracy_at_length on the same prompts
+    # the model's answers agree with longprompts.accuracy_at_length on the same prompts
     for L in (17, 80):
         acc = LG.accuracy_at_length(m, "number", 0, L, n=16)
         ledger.rerun()
