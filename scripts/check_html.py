@@ -487,7 +487,21 @@ def launch_link_problems(rel: str, anchors: list[str], root: Path = ROOT, repo: 
     return out
 
 
-def static_check(html_dir: Path) -> tuple[list[str], dict[str, PageParser], int]:
+def missing_launch_buttons(pages: dict[str, PageParser], chapters: set[str]) -> list[str]:
+    """Every built chapter page (``book/<stem>.html`` with ``stem`` in ``chapters``) must carry a launch link that
+    opens its own notebook, ``notebooks/<stem>.ipynb``."""
+    out = []
+    for rel, p in sorted(pages.items()):
+        stem = Path(rel).stem
+        if not rel.startswith("book/") or stem not in chapters:
+            continue
+        links = [a for a in p.anchors if LAUNCH_RX.match(a)]
+        if not any(re.search(rf"/notebooks/{re.escape(stem)}\.ipynb$", a) for a in links):
+            out.append(f"{rel}: no launch button opens notebooks/{stem}.ipynb (found {links or 'none'})")
+    return out
+
+
+def static_check(html_dir: Path, root: Path = ROOT) -> tuple[list[str], dict[str, PageParser], int]:
     problems, pages = [], {}
     n_anchor_external = 0
     for path in sorted(html_dir.rglob("*.html")):
@@ -510,6 +524,8 @@ def static_check(html_dir: Path) -> tuple[list[str], dict[str, PageParser], int]
         for m in re.finditer(r"(@import\s+(?:url\()?|url\()\s*['\"]?([^'\")\s]+)", text):
             if is_external(m.group(2)):
                 problems.append(f"{css.relative_to(html_dir)}: loads an external URL: {m.group(2)}")
+    chapters = {q.stem for q in (root / "notebooks").glob("*.ipynb")}
+    problems.extend(missing_launch_buttons(pages, chapters))
     return problems, pages, n_anchor_external
 
 
