@@ -366,6 +366,15 @@ class TaskDataset:
                 v.flags.writeable = False
         return self._arrays
 
+    def hop_counts(self) -> np.ndarray:
+        """The hop count of every sample (``arrays()["hops"]``), decoded from the combination codes without
+        building the samples."""
+        if self._arrays is not None:
+            return self._arrays["hops"]
+        hops = self.task.combo(self._codes())[2].astype(np.int64)
+        hops.flags.writeable = False
+        return hops
+
     def batch(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Token ids (B, seq_len), answer ids (B,) and hop counts (B,) as LongTensors."""
         if self._arrays is not None:
@@ -411,7 +420,7 @@ def balanced_eval_set(task: str | Task, n: int, seed: int = 0, split: str = "val
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0 or n % max_hops:
         raise ValueError(f"n must be a positive multiple of {max_hops}, got {n!r}")
     ds = TaskDataset(task, split=split, seed=seed)
-    hops = ds.arrays()["hops"]
+    hops = ds.hop_counts()
     per = n // max_hops
     picked = []
     for h in range(1, max_hops + 1):
