@@ -255,6 +255,8 @@ FILES = {"accuracy": "inference_accuracy.csv", "scores": "inference_scores.csv",
          "constructions": "constructions.csv", "training_length": "training_length.csv",
          "training_scores": "training_scores.csv", "training_runs": "training_runs.csv"}
 SMOKE_LENGTHS = (17, 34, 68)
+#: training of every smoke-scale stand-in (inference models and training remedies): a few steps, one final checkpoint
+SMOKE_TRAIN = {"steps": 20, "checkpoint_every": 20, "eval_size": 100}
 
 
 TRAINING_COLUMNS = {"training_length": ["remedy", "seed", "length", "hop", "accuracy", "n"],
@@ -279,17 +281,20 @@ def _paper_models(data: Path):
     return models, freqs
 
 
-def _small_models(seed: int, root: Path, steps: int | None = None) -> tuple[dict, dict]:
-    """Smoke-scale models of both tasks, trained here (seconds), and the frequencies their layers use."""
+def _small_models(seed: int, root: Path, runs: dict | None = None, **train_kw) -> tuple[dict, dict]:
+    """Smoke-scale models of both tasks, trained here (seconds; ``train_kw`` override the smoke preset), and the
+    frequencies their layers use.  ``runs``: ``{task: folder of a finished run}`` used instead of training one."""
     from posym.analyze import final_model
     from posym.metrics import frequency_table, model_scores
     from posym.train import TrainConfig, train
 
     models, freqs = {}, {}
     for t in TASKS:
-        kw = {} if steps is None else {"steps": steps}
-        train(TrainConfig.smoke(t, seed, **kw), root / f"{t}-s{seed}", progress=False, threads=1)
-        models[t] = final_model(root / f"{t}-s{seed}").eval()
+        out = (runs or {}).get(t)
+        if out is None:
+            out = root / f"{t}-s{seed}"
+            train(TrainConfig.smoke(t, seed, **train_kw), out, progress=False, threads=1)
+        models[t] = final_model(out).eval()
         x, _, _ = to_tensors(LG.extended_prompts(t, seed, TRAIN_LENGTH, 32), get_task(t).vocab)
         freqs[t] = used_frequencies(frequency_table(model_scores(models[t], x, per_frequency=True)))
     return models, freqs
@@ -336,8 +341,11 @@ def load_results(cfg) -> dict:
         tmp = Path(tempfile.mkdtemp(prefix="posym-remedies-"))
         if scale == "teaching":
             models, freqs = _paper_models(data)
-        else:
-            models, freqs = _small_models(cfg.seed, tmp, steps=100)
+        else:  # the training remedies first: their untreated run is also the Number model of the inference part
+            tr = training_sweep(list(TRAIN_REMEDIES), [cfg.seed], tmp / "train", lengths=SMOKE_LENGTHS, n=8,
+                                scale="smoke", n_scores=16, **SMOKE_TRAIN)
+            models, freqs = _small_models(cfg.seed, tmp, runs={"number": tmp / "train" / f"none-s{cfg.seed}"},
+                                          **SMOKE_TRAIN)
         torch.set_num_threads(1)
         res.update(compute_inference(models, freqs, lengths, cfg.n_prompts, score_length=min(lengths[-1], 100),
                                      n_scores=4, n_static=16, seed=0))
@@ -346,8 +354,6 @@ def load_results(cfg) -> dict:
                 res[k] = _read(folder, k)
             res["source"] = "recomputed here on the seed-0 paper models; training remedies from data/remedies"
         else:
-            tr = training_sweep(list(TRAIN_REMEDIES), [cfg.seed], tmp / "train", lengths=SMOKE_LENGTHS, n=8,
-                                scale="smoke", n_scores=16, steps=30, checkpoint_every=30, eval_size=100)
             res.update(training_length=tr["length"], training_scores=tr["scores"], training_runs=tr["runs"])
             res["source"] = "smoke-scale stand-ins trained here"
     res["accuracy"] = res["accuracy"].astype({"hop": str})
