@@ -138,8 +138,8 @@ def run_merge(a) -> dict:
     info["merged_from"] = {}
     for d in a.parts:  # the settings each part ran with (its own manifest)
         m = d / "manifest.json"
-        info["merged_from"][str(d)] = (json.loads(m.read_text()).get("parts", {}).get("inference")
-                                       if m.exists() else None)
+        parts = json.loads(m.read_text()).get("parts", {}) if m.exists() else {}
+        info["merged_from"][str(d)] = parts.get("inference") or parts.get("inference-merge")  # a merge of merges
     return info
 
 
