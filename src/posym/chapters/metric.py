@@ -870,7 +870,7 @@ register(ChapterSpec(
                           "frequency indices swept for partial induction, each alone and with the zero channel"),
         "n_seeds": Param(int, {"smoke": 1, "teaching": 1, "paper": 3},
                          "training seeds per head (the committed sweep has 3)", min=1, max=5),
-        "steps": Param(int, {"smoke": 300, "teaching": 600, "paper": 600},
+        "steps": Param(int, {"smoke": 100, "teaching": 600, "paper": 600},
                        "training steps per head (the committed sweep used 600)", min=10, max=100_000),
         "eval_size": Param(int, {"smoke": 1024, "teaching": 2048, "paper": 4096},
                            "held-out prompts per head for the accuracy", min=64, max=65_536),
