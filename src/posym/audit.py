@@ -1232,9 +1232,10 @@ def letter_conditions(v: dict) -> dict[str, np.ndarray]:
 
 def variant_accuracy(models, task: str, regularities: Sequence[str] | None = None, split: str = "test",
                      n: int | None = None, n_train: int = DEFAULT_N_TRAIN, device=None, batch_size: int = 2048,
-                     verify: int = 0) -> dict[str, pd.DataFrame]:
+                     verify: int = 0, data: dict | None = None) -> dict[str, pd.DataFrame]:
     """Evaluate models (no retraining) and every shortcut solver on the original prompts and on each
     shortcut-free variant of ``split`` (first ``n`` prompts of each model's data seed).
+    ``data``: ``{seed: audit_splits(task, seed, n_train)}`` already built by the caller (built here where missing).
 
     Returns a dict of tables: ``per_model`` (accuracy of each model and solver per variant and hop),
     ``summary`` (mean over models with 95 % intervals), ``regularity`` (the rates each variant is meant to
@@ -1245,9 +1246,15 @@ def variant_accuracy(models, task: str, regularities: Sequence[str] | None = Non
     regs = list(regularities) if regularities is not None else list(VARIANTS[task])
     acc_rows, reg_rows, cond_rows = [], [], []
     for seed, model in _as_model_list(models):
-        data = audit_splits(task, seed, n_train)
-        fitted = fit_solvers(task, data["train"])
-        base = split_arrays(task, split, seed, n)
+        slices = (data or {}).get(seed)
+        if slices is None:
+            slices = audit_splits(task, seed, n_train)
+        fitted = fit_solvers(task, slices["train"])
+        if split in ("val", "test"):  # whole splits in the slices: their first n rows
+            full = slices[split]
+            base = full if n is None or n >= len(full["x"]) else {k: v[:n] for k, v in full.items()}
+        else:
+            base = split_arrays(task, split, seed, n)
         sets = {"original": base}
         for r in regs:
             v = shortcut_free_variant(task, r, split=split, seed=seed, base=base)

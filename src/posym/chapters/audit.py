@@ -297,7 +297,7 @@ def run(scale: str, data_dir: str | Path, n_train: int, n_model: int, n_variant:
               "conditions": committed.get("variant_conditions")}
     else:
         parts = [A.variant_accuracy(models[task], task, split="test", n=n_variant, n_train=n_train,
-                                    verify=min(n_variant, 200)) for task in TASKS]
+                                    verify=min(n_variant, 200), data={SEED: data[task]}) for task in TASKS]
         va = {"per_model": pd.concat([p["per_model"] for p in parts], ignore_index=True),
               "regularity": pd.concat([p["regularity"] for p in parts], ignore_index=True),
               "conditions": parts[1].get("conditions")}
@@ -660,10 +660,10 @@ register(ChapterSpec(
         "n_train": Param(int, {"smoke": 5_000, "teaching": 20_000, "paper": 100_000},
                          "training prompts per task for the statistics and for fitting the shortcut solvers",
                          min=500, max=432_000),
-        "n_model": Param(int, {"smoke": 200, "teaching": 1_000, "paper": 2_400},
+        "n_model": Param(int, {"smoke": 100, "teaching": 1_000, "paper": 2_400},
                          "validation prompts per task on which the seed-0 models are compared with the shortcuts "
                          "(computed here unless data/audit/ holds the committed tables)", min=50, max=2_400),
-        "n_variant": Param(int, {"smoke": 100, "teaching": 500, "paper": 1_000},
+        "n_variant": Param(int, {"smoke": 40, "teaching": 500, "paper": 1_000},
                            "test prompts per shortcut-free variant (computed here unless data/audit/ holds them)",
                            min=20, max=45_600),
         "curves": Param(bool, {"smoke": False, "teaching": True, "paper": True},
