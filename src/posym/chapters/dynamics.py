@@ -398,6 +398,10 @@ def _fmt_step(x: float) -> str:
     return "n/a" if np.isnan(x) else f"{x:,.0f}"
 
 
+#: the smoke-scale runs: the smoke preset (TrainConfig.smoke) with these overrides
+SMOKE_TRAIN = {"steps": 100}
+
+
 class Runs:
     """The chapter's runs at its scale, and everything the page computes from them.
 
@@ -424,10 +428,11 @@ class Runs:
         elif cfg.scale == "teaching":  # trained once into _build/runs/teaching, shared with the head-roles chapter
             self.root = runs.run_cache("teaching")
             runs.train_runs(self.root, "teaching", TASKS, self.seeds, n_prompts=cfg.n_prompts, jobs=2)
-        else:  # trained from scratch every time, in a temporary folder, on one thread
+        else:  # trained from scratch every time, in a temporary folder, on one thread, half the preset's steps
             self._tmp = tempfile.TemporaryDirectory(prefix="posym-dynamics-")
             self.root = Path(self._tmp.name) / "runs"
-            runs.train_runs(self.root, cfg.scale, TASKS, self.seeds, n_prompts=cfg.n_prompts, threads=1)
+            runs.train_runs(self.root, cfg.scale, TASKS, self.seeds, n_prompts=cfg.n_prompts, threads=1,
+                            **SMOKE_TRAIN)
         keep = lambda df: df[df["seed"].isin(self.seeds)].reset_index(drop=True)  # noqa: E731
         self.ev = keep(load_table(self.root, "eval"))
         self.traj = minmax_per_layer(keep(load_table(self.root, "scores")), "entropy")
