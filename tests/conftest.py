@@ -97,6 +97,36 @@ def _merge_ledger(by_test: dict) -> None:
         _LEDGER.by_test[nodeid].update(counts)
 
 
+#: Long parametrised tests that pytest-xdist schedules case by case; every other test runs on the worker that runs
+#: the rest of its file (``--dist loadfile``), so module fixtures are built once per file.  Without this, one
+#: file's ten notebook executions would all wait for the same worker.
+SPREAD_TESTS = frozenset({
+    "test_exercises.py::test_student_notebook_runs_blank_and_with_the_reference_answers",
+    "test_book.py::test_every_bad_parameter_of_every_chapter_is_refused_in_its_first_cells",
+})
+
+
+def xdist_scope(nodeid: str) -> str:
+    """The unit pytest-xdist hands to one worker: the test file, or the single case of a :data:`SPREAD_TESTS` test."""
+    path, _, name = nodeid.partition("::")
+    return nodeid if f"{Path(path).name}::{name.split('[', 1)[0]}" in SPREAD_TESTS else path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` (``make test``), except that :data:`SPREAD_TESTS` go case by case to whichever worker is
+    free."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileOrCaseScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+    return FileOrCaseScheduling(config, log)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error):
     """pytest-xdist (``pytest -n 2``), in the controller: a worker finished; merge the ledger it counted.  (The

@@ -495,3 +495,15 @@ def test_testing_report_writes_and_checks_the_readme_block(tmp_path, capsys):
     lpath.write_text(json.dumps(ledger))
     with pytest.raises(SystemExit, match="did not pass"):
         tr.main(args + ["--check"])
+
+
+def test_xdist_schedules_by_file_except_the_spread_tests():
+    from conftest import SPREAD_TESTS, xdist_scope
+
+    for name in SPREAD_TESTS:  # each listed test exists, so a rename cannot silently stop the spreading
+        file, fn = name.split("::")
+        assert re.search(rf"^def {fn}\(", (REPO / "tests" / file).read_text(), re.M), name
+    assert xdist_scope("tests/test_x.py::test_y[1]") == "tests/test_x.py"
+    assert xdist_scope("tests/test_x.py::TestZ::test_y") == "tests/test_x.py"
+    case = "tests/test_exercises.py::test_student_notebook_runs_blank_and_with_the_reference_answers[data]"
+    assert xdist_scope(case) == case
