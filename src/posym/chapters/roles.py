@@ -464,10 +464,14 @@ def plot_rewriting(chosen: dict):
     return fig
 
 
+#: the smoke-scale runs: the smoke preset (TrainConfig.smoke) with these overrides
+SMOKE_TRAIN = {"steps": 100}
+
+
 class TrainedModels:
     """The chapter's trained models at a scale: the committed runs (``paper``), the runs shared with the
     learning-dynamics chapter under ``_build/runs/teaching`` (``teaching``, trained there if missing) or
-    runs trained from scratch in a temporary folder (``smoke``).
+    runs trained from scratch in a temporary folder (``smoke``, :data:`SMOKE_TRAIN`).
 
     ``root`` holds the runs (``<task>-s<seed>``), ``models`` the seed-0 final model of each task and
     ``n_layers`` their depths (they may differ per task).  :meth:`cleanup` removes a temporary folder."""
@@ -491,7 +495,7 @@ class TrainedModels:
                 self.workdir = Path(self._tmp.name)
                 self.root = self.workdir / "runs"
             runs.train_runs(self.root, scale, TASKS, self.seeds, n_prompts=n_prompts, final_only=True,
-                            jobs=2 if scale == "teaching" else 1)
+                            jobs=2 if scale == "teaching" else 1, **(SMOKE_TRAIN if scale == "smoke" else {}))
             paths = {name: list_checkpoints(self.root / f"{name}-s0")[-1][1] for name in TASKS}
         self.models = {name: load_checkpoint(p)[0] for name, p in paths.items()}
         self.n_layers = {name: m.cfg.n_layer for name, m in self.models.items()}
