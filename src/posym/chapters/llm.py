@@ -27,7 +27,7 @@ register(ChapterSpec(
         "model": Param(str, "smollm2", "the GGUF model: SmolLM2-135M-Instruct (make venv) or Gemma-3-270M "
                        "(make models); the paper scale reads SmolLM2 results", choices=("smollm2", "gemma3")),
         "seed": Param(int, 0, "seed of the binding prompts", min=0, max=2**31 - 1),
-        "n_prompts": Param(int, {"smoke": 16, "teaching": 64, "paper": 256},
+        "n_prompts": Param(int, {"smoke": 8, "teaching": 64, "paper": 256},
                            "binding prompts for the scores (the paper scale reads the committed 256-prompt run)",
                            min=2, max=4096),
         "n_pairs": Param(int, 5, "name-colour pairs per binding prompt", min=2, max=8),
@@ -41,7 +41,7 @@ register(ChapterSpec(
         "probe_lengths": Param(str, {"smoke": "12,48", "teaching": "12,16,24,32,48,64",
                                      "paper": "12,16,24,32,48,64,80,100,150,200,300"},
                                "window lengths of the 1-hop probe (the paper scale reads data/llm/probe.csv)"),
-        "probe_prompts": Param(int, {"smoke": 8, "teaching": 30, "paper": 100},
+        "probe_prompts": Param(int, {"smoke": 4, "teaching": 30, "paper": 100},
                                "prompts per task and length in the 1-hop probe (the paper scale reads data/llm/probe.csv)",
                                min=1, max=1000),
     },
