@@ -206,3 +206,30 @@ def test_claims_and_emergence_on_known_results():
     assert c["shuffled clauses: trained depths solved, deeper ones not reliably"] == "agree"
     assert c["ordered clauses: shortcut, worse generalisation than shuffled"] == "agree"
     assert c["pure heads appear when accuracy rises (Paper 2)"] == "agree"
+
+
+def test_final_accuracy_per_depth_and_note():
+    import pandas as pd
+
+    from posym.chapters import lego as ch
+
+    rows = []
+    for task, d2 in (("lego", (0.5, 0.48)), ("lego_ordered", (0.75, 0.75))):
+        for seed in (0, 1):
+            for step in (0, 100):
+                last = step == 100
+                rows += [{"task": task, "seed": seed, "step": step, "hop": "all", "accuracy": 0.75 if last else 0.5},
+                         {"task": task, "seed": seed, "step": step, "hop": "1", "accuracy": 1.0 if last else 0.5},
+                         {"task": task, "seed": seed, "step": step, "hop": "2", "accuracy": d2[seed] if last else 0.5}]
+    res = {"eval": pd.DataFrame(rows)}
+    acc = ch.final_accuracy(res)
+    assert list(acc.columns) == ["task", "seed", "step", "accuracy", "depth_1", "depth_2"]
+    assert (acc["step"] == 100).all() and acc["depth_1"].eq(1.0).all()
+    assert acc.set_index(["task", "seed"]).loc[("lego", 1), "depth_2"] == 0.48
+    note = ch.accuracy_note(res)
+    assert note == ("LEGO (shuffled), 2 run(s): depth 1 1.00, depth 2 0.48–0.50; "
+                    "LEGO (ordered), 2 run(s): depth 1 1.00, depth 2 0.75")
+    # eval tables without per-depth rows: the overall accuracy only
+    only_all = {"eval": res["eval"][res["eval"]["hop"] == "all"]}
+    assert list(ch.final_accuracy(only_all).columns) == ["task", "seed", "step", "accuracy"]
+    assert ch.accuracy_note(only_all).startswith("LEGO (shuffled), 2 run(s): overall 0.75")

@@ -210,9 +210,34 @@ def type_vs_class(heads: pd.DataFrame) -> pd.DataFrame:
 
 
 def final_accuracy(res: dict) -> pd.DataFrame:
+    """Validation accuracy of every run at its last step: overall (``accuracy``) and per trained depth
+    (``depth_1``, ``depth_2``; present when ``eval.csv`` has per-depth rows)."""
     e = res["eval"]
-    e = e[(e["hop"] == "all")]
-    return e[e["step"] == e.groupby(["task", "seed"])["step"].transform("max")][["task", "seed", "accuracy"]]
+    last = e[e["step"] == e.groupby(["task", "seed"])["step"].transform("max")]
+    hop = last["hop"].astype(str)
+    out = last[hop == "all"][["task", "seed", "step", "accuracy"]].reset_index(drop=True)
+    by = last[hop != "all"].assign(hop="depth_" + hop[hop != "all"])
+    if by.empty:
+        return out
+    wide = by.pivot_table(index=["task", "seed"], columns="hop", values="accuracy").reset_index()
+    wide.columns.name = None
+    return out.merge(wide, on=["task", "seed"], how="left")
+
+
+def accuracy_note(res: dict) -> str:
+    """The final per-depth validation accuracy of the runs, per clause order (range over seeds), as a phrase for
+    the page's text."""
+    acc = final_accuracy(res)
+    cols = [c for c in acc.columns if c.startswith("depth_")] or ["accuracy"]
+    out = []
+    for task, a in acc.groupby("task", sort=False):
+        parts = []
+        for c in cols:
+            lo, hi = f"{a[c].min():.2f}", f"{a[c].max():.2f}"
+            what = f"depth {c.split('_')[1]}" if c != "accuracy" else "overall"
+            parts.append(f"{what} {lo}" if lo == hi else f"{what} {lo}–{hi}")
+        out.append(f"{get_task(task).label}, {len(a)} run(s): " + ", ".join(parts))
+    return "; ".join(out)
 
 
 def emergence(res: dict, gamma: float, acc_level: float = 0.9) -> pd.DataFrame:
