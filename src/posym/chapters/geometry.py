@@ -750,6 +750,10 @@ class TrainedModels:
                 f"{self.rotary_dim // 2} RoPE planes; final step {self.final_step}")
 
 
+#: the smoke-scale models: the smoke preset (TrainConfig.smoke) with these overrides
+SMOKE_TRAIN = {"steps": 100}
+
+
 def trained_models(cfg) -> TrainedModels:
     """The trained models at ``cfg.scale``: the ten committed runs of ``data/paper`` at ``paper``; at ``smoke``
     and ``teaching`` one model per task trained here (:func:`posym.runs.train_models`, a temporary folder) and
@@ -770,7 +774,7 @@ def trained_models(cfg) -> TrainedModels:
         geo = geo_all[(geo_all["task"] == "number") & (geo_all["seed"] == 0)]
         return TrainedModels(root, fs, ev, geo)
     root = Path(tempfile.mkdtemp(prefix="posym-geometry-")) / "runs"
-    trained = runs.train_models(cfg.scale, cfg.seed, root)
+    trained = runs.train_models(cfg.scale, cfg.seed, root, **(SMOKE_TRAIN if cfg.scale == "smoke" else {}))
     ev = results.load_table(root, "eval")
     steps = {task: snapshot_steps(ev[ev["task"] == task]) for task in TASKS}
     for task, run in trained.items():

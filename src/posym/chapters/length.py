@@ -75,6 +75,10 @@ class LengthData:
                 [["length", "accuracy"]].sort_values("length").reset_index(drop=True) for task in TASKS}
 
 
+#: the smoke-scale models: the smoke preset (TrainConfig.smoke) with these overrides
+SMOKE_TRAIN = {"steps": 100}
+
+
 def accuracy_data(cfg) -> LengthData:
     """The accuracy curves at ``cfg.scale``.
 
@@ -100,7 +104,7 @@ def accuracy_data(cfg) -> LengthData:
         models = {task: load_checkpoint(root / f"{task}-s0" / "final.pt")[0] for task in TASKS}
         return _glued(LengthData(cfg.scale, curves, models, 0))
     root = Path(tempfile.mkdtemp(prefix="posym-length-")) / "runs"
-    trained = runs.train_models(cfg.scale, cfg.seed, root)
+    trained = runs.train_models(cfg.scale, cfg.seed, root, **(SMOKE_TRAIN if cfg.scale == "smoke" else {}))
     models = {task: final_model(run) for task, run in trained.items()}
     lengths = sorted({L for L in DEFAULT_LENGTHS if L <= cfg.max_length} | {cfg.max_length})
     torch.set_num_threads(1)
