@@ -399,7 +399,7 @@ def _fmt_step(x: float) -> str:
 
 
 #: the smoke-scale runs: the smoke preset (TrainConfig.smoke) with these overrides
-SMOKE_TRAIN = {"steps": 100}
+SMOKE_TRAIN = {"steps": 50}
 
 
 class Runs:
@@ -428,7 +428,7 @@ class Runs:
         elif cfg.scale == "teaching":  # trained once into _build/runs/teaching, shared with the head-roles chapter
             self.root = runs.run_cache("teaching")
             runs.train_runs(self.root, "teaching", TASKS, self.seeds, n_prompts=cfg.n_prompts, jobs=2)
-        else:  # trained from scratch every time, in a temporary folder, on one thread, half the preset's steps
+        else:  # trained from scratch every time, in a temporary folder, on one thread, a quarter of the preset's steps
             self._tmp = tempfile.TemporaryDirectory(prefix="posym-dynamics-")
             self.root = Path(self._tmp.name) / "runs"
             runs.train_runs(self.root, cfg.scale, TASKS, self.seeds, n_prompts=cfg.n_prompts, threads=1,
