@@ -465,7 +465,7 @@ def plot_rewriting(chosen: dict):
 
 
 #: the smoke-scale runs: the smoke preset (TrainConfig.smoke) with these overrides
-SMOKE_TRAIN = {"steps": 100}
+SMOKE_TRAIN = {"steps": 50}
 
 
 class TrainedModels:
