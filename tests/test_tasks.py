@@ -444,3 +444,13 @@ def test_property_extension_valid(name, idx, extra, rseed):
     s = TaskDataset(name, "train")[idx]
     e = task.extend_target_window(s, extra, np.random.default_rng(rseed))
     assert REF[name](list(e.tokens)) == (s.answer, s.hops, e.chain)
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_hop_counts_from_the_codes_equal_the_built_samples_for_every_task(split):
+    from posym.tasks import task_names
+
+    for name in task_names():
+        fast = TaskDataset(name, split=split, seed=3).hop_counts()
+        built = TaskDataset(name, split=split, seed=3).arrays()["hops"]
+        assert fast.shape == built.shape and np.array_equal(fast, built), name
