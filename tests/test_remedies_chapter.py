@@ -84,6 +84,22 @@ def test_break_table_and_answers():
     assert list(t["classes (per seed)"]) == ["PPP / PPP", "PPP / PPP"]
 
 
+def test_training_text_says_when_a_remedy_is_not_learned():
+    res = _fake_results()
+    tl = res["training_length"]
+    sub = tl[tl["remedy"] == "none"].assign(remedy="subsample", accuracy=0.1)  # never above chance
+    big = tl[tl["remedy"] == "big_base"].assign(accuracy=lambda d: np.where(d["length"] < 200, 1.0, 0.0))
+    res["training_length"] = pd.concat([tl[tl["remedy"] == "none"], sub, big], ignore_index=True)
+    res["training_scores"] = pd.concat([res["training_scores"],
+                                        res["training_scores"].assign(remedy="subsample")], ignore_index=True)
+    text = R.answers(res)["training_text"]
+    assert f"{R.LABELS['subsample']}: the task is not learned (accuracy 0.10 at 17 tokens" in text
+    assert f"{R.LABELS['big_base']}: accuracy 1.00 at 17 tokens" in text and "(later than untreated)" in text
+    res["training_length"] = pd.concat([tl[tl["remedy"] == "none"], tl[tl["remedy"] == "none"].assign(
+        remedy="big_base")], ignore_index=True)
+    assert "(about the same as untreated)" in R.answers(res)["training_text"]
+
+
 def test_construction_margins_identity_at_train_length():
     c = R.construction_margins([17])
     for kind in ("index", "retrieval"):

@@ -592,10 +592,16 @@ def _training_text(res: dict) -> str:
         if row["remedy"] == LABELS["none"]:
             continue
         b = row["break 0.5"]
+        seeds = f"{row['seeds']} seed{'s' * (row['seeds'] > 1)}"
+        if row["accuracy at 17"] < 0.5:  # not learned at the training length: there is no break to move
+            parts.append(f"{row['remedy']}: the task is not learned (accuracy {row['accuracy at 17']:.2f} at 17 "
+                         f"tokens, the training length), {seeds}")
+            continue
         cmp = ("" if not (np.isfinite(b) and np.isfinite(b0)) else
-               f" ({'later' if b > 1.25 * b0 else 'earlier' if b < 0.8 * b0 else 'about the same'} than untreated)")
+               " (later than untreated)" if b > 1.25 * b0 else " (earlier than untreated)" if b < 0.8 * b0
+               else " (about the same as untreated)")
         parts.append(f"{row['remedy']}: accuracy {row['accuracy at 17']:.2f} at 17 tokens, below one half at "
-                     f"{_fmt_len(b)}{cmp}, {row['seeds']} seed{'s' * (row['seeds'] > 1)}")
+                     f"{_fmt_len(b)}{cmp}, {seeds}")
     return (f"Untreated, the teaching-scale Number models fall below one half at {_fmt_len(b0)} (mean over "
             f"{int(base['seeds'].iloc[0]) if len(base) else 0} seeds). With a remedy built in: " + "; ".join(parts) + ".")
 
