@@ -112,6 +112,12 @@ def xdist_scope(nodeid: str) -> str:
     return nodeid if f"{Path(path).name}::{name.split('[', 1)[0]}" in SPREAD_TESTS else path
 
 
+def pytest_collection_modifyitems(config, items):
+    """The :data:`SPREAD_TESTS` first (a stable sort): xdist hands out work in collection order, and long cases
+    left to the end would keep one worker busy while the other waits."""
+    items.sort(key=lambda item: xdist_scope(item.nodeid) != item.nodeid)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """``--dist loadfile`` (``make test``), except that :data:`SPREAD_TESTS` go case by case to whichever worker is
