@@ -1,4 +1,5 @@
-"""A task defined outside posym (here) plugs in with one registration: train -> analyze runs unchanged."""
+"""A task defined outside posym (here) plugs in with one registration: train -> analyze and the learning-dynamics
+chapter's smoke path run unchanged."""
 from __future__ import annotations
 
 import numpy as np
@@ -59,3 +60,30 @@ def test_toy_task_train_analyze(toy, tmp_path):
     sc = out["scores"]
     assert set(sc["step"]) == {0, 1, 2, 5, 10, 20}
     assert sc["pos"].between(0, 1).all() and sc["sym"].between(0, 1).all()
+
+
+def test_toy_task_through_a_chapter(toy):
+    """The learning-dynamics chapter's smoke path (train, analyse, tables, figures) on the registered toy task."""
+    import matplotlib.pyplot as plt
+
+    from posym import book
+    from posym.chapters import dynamics
+
+    cfg = book.setup("dynamics", "smoke", n_seeds=1, n_prompts=20)
+    runs = dynamics.Runs(cfg, tasks=("toy_pointer",))
+    try:
+        assert runs.summary()["task"].tolist() == ["toy_pointer"]
+        crit, hops = runs.hop_tables()
+        assert list(hops.index) == [("toy_pointer", "1"), ("toy_pointer", "all")]
+        assert crit["task"].tolist() == ["toy_pointer"]
+        final = runs.final_scores()
+        assert len(final) == runs.n_layer and final.columns.tolist() == [("toy_pointer", "pos"), ("toy_pointer", "sym")]
+        assert runs.purity_matrix(0.1).shape[0] == 1
+        for fig in (runs.plot_accuracy(), runs.plot_scores(), runs.plot_purity()):
+            assert fig.axes
+            plt.close(fig)
+        root = runs.root
+        assert (root / "toy_pointer-s0" / "scores.parquet").exists()
+    finally:
+        runs.cleanup()
+    assert not root.exists()

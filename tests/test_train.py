@@ -356,3 +356,11 @@ def test_complete_run_has_a_manifest_and_verify_catches_a_flipped_byte(smoke_run
     ledger.fault()
     assert cli_main(["verify", str(run)]) == 2
     assert "eval.csv: missing" in capsys.readouterr().err
+
+
+def test_scale_overrides_apply_the_smoke_overrides_only_at_smoke():
+    from posym.runs import scale_overrides
+
+    assert scale_overrides("smoke", {"steps": 50}, {"lr": 0.1}) == {"lr": 0.1, "steps": 50}
+    assert scale_overrides("teaching", {"steps": 50}, {"lr": 0.1}) == {"lr": 0.1}
+    assert scale_overrides("paper", None, {}) == {}

@@ -76,10 +76,14 @@ def _per_hop_rows(flag: np.ndarray, hops: np.ndarray, **keys) -> list[dict]:
 
 def split_arrays(task: str, split: str, seed: int = 0, n: int | None = None) -> dict[str, np.ndarray]:
     """The encoded arrays of a split (``x``, ``y``, ``hops``, ``answer_pos``, ``chain``), first ``n`` rows."""
-    a = TaskDataset(task, split, seed=seed).arrays()
-    if n is None or n >= len(a["x"]):
-        return a
-    return {k: v[:n] for k, v in a.items()}
+    return first_rows(TaskDataset(task, split, seed=seed).arrays(), n)
+
+
+def first_rows(arrays: dict[str, np.ndarray], n: int | None) -> dict[str, np.ndarray]:
+    """The first ``n`` rows of every array of a split (all of them when ``n`` is ``None`` or not smaller)."""
+    if n is None or n >= len(arrays["x"]):
+        return arrays
+    return {k: v[:n] for k, v in arrays.items()}
 
 
 def audit_splits(task: str, seed: int = 0, n_train: int = DEFAULT_N_TRAIN) -> dict[str, dict[str, np.ndarray]]:
@@ -1251,8 +1255,7 @@ def variant_accuracy(models, task: str, regularities: Sequence[str] | None = Non
             slices = audit_splits(task, seed, n_train)
         fitted = fit_solvers(task, slices["train"])
         if split in ("val", "test"):  # whole splits in the slices: their first n rows
-            full = slices[split]
-            base = full if n is None or n >= len(full["x"]) else {k: v[:n] for k, v in full.items()}
+            base = first_rows(slices[split], n)
         else:
             base = split_arrays(task, split, seed, n)
         sets = {"original": base}

@@ -41,10 +41,9 @@ import functools
 import importlib
 import importlib.util
 import json
-import math
 import os
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 

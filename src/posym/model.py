@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Callable, Iterable
 
 import torch
@@ -40,6 +40,13 @@ import torch.nn.functional as F
 
 from .rope import (apply_rope, check_position_sampling, check_rope_scaling, rope_angles, rope_cos_sin,
                    sample_positions, scaled_angles)
+
+
+def check_fields(cls, d: dict) -> None:
+    """ValueError naming the keys of ``d`` that are not fields of the dataclass ``cls`` (a config read back)."""
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
 
 
 @dataclass
@@ -139,10 +146,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
+        check_fields(cls, d)
         d = dict(d)
         if d.get("freq_mask") is not None:
             d["freq_mask"] = tuple(d["freq_mask"])

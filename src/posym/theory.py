@@ -80,12 +80,12 @@ from the margins it actually meets.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
-from .functions import ideal_attention, index, reads, retrieval
+from .functions import index, reads, retrieval
 from .model import GPTJ, ModelConfig
 from .rope import rotation_2d
 from .tasks import SEQ_LEN, Task, Vocab, get_task

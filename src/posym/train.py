@@ -26,14 +26,12 @@ import contextlib
 import functools
 import hashlib
 import io
-import math
 import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from . import io as pio
-from .model import GPTJ, ModelConfig
+from .model import GPTJ, ModelConfig, check_fields
 from .scales import SCALES
 from .tasks import SPLIT_SIZES, TaskDataset, get_task, task_names
 
@@ -152,10 +150,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
+        check_fields(cls, d)
         return cls(**d)
 
     def hash(self) -> str:

@@ -234,7 +234,7 @@ def plot_hop_accuracy(ax, eval_df: pd.DataFrame, task: str, level: float = 0.95,
 
     e = eval_df[eval_df["task"] == task].assign(hop=lambda d: d["hop"].astype(str))
     n_seeds = e["seed"].nunique()
-    for hop in ["1", "2", "3", "4", "all"]:
+    for hop in _hop_labels(task):
         color = HOP_COLORS[int(hop)] if hop != "all" else "black"
         label = f"{hop}-hop" if hop != "all" else "all"
         d = e[e["hop"] == hop]
@@ -347,7 +347,7 @@ def final_score_table(final: pd.DataFrame) -> pd.DataFrame:
 
     The tasks' models may differ in depth (the teaching scale): a layer a task's model lacks is missing (NaN)."""
     out = {}
-    for task in [t for t in ("number", "letter") if t in set(final["task"])]:
+    for task in sorted(set(final["task"]), key=lambda t: (TASKS.index(t) if t in TASKS else len(TASKS), t)):
         f = final[final["task"] == task].groupby("layer")
         for col in ("pos", "sym"):
             m, sd = f[col].mean(), f[col].std(ddof=1)
@@ -398,6 +398,13 @@ def _fmt_step(x: float) -> str:
     return "n/a" if np.isnan(x) else f"{x:,.0f}"
 
 
+def _hop_labels(task: str) -> list[str]:
+    """The hop labels of ``task``'s accuracy table: ``"1"``.. its deepest hop count, then ``"all"``."""
+    from ..tasks import get_task
+
+    return [str(h) for h in range(1, get_task(task).max_hops + 1)] + ["all"]
+
+
 #: the smoke-scale runs: the smoke preset (TrainConfig.smoke) with these overrides
 SMOKE_TRAIN = {"steps": 50}
 
@@ -408,32 +415,24 @@ class Runs:
     ``paper``: the ten committed runs in ``data/paper``; ``teaching``: runs trained once into
     ``_build/runs/teaching`` (:func:`posym.runs.run_cache`), shared with the head-roles chapter; ``smoke``: tiny
     runs trained from scratch, in a temporary folder (removed when the kernel stops at the latest), on one
-    thread.  Holds ``ev`` (validation accuracy), ``traj`` (scores, entropy min-max normalised per layer),
-    ``best`` (:func:`best_steps`), ``n_layer``, ``total_steps`` and ``window`` (5 % of training).
+    thread (:class:`posym.runs.ChapterRuns`).  Holds ``ev`` (validation accuracy), ``traj`` (scores, entropy
+    min-max normalised per layer), ``best`` (:func:`best_steps`), ``n_layer``, ``total_steps`` and ``window``
+    (5 % of training).  ``tasks`` defaults to Paper 2's two; any registered task works (the claims and the
+    layer-0 split are about Paper 2's models and need those).
     """
 
-    def __init__(self, cfg):
-        import tempfile
-        from pathlib import Path
-
+    def __init__(self, cfg, tasks: Sequence[str] | None = None):
         from .. import runs
         from ..results import load_table
 
         self.cfg = cfg
+        self.tasks = tuple(tasks or TASKS)
         self.seeds = list(range(cfg.n_seeds))
         self.ci = dict(level=0.95, method=cfg.ci)
-        self._tmp = None
-        if cfg.scale == "paper":  # the committed runs
-            self.root = Path(cfg.data_dir) / "paper"
-        elif cfg.scale == "teaching":  # trained once into _build/runs/teaching, shared with the head-roles chapter
-            self.root = runs.run_cache("teaching")
-            runs.train_runs(self.root, "teaching", TASKS, self.seeds, n_prompts=cfg.n_prompts, jobs=2)
-        else:  # trained from scratch every time, in a temporary folder, on one thread, a quarter of the preset's steps
-            self._tmp = tempfile.TemporaryDirectory(prefix="posym-dynamics-")
-            self.root = Path(self._tmp.name) / "runs"
-            runs.train_runs(self.root, cfg.scale, TASKS, self.seeds, n_prompts=cfg.n_prompts, threads=1,
-                            **SMOKE_TRAIN)
-        keep = lambda df: df[df["seed"].isin(self.seeds)].reset_index(drop=True)  # noqa: E731
+        self._runs = runs.ChapterRuns(cfg.scale, self.tasks, self.seeds, cfg.n_prompts, cfg.data_dir,
+                                      prefix="posym-dynamics-", smoke=SMOKE_TRAIN)
+        self.root = self._runs.root
+        keep = lambda df: df[df["seed"].isin(self.seeds) & df["task"].isin(self.tasks)].reset_index(drop=True)  # noqa: E731
         self.ev = keep(load_table(self.root, "eval"))
         self.traj = minmax_per_layer(keep(load_table(self.root, "scores")), "entropy")
         self.n_layer = int(self.traj["layer"].max()) + 1
@@ -463,25 +462,26 @@ class Runs:
         summary = pd.DataFrame([
             {"task": t, "hop": h, **dict(zip(["mean", "lo", "hi"], mean_ci(
                 hop_steps[(hop_steps["task"] == t) & (hop_steps["hop"] == h)]["step"], **self.ci)))}
-            for t in TASKS for h in ["1", "2", "3", "4", "all"]]).set_index(["task", "hop"])
+            for t in self.tasks for h in _hop_labels(t)]).set_index(["task", "hop"])
         glue_md(self._accuracy_glue(crit, summary))
         return crit, summary
 
     def _accuracy_glue(self, crit: pd.DataFrame, summary: pd.DataFrame) -> dict:
         out = {}
         best, mean_best = self.best, self.mean_best
-        for t in TASKS:
+        for t in self.tasks:
             b = best[best["task"] == t]["best_step"]
             c = crit[crit["task"] == t]
+            paper_best = PAPER.get(t, {}).get("best_step", math.nan)  # a task the paper did not run has none
             out[f"best_{t}"] = _fmt_step(mean_best[t])
-            out[f"paper_best_{t}"] = f"{PAPER[t]['best_step']:,}"
+            out[f"paper_best_{t}"] = _fmt_step(paper_best)
             out[f"best_range_{t}"] = f"{_fmt_step(b.min())}–{_fmt_step(b.max())}"
             out[f"sequential_{t}"] = f"{int(c['sequential'].sum())}/{len(c)}"
             out[f"together_{t}"] = f"{int(c['together'].sum())}/{len(c)}"
             out[f"spread_{t}"] = _fmt_step(mean_ci(c["spread"], **self.ci)[0])
             for h in "1234":
-                out[f"t{h}_{t}"] = _fmt_step(summary.loc[(t, h), "mean"])
-            out[f"earlier_{t}"] = f"{1 - mean_best[t] / PAPER[t]['best_step']:.0%}"
+                out[f"t{h}_{t}"] = _fmt_step(summary.loc[(t, h), "mean"] if (t, h) in summary.index else math.nan)
+            out[f"earlier_{t}"] = "n/a" if math.isnan(paper_best) else f"{1 - mean_best[t] / paper_best:.0%}"
             coarse = best_steps(self.ev[(self.ev["task"] == t) & (self.ev["step"] % 250 == 0)])
             out[f"best250_{t}"] = _fmt_step(coarse["best_step"].mean()) if len(coarse) else "–"
         out["window"] = f"{self.window:,.0f}"
@@ -493,10 +493,12 @@ class Runs:
         """Fig. 2A: validation accuracy per hop count, one panel per task (:func:`plot_hop_accuracy`)."""
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, 2, figsize=(FIG_WIDTH, 3.4), sharey=True)
-        for ax, task in zip(axes, TASKS):
+        fig, axes = plt.subplots(1, len(self.tasks), figsize=(FIG_WIDTH, 3.4), sharey=True, squeeze=False)
+        axes = axes[0]
+        for ax, task in zip(axes, self.tasks):
             plot_hop_accuracy(ax, self.ev, task, **self.ci)
-        axes[1].set_ylabel("")
+        for ax in axes[1:]:
+            ax.set_ylabel("")
         axes[0].legend(loc="upper left", fontsize=9, ncol=1)
         return fig
 
@@ -506,8 +508,9 @@ class Runs:
         import matplotlib.pyplot as plt
 
         shown = representative_layers(self.n_layer)
-        fig, axes = plt.subplots(2, len(shown), figsize=(FIG_WIDTH, 5.2), sharex=True, sharey=True, squeeze=False)
-        for i, task in enumerate(TASKS):
+        fig, axes = plt.subplots(len(self.tasks), len(shown), figsize=(FIG_WIDTH, 2.6 * len(self.tasks)),
+                                 sharex=True, sharey=True, squeeze=False)
+        for i, task in enumerate(self.tasks):
             for j, layer in enumerate(shown):
                 plot_layer_scores(axes[i, j], self.traj, task, layer, **self.ci, best=self.mean_best[task])
                 axes[i, j].set_title(f"{task.capitalize()}, layer {layer}", fontsize=10)
@@ -568,10 +571,10 @@ class Runs:
         and annotated with its layers."""
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(len(GAMMAS), 2, figsize=(FIG_WIDTH, 6.4), sharex=True)
+        fig, axes = plt.subplots(len(GAMMAS), len(self.tasks), figsize=(FIG_WIDTH, 6.4), sharex=True, squeeze=False)
         for i, g in enumerate(GAMMAS):
             events, counts = self.purity(g)
-            for j, task in enumerate(TASKS):
+            for j, task in enumerate(self.tasks):
                 plot_purity_counts(axes[i, j], counts, events, task, self.cfg.seed, g)
                 if i < len(GAMMAS) - 1:
                     axes[i, j].set_xlabel("")
@@ -669,8 +672,7 @@ class Runs:
 
     def cleanup(self) -> None:
         """Remove the temporary folder of runs trained from scratch (nothing otherwise)."""
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        self._runs.cleanup()
 
 
 def claims_details(claims: pd.DataFrame):

@@ -774,7 +774,7 @@ def trained_models(cfg) -> TrainedModels:
         geo = geo_all[(geo_all["task"] == "number") & (geo_all["seed"] == 0)]
         return TrainedModels(root, fs, ev, geo)
     root = Path(tempfile.mkdtemp(prefix="posym-geometry-")) / "runs"
-    trained = runs.train_models(cfg.scale, cfg.seed, root, **(SMOKE_TRAIN if cfg.scale == "smoke" else {}))
+    trained = runs.train_models(cfg.scale, cfg.seed, root, smoke=SMOKE_TRAIN)
     ev = results.load_table(root, "eval")
     steps = {task: snapshot_steps(ev[ev["task"] == task]) for task in TASKS}
     for task, run in trained.items():

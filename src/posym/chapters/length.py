@@ -7,7 +7,6 @@ the numbers the text quotes and draws the figures.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -104,7 +103,7 @@ def accuracy_data(cfg) -> LengthData:
         models = {task: load_checkpoint(root / f"{task}-s0" / "final.pt")[0] for task in TASKS}
         return _glued(LengthData(cfg.scale, curves, models, 0))
     root = Path(tempfile.mkdtemp(prefix="posym-length-")) / "runs"
-    trained = runs.train_models(cfg.scale, cfg.seed, root, **(SMOKE_TRAIN if cfg.scale == "smoke" else {}))
+    trained = runs.train_models(cfg.scale, cfg.seed, root, smoke=SMOKE_TRAIN)
     models = {task: final_model(run) for task, run in trained.items()}
     lengths = sorted({L for L in DEFAULT_LENGTHS if L <= cfg.max_length} | {cfg.max_length})
     torch.set_num_threads(1)

@@ -747,7 +747,7 @@ def plot_accuracy_by_frequency(acc: pd.DataFrame):
         _freq_ticks(ax, xpos(order), order)
         ax.set(title=TASK_TITLES[task], xlabel="frequency index k", ylim=(0, 1.03))
     axes[0].set_ylabel("held-out accuracy")
-    handles, labels = {}, {}
+    handles = {}
     for ax in axes:
         for h, l in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(l, h)

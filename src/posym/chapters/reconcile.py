@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from .. import metrics, trajectory as T
-from ..paper import PAPER_FIG5B, PAPER_TABLE1
+from ..paper import PAPER, PAPER_FIG5B, PAPER_TABLE1
 from ..spec import ChapterSpec, Param, Required, register
 
 # -----------------------------------------------------------------------------------------------
@@ -74,10 +74,10 @@ register(ChapterSpec(
 
 TASKS = ("number", "letter")
 
-#: The paper's values this appendix reconciles (notes §2.5, §2.9; the same numbers as posym.paper.PAPER and
-#: posym.paper.PAPER_FIG5B).
-PAPER_COUNTS = {"number": (4, 8), "letter": (0, 11)}
-PAPER_BEST = {"number": 4800, "letter": 3400}
+#: The paper's values this appendix reconciles, from :data:`posym.paper.PAPER`: pure (positional, symbolic)
+#: heads at the end of training (Fig. 2C) and the step of best validation accuracy (Fig. 2A).
+PAPER_COUNTS = {t: (len(PAPER[t]["positional_layers"]), len(PAPER[t]["symbolic_layers"])) for t in TASKS}
+PAPER_BEST = {t: PAPER[t]["best_step"] for t in TASKS}
 STEP_TOL = 0.15
 LENGTH_TOL = 0.1
 

@@ -470,7 +470,6 @@ def answers(res: dict) -> dict[str, str]:
             out[f"{task}_longest"] = (f"At {Lmax} tokens the accuracy is {a[LABELS['none']]:.2f} untreated and "
                                       + ", ".join(f"{a[LABELS[r]]:.2f} with {LABELS[r]}" for r in INFERENCE_REMEDIES[1:])
                                       + f" ({int(res['accuracy']['n'].max())} prompts per length).")
-        finite = b["break 0.5"].dropna()
         if not np.isfinite(base):
             out[f"{task}_best"] = ("the untreated model stays above one half at every length the remedies share, so "
                                    "there is no break to move. " + out.get(f"{task}_longest", "").rstrip("."))
@@ -510,7 +509,6 @@ def answers(res: dict) -> dict[str, str]:
         out["pred_within2"], out["pred_late"] = "none", "none"
     out["pred_pairs"] = str(len(bt))
     longest = bt["longest tried"] if "longest tried" in bt else pd.Series(dtype=int)
-    common = [c for c in bt.columns if c.startswith("accuracy at")]
     if len(longest) and longest.nunique() > 1:
         extra = bt[longest > longest.min()]
         out["coverage_text"] = (f"The break lengths compare the remedies on the lengths they all reached (up to "

@@ -477,25 +477,16 @@ class TrainedModels:
     ``n_layers`` their depths (they may differ per task).  :meth:`cleanup` removes a temporary folder."""
 
     def __init__(self, scale: str, n_seeds: int, n_prompts: int, data_dir=None):
-        import tempfile
-        from pathlib import Path
-
         from .. import runs
         from ..train import list_checkpoints, load_checkpoint
 
-        self.scale, self.seeds, self.workdir, self._tmp = scale, list(range(n_seeds)), None, None
+        self.scale, self.seeds = scale, list(range(n_seeds))
+        self._runs = runs.ChapterRuns(scale, TASKS, self.seeds, n_prompts, data_dir, prefix="posym-roles-",
+                                      smoke=SMOKE_TRAIN, final_only=True)
+        self.root, self.workdir = self._runs.root, self._runs.workdir
         if scale == "paper":  # the committed runs; final checkpoints of seed 0
-            self.root = Path(data_dir) / "paper"
             paths = {name: self.root / f"{name}-s0" / "final.pt" for name in TASKS}
-        else:
-            if scale == "teaching":  # the runs of the learning-dynamics chapter, trained here if missing
-                self.root = runs.run_cache("teaching")
-            else:  # trained from scratch, in a temporary folder, on one thread
-                self._tmp = tempfile.TemporaryDirectory(prefix="posym-roles-")  # removed at exit at the latest
-                self.workdir = Path(self._tmp.name)
-                self.root = self.workdir / "runs"
-            runs.train_runs(self.root, scale, TASKS, self.seeds, n_prompts=n_prompts, final_only=True,
-                            jobs=2 if scale == "teaching" else 1, **(SMOKE_TRAIN if scale == "smoke" else {}))
+        else:  # the last checkpoint of the runs trained here (teaching: shared with the learning-dynamics chapter)
             paths = {name: list_checkpoints(self.root / f"{name}-s0")[-1][1] for name in TASKS}
         self.models = {name: load_checkpoint(p)[0] for name, p in paths.items()}
         self.n_layers = {name: m.cfg.n_layer for name, m in self.models.items()}
@@ -554,8 +545,7 @@ class TrainedModels:
 
     def cleanup(self) -> None:
         """Remove the temporary folder of runs trained from scratch (nothing otherwise)."""
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        self._runs.cleanup()
 
 
 def plot_flow(sample, flow: pd.DataFrame, task: str, n_layers: int, title: str | None = None):

@@ -189,6 +189,17 @@ class Task:
             raise ValueError(f"not a {self.name}-task prompt: token id {bad} is outside its vocabulary "
                              f"of {len(self.vocab)} tokens")
 
+    def _check_last_two(self, ids, is_bad, why: str) -> None:
+        """ValueError naming the first prompt of ``ids`` whose last two token ids ``is_bad`` rejects
+        (``is_bad``: (batch, 2) array -> (batch,) bools); ``why`` says what such a prompt lacks."""
+        t = np.asarray(ids)
+        if t.ndim == 1:
+            t = t[None]
+        if t.ndim == 2 and t.size and t.shape[1] >= 2:
+            bad = is_bad(t[:, -2:])
+            if bad.any():
+                raise ValueError(f"not a {self.name}-task prompt: prompt {int(np.flatnonzero(bad)[0])} {why}")
+
     def check_prompt(self, tokens: Sequence[str]) -> None:
         """ValueError unless ``tokens`` are tokens of this task laid out as a prompt (see :meth:`check_ids`)."""
         self.check_ids(self.vocab.encode(tokens))

@@ -44,7 +44,7 @@ import string
 import numpy as np
 
 from ..palette import OKABE_ITO
-from .base import Sample, Task, Vocab, _u_to_int, register_task
+from .base import Sample, Task, Vocab, register_task
 
 N_VARS = 6
 CLAUSE = 4  # tokens per clause: lhs = sign rhs
@@ -200,12 +200,5 @@ class LegoTask(Task):
 
     def check_ids(self, ids) -> None:
         super().check_ids(ids)
-        t = np.asarray(ids)
-        if t.ndim == 1:
-            t = t[None]
-        if t.ndim == 2 and t.size and t.shape[1] >= 2:
-            bad = t[:, -2] != self._ids["?"]
-            if bad.any():
-                r = int(np.flatnonzero(bad)[0])
-                raise ValueError(f"not a {self.name}-task prompt: prompt {r} has no '?' before its last token")
+        self._check_last_two(ids, lambda t: t[:, 0] != self._ids["?"], "has no '?' before its last token")
 

@@ -124,11 +124,5 @@ class SortingTask(Task):
 
     def check_ids(self, ids) -> None:
         super().check_ids(ids)
-        t = np.asarray(ids)
-        if t.ndim == 1:
-            t = t[None]
-        if t.ndim == 2 and t.size and t.shape[1] >= 2:
-            bad = (t[:, -2] != self._sep_id) | (t[:, -1] == self._sep_id)
-            if bad.any():
-                r = int(np.flatnonzero(bad)[0])
-                raise ValueError(f"not a {self.name}-task prompt: prompt {r} does not end with '{SEP}' and a number")
+        self._check_last_two(ids, lambda t: (t[:, 0] != self._sep_id) | (t[:, 1] == self._sep_id),
+                             f"does not end with '{SEP}' and a number")
