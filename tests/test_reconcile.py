@@ -221,6 +221,12 @@ def test_seed_spread():
     s = R.seed_spread(ref, new).set_index("quantity")
     assert not s.loc["best_step", "inside"] and s.loc["positional", "inside"]
     assert s.loc["best_step", "ref_values"] == "4,000, 4,700"
+    text = R.seed42_text({"spread": s.reset_index(), "partial": {"letter": {"last_step": 1200, "steps": 6750,
+                                                                           "note": "resumable"}}})
+    assert text.startswith("Number, run seed 42: best step 4,800, 3 pure positional and 7 pure symbolic heads; "
+                           "6 of 7 inside the range of seeds 0–4; outside: best step 4,800 (seeds 0–4: 4,000, 4,700)")
+    assert "Letter, run seed 42: stopped at step 1,200 of 6,750 (resumable)." in text
+    assert R.seed42_text({"spread": None, "partial": None}).count("not run") == 2
 
 
 @pytest.fixture(scope="module")

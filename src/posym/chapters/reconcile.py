@@ -847,6 +847,37 @@ def seed42_results(inp: dict, gamma: float = 0.1) -> dict:
             "partial": inp.get("seed42_partial")}
 
 
+_SPREAD_NAMES = {"best_step": "best step", "positional": "pure positional heads",
+                 "symbolic": "pure symbolic heads", "L0_pos": "layer 0 s_pos", "L0_sym": "layer 0 s_sym",
+                 "L4_pos": "layer 4 s_pos", "L4_sym": "layer 4 s_sym"}
+
+
+def seed42_text(seed42: dict) -> str:
+    """Experiment 2 in words: per task, the seed-42 run's numbers and how many lie inside seeds 0–4's range
+    (:func:`seed_spread`), or where an unfinished run stopped (``seed42_partial.json``)."""
+    sp, partial = seed42.get("spread"), seed42.get("partial") or {}
+    parts = []
+    for task in TASKS:
+        rows = sp[sp["task"] == task] if sp is not None else pd.DataFrame()
+        if len(rows):
+            out = rows[~rows["inside"]]
+            fmt = {q: (f"{v:,.0f}" if q in ("best_step", "positional", "symbolic") else f"{v:.2f}")
+                   for q, v in zip(rows["quantity"], rows["value"])}
+            counts = f"{fmt['positional']} pure positional and {fmt['symbolic']} pure symbolic heads"
+            where = ("all inside the range of seeds 0–4" if out.empty else
+                     f"{len(rows) - len(out)} of {len(rows)} inside the range of seeds 0–4; outside: "
+                     + ", ".join(f"{_SPREAD_NAMES[q]} {fmt[q]} (seeds 0–4: {r})"
+                                 for q, r in zip(out["quantity"], out["ref_values"])))
+            parts.append(f"{task.capitalize()}, run seed 42: best step {fmt['best_step']}, {counts}; {where}")
+        elif task in partial:
+            p = partial[task]
+            parts.append(f"{task.capitalize()}, run seed 42: stopped at step {p['last_step']:,} of {p['steps']:,} "
+                         f"({p['note']})")
+        else:
+            parts.append(f"{task.capitalize()}, run seed 42: not run")
+    return ". ".join(parts) + "."
+
+
 def _mean_counts(rules: pd.DataFrame, rule: str, task: str) -> tuple[float, float]:
     r = rules[(rules["rule"] == rule) & (rules["task"] == task)]
     return float(r["positional"].mean()), float(r["symbolic"].mean())
@@ -864,11 +895,9 @@ def disagreements(inp: dict, grid: dict, purity: dict, weights: dict, length: di
     sp = seed42["spread"]
 
     def s42(task, q):
-        if sp is None:
-            return "not run" if not seed42.get("partial") else "unfinished (see experiment 2)"
-        r = sp[(sp["task"] == task) & (sp["quantity"] == q)]
+        r = sp[(sp["task"] == task) & (sp["quantity"] == q)] if sp is not None else pd.DataFrame()
         if r.empty:
-            return "not run"
+            return "unfinished (see experiment 2)" if task in (seed42.get("partial") or {}) else "not run"
         r = r.iloc[0]
         return f"{r['value']:,.0f} ({'inside' if r['inside'] else 'outside'} seeds 0–4: {r['ref_values']})"
 
