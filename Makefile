@@ -30,6 +30,8 @@ NBVAL_RUNS ?= 1
 TEST_NBVAL_RUNS ?= 3
 # pytest and nbval run on every core (pytest-xdist); one test file (and its module fixtures) per worker at a time
 TEST_WORKERS ?= auto
+# chapters executed at a time by run_chapters.py (each in its own process; the teaching scale runs one at a time)
+CHAPTER_JOBS ?= 2
 XDIST := -n $(TEST_WORKERS) --dist loadfile
 EXECUTED = _build/executed/$(PARAMS)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -98,7 +100,7 @@ test:
 	@scripts/timed mathjax $(MAKE) --no-print-directory mathjax
 	@scripts/timed chromium $(MAKE) --no-print-directory chromium
 	@scripts/timed pytest $(MAKE) --no-print-directory pytest
-	@scripts/timed chapters $(PY) scripts/run_chapters.py --params smoke
+	@scripts/timed chapters $(PY) scripts/run_chapters.py --params smoke --jobs $(CHAPTER_JOBS)
 	@scripts/timed nbval $(MAKE) --no-print-directory nbval PARAMS=smoke NBVAL_RUNS=$(TEST_NBVAL_RUNS)
 	@scripts/timed html $(PY) scripts/build_book.py --params smoke
 	@scripts/timed browser-check $(PY) scripts/check_html.py
@@ -123,13 +125,13 @@ nbval: venv
 
 # --- book ----------------------------------------------------------------------------------------
 chapters: venv
-	$(PY) scripts/run_chapters.py --params $(PARAMS)
+	$(PY) scripts/run_chapters.py --params $(PARAMS) --jobs $(CHAPTER_JOBS)
 
 html: venv mathjax
 	$(PY) scripts/build_book.py --params $(PARAMS)
 
 book: venv mathjax
-	$(PY) scripts/run_chapters.py --params $(PARAMS)
+	$(PY) scripts/run_chapters.py --params $(PARAMS) --jobs $(CHAPTER_JOBS)
 	$(PY) scripts/build_book.py --params $(PARAMS)
 
 browser-check: venv chromium

@@ -5,18 +5,27 @@
     python scripts/run_chapters.py --params paper data       # one chapter
     python scripts/run_chapters.py --params smoke -p n_samples 500 data
     python scripts/run_chapters.py --params teaching --record  # also update book/runtimes.csv
+    python scripts/run_chapters.py --params smoke --jobs 2   # two chapters at a time (smoke and paper only)
 
 Each chapter is read from book/<name>.md with jupytext and run through papermill's Python API
 (`pm.execute_notebook(jupytext.read(path), out, parameters=...)`); papermill injects `scale` (and any
 `-p` override) after the cell tagged `parameters`. An executed notebook is written only when the
 chapter succeeds, so a failed chapter never leaves a stale or half-run copy behind.
+
+``--jobs N`` executes N chapters at a time, each in its own process and kernel, the longest first (by
+``book/runtimes.csv``). At the smoke scale every chapter trains in its own temporary folder and at the paper
+scale none trains, so they can run side by side; at the teaching scale chapters share trained runs
+(``_build/runs/teaching``), so it runs them one after the other. Runtimes measured side by side are not
+recorded (``--record`` needs ``--jobs 1``).
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import multiprocessing as mp
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from bookutil import ROOT, book, die, notebook_chapters
@@ -30,6 +39,22 @@ def parse_value(text: str):
         return text
 
 
+def _execute(src: Path, dst: Path, params: str, overrides: dict, timeout: int):
+    """One chapter (a module-level function, so that worker processes can run it): ``(seconds, None)`` or
+    ``(None, "<ename>: <evalue>")``."""
+    try:
+        return book.execute_chapter(src, dst, params, overrides, cwd=src.parent, timeout=timeout), None
+    except book.ChapterError as e:
+        return None, f"{e.ename}: {e.evalue}"
+
+
+def longest_first(names: list[str], scale: str) -> list[str]:
+    """``names`` ordered by their recorded runtime at ``scale``, longest first (unrecorded ones first of all, in
+    their given order), so that N workers finish close together."""
+    seconds = {r["chapter"]: float(r["seconds"]) for r in book.read_runtimes() if r["scale"] == scale}
+    return sorted(names, key=lambda n: -seconds.get(n, float("inf")))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("chapters", nargs="*", help="chapter names (default: every notebook chapter in _toc.yml)")
@@ -39,6 +64,8 @@ def main(argv=None) -> int:
                     help="override one chapter parameter (validated by the chapter)")
     ap.add_argument("--record", action="store_true", help="store the measured runtimes in book/runtimes.csv")
     ap.add_argument("--timeout", type=int, default=3600, help="per-cell timeout in seconds")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="chapters executed at a time, each in its own process (smoke and paper scales)")
     args = ap.parse_args(argv)
 
     if args.params not in book.SCALES:
@@ -50,6 +77,14 @@ def main(argv=None) -> int:
             die(f"unknown chapter {n!r}; notebook chapters in _toc.yml: {', '.join(available) or 'none'}")
     if args.record and args.param:
         die("--record measures the standard parameter sets; do not combine it with -p overrides")
+    if args.jobs < 1:
+        die(f"--jobs must be at least 1, got {args.jobs}")
+    if args.record and args.jobs > 1:
+        die("--record measures each chapter alone; do not combine it with --jobs > 1")
+    jobs = 1 if args.params == "teaching" else args.jobs
+    if jobs < args.jobs:
+        print(f"[chapters] scale 'teaching': chapters share trained runs, so they run one at a time "
+              f"(--jobs {args.jobs} ignored)", flush=True)
     out_dir = args.out or ROOT / "_build" / "executed" / args.params
     overrides = {k: parse_value(v) for k, v in args.param}
     if "scale" in overrides:
@@ -57,19 +92,43 @@ def main(argv=None) -> int:
             f"not with -p", 2)
 
     total = time.perf_counter()
-    for n in names:
-        src = available[n]
+
+    def started(n: str) -> None:
         dst = out_dir / f"{n}.ipynb"
-        print(f"[chapters] {n}: executing at scale {args.params!r} -> {dst.relative_to(ROOT) if dst.is_relative_to(ROOT) else dst}",
-              flush=True)
-        try:
-            seconds = book.execute_chapter(src, dst, args.params, overrides, cwd=src.parent, timeout=args.timeout)
-        except book.ChapterError as e:
-            print(f"[chapters] {n}: FAILED\n{e.ename}: {e.evalue}", file=sys.stderr, flush=True)
-            return 1
+        shown = dst.relative_to(ROOT) if dst.is_relative_to(ROOT) else dst
+        print(f"[chapters] {n}: executing at scale {args.params!r} -> {shown}", flush=True)
+
+    def finished(n: str, seconds, error) -> bool:
+        if error is not None:
+            print(f"[chapters] {n}: FAILED\n{error}", file=sys.stderr, flush=True)
+            return False
         print(f"[chapters] {n}: done in {seconds:.1f} s", flush=True)
         if args.record:
             book.record_runtime(n, args.params, seconds)
+        return True
+
+    if jobs == 1:
+        for n in names:
+            started(n)
+            if not finished(n, *_execute(available[n], out_dir / f"{n}.ipynb", args.params, overrides, args.timeout)):
+                return 1
+    else:
+        queue, failed = longest_first(names, args.params), False
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+            running = {}
+            while queue or running:
+                while queue and len(running) < jobs and not failed:
+                    n = queue.pop(0)
+                    started(n)
+                    running[pool.submit(_execute, available[n], out_dir / f"{n}.ipynb", args.params, overrides,
+                                        args.timeout)] = n
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in done:
+                    failed |= not finished(running.pop(f), *f.result())
+        if failed:  # the chapters already running were left to finish; none was started after the failure
+            return 1
     print(f"[chapters] all {len(names)} chapter(s) at scale {args.params!r} in {time.perf_counter() - total:.1f} s")
     return 0
 

@@ -11,7 +11,7 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import CHILD_ENV, REPO, folder_checksums, run_cli
+from conftest import CHILD_ENV, REPO, folder_checksums, load_script, run_cli
 
 SCORE_COLUMNS = ["step", "layer", "head", "pos", "sym", "pos_sd", "sym_sd", "entropy", "entropy_norm"]
 TINY = ["--steps", "20", "--train-size", "640", "--eval-size", "100", "--checkpoint-every", "10"]
@@ -343,6 +343,39 @@ def test_run_chapters_refuses_p_scale(tmp_path, ledger):
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.strip().count("\n") == 0 and "-p scale 'huge'" in p.stderr and "--params" in p.stderr
     assert "executing" not in p.stdout and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args,says", [(["--jobs", "0"], "--jobs must be at least 1"),
+                                       (["--jobs", "2", "--record"], "do not combine it with --jobs")])
+def test_run_chapters_refuses_bad_jobs(tmp_path, ledger, args, says):
+    ledger.bad_input()
+    p = subprocess.run([sys.executable, str(REPO / "scripts" / "run_chapters.py"), "--params", "smoke", *args, "data",
+                        "--out", str(tmp_path / "out")], capture_output=True, text=True, env=CHILD_ENV, cwd=REPO,
+                       timeout=120)
+    assert p.returncode != 0 and "Traceback" not in p.stderr and says in p.stderr
+    assert "executing" not in p.stdout and not (tmp_path / "out").exists()
+
+
+def test_run_chapters_side_by_side_keeps_what_succeeded_and_reports_what_failed(tmp_path):
+    """Two chapters at a time: one runs to the end and is written; the other is refused at its setup cell
+    (a parameter it does not take) and leaves nothing; the exit status says a chapter failed."""
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, str(REPO / "scripts" / "run_chapters.py"), "--params", "smoke", "--jobs", "2",
+                        "-p", "n_samples", "200", "data", "teaching", "--out", str(out)], capture_output=True,
+                       text=True, env=CHILD_ENV, cwd=REPO, timeout=900)
+    assert p.returncode == 1, p.stderr[-2000:]
+    assert "[chapters] teaching: FAILED" in p.stderr and "ParameterError" in p.stderr
+    assert "[chapters] data: done in" in p.stdout
+    assert sorted(f.name for f in out.iterdir()) == ["data.ipynb"]
+
+
+def test_run_chapters_orders_the_longest_first(monkeypatch):
+    rc = load_script("run_chapters")
+    monkeypatch.setattr(rc.book, "read_runtimes", lambda: [
+        {"chapter": "a", "scale": "smoke", "seconds": "10"}, {"chapter": "b", "scale": "smoke", "seconds": "90"},
+        {"chapter": "c", "scale": "paper", "seconds": "500"}])
+    assert rc.longest_first(["a", "b", "c"], "smoke") == ["c", "b", "a"]  # c has no smoke time: first
+    assert rc.longest_first(["a", "b"], "paper") == ["a", "b"]
 
 
 def test_a_chapter_run_prints_none_of_the_kernels_routine_noise(tmp_path, capfd):
