@@ -114,14 +114,15 @@ pytest: venv
 testing-report:
 	$(PY) scripts/testing_report.py --write
 
+# NBVAL_RUNS independent runs (each notebook copy gets its own fresh kernel) in one pytest session, so the
+# workers go from one run to the next without waiting for each run's slowest chapter (scripts/nbval_copies.py)
 nbval: venv
 	@ls $(EXECUTED)/*.ipynb >/dev/null 2>&1 || \
 	    { echo "error: no executed chapters in $(EXECUTED); run make chapters PARAMS=$(PARAMS)" >&2; exit 1; }
-	@for i in $$(seq 1 $(NBVAL_RUNS)); do \
-	    echo "[nbval] run $$i of $(NBVAL_RUNS) on $(EXECUTED)"; \
-	    $(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
-	        -p no:cacheprovider -q $(XDIST) $(EXECUTED)/*.ipynb || exit 1; \
-	done
+	@echo "[nbval] $(NBVAL_RUNS) run(s) of every chapter in $(EXECUTED), copies in _build/nbval/run*"
+	@$(PY) scripts/nbval_copies.py $(EXECUTED) $(NBVAL_RUNS) > _build/nbval-files.txt
+	$(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	    -p no:cacheprovider -q $(XDIST) $$(cat _build/nbval-files.txt)
 
 # --- book ----------------------------------------------------------------------------------------
 chapters: venv

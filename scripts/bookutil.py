@@ -41,6 +41,13 @@ def notebook_chapters(root: Path = ROOT) -> list[Path]:
     return chapters
 
 
+def longest_first(names: list[str], scale: str) -> list[str]:
+    """Chapter ``names`` ordered by their recorded runtime at ``scale`` (``book/runtimes.csv``), longest first
+    (unrecorded ones first of all, in their given order), so that parallel workers finish close together."""
+    seconds = {r["chapter"]: float(r["seconds"]) for r in book.read_runtimes() if r["scale"] == scale}
+    return sorted(names, key=lambda n: -seconds.get(n, float("inf")))
+
+
 def die(msg: str, code: int = 1) -> None:
     print(f"error: {msg}", file=sys.stderr)
     raise SystemExit(code)

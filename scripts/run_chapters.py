@@ -28,7 +28,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
-from bookutil import ROOT, book, die, notebook_chapters
+from bookutil import ROOT, book, die, longest_first, notebook_chapters
 
 
 def parse_value(text: str):
@@ -46,13 +46,6 @@ def _execute(src: Path, dst: Path, params: str, overrides: dict, timeout: int):
         return book.execute_chapter(src, dst, params, overrides, cwd=src.parent, timeout=timeout), None
     except book.ChapterError as e:
         return None, f"{e.ename}: {e.evalue}"
-
-
-def longest_first(names: list[str], scale: str) -> list[str]:
-    """``names`` ordered by their recorded runtime at ``scale``, longest first (unrecorded ones first of all, in
-    their given order), so that N workers finish close together."""
-    seconds = {r["chapter"]: float(r["seconds"]) for r in book.read_runtimes() if r["scale"] == scale}
-    return sorted(names, key=lambda n: -seconds.get(n, float("inf")))
 
 
 def main(argv=None) -> int:

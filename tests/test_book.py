@@ -516,3 +516,20 @@ def test_xdist_schedules_by_file_except_the_spread_tests():
     assert xdist_scope("tests/test_x.py::TestZ::test_y") == "tests/test_x.py"
     case = "tests/test_exercises.py::test_student_notebook_runs_blank_and_with_the_reference_answers[data]"
     assert xdist_scope(case) == case
+
+
+def test_nbval_copies_are_independent_runs_run_by_run(tmp_path, monkeypatch):
+    nc = load_script("nbval_copies")
+    executed = tmp_path / "smoke"
+    executed.mkdir()
+    for name in ("a", "b"):
+        (executed / f"{name}.ipynb").write_text(f'{{"name": "{name}"}}')
+    monkeypatch.setattr(nc, "longest_first", lambda names, scale: sorted(names, reverse=True))
+    paths = nc.make_copies(executed, 3, tmp_path / "nbval")
+    assert [p.relative_to(tmp_path / "nbval").as_posix() for p in paths] == [
+        "run1/b.ipynb", "run1/a.ipynb", "run2/b.ipynb", "run2/a.ipynb", "run3/b.ipynb", "run3/a.ipynb"]
+    assert all(p.read_text() == (executed / p.name).read_text() for p in paths)
+    paths = nc.make_copies(executed, 1, tmp_path / "nbval")  # a second call starts from an empty folder
+    assert sorted(p.name for p in (tmp_path / "nbval").rglob("*.ipynb")) == ["a.ipynb", "b.ipynb"]
+    with pytest.raises(SystemExit):
+        nc.make_copies(tmp_path / "empty", 3, tmp_path / "nbval")

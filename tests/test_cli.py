@@ -370,7 +370,7 @@ def test_run_chapters_side_by_side_keeps_what_succeeded_and_reports_what_failed(
 
 
 def test_run_chapters_orders_the_longest_first(monkeypatch):
-    rc = load_script("run_chapters")
+    rc = load_script("bookutil")
     monkeypatch.setattr(rc.book, "read_runtimes", lambda: [
         {"chapter": "a", "scale": "smoke", "seconds": "10"}, {"chapter": "b", "scale": "smoke", "seconds": "90"},
         {"chapter": "c", "scale": "paper", "seconds": "500"}])
