@@ -227,6 +227,14 @@ def test_seed_spread():
                            "6 of 7 inside the range of seeds 0–4; outside: best step 4,800 (seeds 0–4: 4,000, 4,700)")
     assert "Letter, run seed 42: stopped at step 1,200 of 6,750 (resumable)." in text
     assert R.seed42_text({"spread": None, "partial": None}).count("not run") == 2
+    summary = pd.concat([ref, new], ignore_index=True).assign(L0_kind="mixed")
+    lesson = R.seed42_lesson({"summary": summary})
+    assert "does not either" in lesson and "3 pure positional and 7 pure symbolic heads (paper: 4 and 8)" in lesson
+    assert "does:" in R.seed42_lesson({"summary": summary.assign(positional=4, symbolic=8)})
+    assert "untested" in R.seed42_lesson({"summary": None})
+    t = R.seed42_table({"spread": s.reset_index()}).set_index("quantity")
+    assert t.loc["best step", "seed 42"] == "4,800" and t.loc["best step", "inside their range"] == "no"
+    assert t.loc["layer 0 s_pos", "seed 42"] == "0.30" and list(R.seed42_table({"spread": None})) == ["status"]
 
 
 @pytest.fixture(scope="module")

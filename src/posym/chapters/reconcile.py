@@ -852,6 +852,22 @@ _SPREAD_NAMES = {"best_step": "best step", "positional": "pure positional heads"
                  "L4_pos": "layer 4 s_pos", "L4_sym": "layer 4 s_sym"}
 
 
+def _fmt_quantity(q: str, v: float) -> str:
+    return f"{v:,.0f}" if q in ("best_step", "positional", "symbolic") else f"{v:.2f}"
+
+
+def seed42_table(seed42: dict) -> pd.DataFrame:
+    """The page's table of experiment 2: per finished seed-42 run and quantity, its value beside seeds 0–4's
+    values and whether it lies inside their range (a one-row status table when no seed-42 run is committed)."""
+    sp = seed42.get("spread")
+    if sp is None:
+        return pd.DataFrame({"status": ["no seed-42 run committed"]})
+    return pd.DataFrame({"task": sp["task"], "quantity": sp["quantity"].map(_SPREAD_NAMES),
+                         "seed 42": [_fmt_quantity(q, v) for q, v in zip(sp["quantity"], sp["value"])],
+                         "seeds 0–4": sp["ref_values"], "inside their range": sp["inside"].map({True: "yes",
+                                                                                                False: "no"})})
+
+
 def seed42_text(seed42: dict) -> str:
     """Experiment 2 in words: per task, the seed-42 run's numbers and how many lie inside seeds 0–4's range
     (:func:`seed_spread`), or where an unfinished run stopped (``seed42_partial.json``)."""
@@ -861,8 +877,7 @@ def seed42_text(seed42: dict) -> str:
         rows = sp[sp["task"] == task] if sp is not None else pd.DataFrame()
         if len(rows):
             out = rows[~rows["inside"]]
-            fmt = {q: (f"{v:,.0f}" if q in ("best_step", "positional", "symbolic") else f"{v:.2f}")
-                   for q, v in zip(rows["quantity"], rows["value"])}
+            fmt = {q: _fmt_quantity(q, v) for q, v in zip(rows["quantity"], rows["value"])}
             counts = f"{fmt['positional']} pure positional and {fmt['symbolic']} pure symbolic heads"
             where = ("all inside the range of seeds 0–4" if out.empty else
                      f"{len(rows) - len(out)} of {len(rows)} inside the range of seeds 0–4; outside: "
@@ -876,6 +891,29 @@ def seed42_text(seed42: dict) -> str:
         else:
             parts.append(f"{task.capitalize()}, run seed 42: not run")
     return ". ".join(parts) + "."
+
+
+def seed42_lesson(seed42: dict) -> str:
+    """One sentence for the chapter's conclusions: what the finished seed-42 runs say about the paper's pure-head
+    counts and best steps (or that the authors' run seed is still untested)."""
+    summ = seed42.get("summary")
+    new = summ[summ["seed"] == 42] if summ is not None else pd.DataFrame()
+    if new.empty:
+        return "The authors' run seed (42) is untested: no seed-42 run has finished."
+    parts, reproduced = [], True
+    for r in new.itertuples():
+        pp, ps = PAPER_COUNTS[r.task]
+        same = (r.positional, r.symbolic) == (pp, ps)
+        reproduced &= same
+        parts.append(f"the {r.task.capitalize()} model trained with run seed 42 has {r.positional} pure positional "
+                     f"and {r.symbolic} pure symbolic heads (paper: {pp} and {ps}), its best step is "
+                     f"{r.best_step:,} (paper: about {PAPER_BEST[r.task]:,}) and its layer 0 ends "
+                     f"{r.L0_kind} (s_pos {r.L0_pos:.2f}, s_sym {r.L0_sym:.2f})")
+    text = "; ".join(parts)
+    if reproduced:
+        return f"Run seed 42, the seed of the authors' data script, does: {text}, as in the paper."
+    return (f"Run seed 42, the seed of the authors' data script, does not either: {text}, so the authors' seed "
+            f"alone does not give the paper's counts.")
 
 
 def _mean_counts(rules: pd.DataFrame, rule: str, task: str) -> tuple[float, float]:
