@@ -372,10 +372,11 @@ def params_line(cfg) -> str:
 
 def scale_warning(cfg):
     """A warning (Markdown) that the sentences interpret the paper-scale runs; ``None`` at the paper scale.
-    Also glues the scale (``scale_name``) and the seed count (``n_seeds``) for the captions."""
+    Also glues the scale (``scale_name``), the seed count (``n_seeds``) and the seed drawn in bold
+    (``bold_seed``) for the captions."""
     from ..glue import glue_md
 
-    glue_md({"scale_name": cfg.scale, "n_seeds": cfg.n_seeds})
+    glue_md({"scale_name": cfg.scale, "n_seeds": cfg.n_seeds, "bold_seed": cfg.seed})
     if cfg.scale == "paper":
         return None
     from IPython.display import Markdown
