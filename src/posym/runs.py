@@ -51,8 +51,9 @@ def train_runs(root, scale: str, tasks: Sequence[str] = ("number", "letter"), se
     reads it) and gets the metric of :func:`posym.analyze.analyze_run` on ``n_prompts`` test prompts, at every
     checkpoint or, with ``final_only``, at the last one; no per-frequency scores.  ``threads`` sets torch's
     thread count (1 is fastest for these small models on a shared machine); ``overrides`` go to the preset, and
-    so do those of ``smoke``, but only at the smoke scale (:func:`scale_overrides`).  ``jobs > 1`` trains that many runs at once in separate processes (one thread each; on a 2-core machine two
-    one-thread processes finish sooner than one two-thread process); the results are the same.
+    so do those of ``smoke``, but only at the smoke scale (:func:`scale_overrides`).  ``jobs > 1`` trains that
+    many runs at once in separate processes (one thread each; on a 2-core machine two one-thread processes finish
+    sooner than one two-thread process); the results are the same.
     A finished run is not retrained (:func:`posym.train.train` returns it as it is), and its metric is not
     recomputed when ``scores.parquet`` already covers the wanted checkpoints with the same prompts, so a folder
     can be shared by several chapters (see :func:`run_cache`).  Returns the run folders.
