@@ -433,9 +433,10 @@ class Runs:
         self._runs = runs.ChapterRuns(cfg.scale, self.tasks, self.seeds, cfg.n_prompts, cfg.data_dir,
                                       prefix="posym-dynamics-", smoke=SMOKE_TRAIN)
         self.root = self._runs.root
-        keep = lambda df: df[df["seed"].isin(self.seeds) & df["task"].isin(self.tasks)].reset_index(drop=True)  # noqa: E731
-        self.ev = keep(load_table(self.root, "eval"))
-        self.traj = minmax_per_layer(keep(load_table(self.root, "scores")), "entropy")
+        ev, traj = load_table(self.root, "eval"), load_table(self.root, "scores")
+        self.ev = ev[ev["seed"].isin(self.seeds) & ev["task"].isin(self.tasks)].reset_index(drop=True)
+        traj = traj[traj["seed"].isin(self.seeds) & traj["task"].isin(self.tasks)].reset_index(drop=True)
+        self.traj = minmax_per_layer(traj, "entropy")
         self.n_layer = int(self.traj["layer"].max()) + 1
         self.total_steps = int(self.traj["step"].max())
         self.window = 0.05 * self.total_steps
