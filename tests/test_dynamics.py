@@ -422,9 +422,9 @@ def test_scale_warning_and_claims_details(monkeypatch):
 
     glued = {}
     monkeypatch.setattr(glue, "glue_md", glued.update)
-    assert D.scale_warning(SimpleNamespace(scale="paper", n_seeds=5)) is None
-    assert "teaching" in D.scale_warning(SimpleNamespace(scale="teaching", n_seeds=1)).data
-    assert glued == {"scale_name": "teaching", "n_seeds": 1}
+    assert D.scale_warning(SimpleNamespace(scale="paper", n_seeds=5, seed=0)) is None
+    assert "teaching" in D.scale_warning(SimpleNamespace(scale="teaching", n_seeds=1, seed=0)).data
+    assert glued == {"scale_name": "teaching", "n_seeds": 1, "bold_seed": 0}
     ev, traj = paper_like(seeds=(0, 1))
     claims = D.claims_table(ev, traj)
     md = D.claims_details(claims).data
