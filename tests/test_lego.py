@@ -233,3 +233,137 @@ def test_final_accuracy_per_depth_and_note():
     only_all = {"eval": res["eval"][res["eval"]["hop"] == "all"]}
     assert list(ch.final_accuracy(only_all).columns) == ["task", "seed", "step", "accuracy"]
     assert ch.accuracy_note(only_all).startswith("LEGO (shuffled), 2 run(s): overall 0.75")
+
+
+# -----------------------------------------------------------------------------
+# two chains with fused sign tokens (posym/tasks/lego_fused.py, lego_fused_ordered.py)
+
+FUSED = ("lego_fused", "lego_fused_ordered")
+
+
+def ref_fused(tokens):
+    """(answer, depth, signed-token positions read from the query back) by fixpoint substitution over the
+    (operand, signed name) pairs."""
+    toks = list(tokens)
+    assert toks[-2] == "?" and len(toks) % 2 == 0
+    pairs = [(toks[p], toks[p + 1][:-1], toks[p + 1][-1], p + 1) for p in range(0, len(toks) - 2, 2)]
+    assert len({name for _, name, _, _ in pairs}) == len(pairs), "a variable is defined twice"
+    value, depth = {}, {}
+    changed = True
+    while changed:
+        changed = False
+        for op, name, sign, _ in pairs:
+            if name not in value and (op == "1" or op in value):
+                v, d = (1, 0) if op == "1" else (value[op], depth[op])
+                value[name], depth[name] = v * (1 if sign == "+" else -1), d + 1
+                changed = True
+    where = {name: p for _, name, _, p in pairs}
+    parent = {name: op for op, name, _, _ in pairs}
+    q = toks[-1]
+    read, v = [], q
+    for _ in range(depth[q]):
+        read.append(where[v])
+        v = parent[v]
+    return ("+" if value[q] > 0 else "-"), depth[q], (len(toks) - 1, *read)
+
+
+def test_fused_registered():
+    t, o = get_task("lego_fused"), get_task("lego_fused_ordered")
+    assert (t.task_id, o.task_id) == (5, 6) and t.seq_len == o.seq_len == 14 and t.max_hops == 2
+    assert len(t.vocab) == 83 and t.answer_tokens == ("+", "-")
+    assert (t.n_combos, o.n_combos) == (24, 8)
+    assert t.colour != o.colour and t.label != o.label
+
+
+@pytest.mark.parametrize("name", FUSED)
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_fused_samples_solved_by_reference(name, split):
+    task = get_task(name)
+    for s in TaskDataset(name, split, seed=1, size=600):
+        assert len(s.tokens) == task.seq_len
+        assert ref_fused(s.tokens) == (s.answer, s.hops, s.chain) == task.solve(s.tokens)
+        ops, signed = s.tokens[0:-2:2], s.tokens[1:-2:2]
+        assert len({t[:-1] for t in signed}) == 6 and ops.count("1") == 2  # 6 names, two chains
+        if name == "lego_fused_ordered":  # each block is a chain in chain order
+            for b in (0, 6):
+                assert s.tokens[b] == "1" and s.tokens[b + 2] == s.tokens[b + 1][:-1]
+                assert s.tokens[b + 4] == s.tokens[b + 3][:-1]
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_arrays_equal_samples_and_are_deterministic(name):
+    ds = TaskDataset(name, "val", seed=3)
+    a = ds.arrays()
+    task = get_task(name)
+    task.check_ids(a["x"].copy())
+    for i in range(0, 2400, 113):
+        s = ds[i]
+        assert task.vocab.decode(a["x"][i]) == list(s.tokens)
+        assert a["hops"][i] == s.hops and task.vocab.tokens[a["y"][i]] == s.answer
+        assert tuple(int(p) for p in a["chain"][i] if p >= 0) == s.chain
+    again = TaskDataset(name, "val", seed=3).arrays()["x"]
+    assert hashlib.sha256(again.tobytes()).hexdigest() == hashlib.sha256(a["x"].tobytes()).hexdigest()
+    assert not np.array_equal(TaskDataset(name, "val", seed=4).arrays()["x"], a["x"])
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_balance(name):
+    task = get_task(name)
+    a = TaskDataset(name, "val", seed=0).arrays()
+    combos = Counter(zip(a["answer_pos"].tolist(), a["y"].tolist(), a["hops"].tolist()))
+    assert len(combos) == task.n_combos
+    assert max(combos.values()) - min(combos.values()) <= max(3, 0.6 * np.mean(list(combos.values())))
+    tr = TaskDataset(name, "train", seed=0, size=36_000).arrays()
+    assert abs((tr["y"] == task.vocab.stoi["+"]).mean() - 0.5) < 0.02
+    assert set(np.unique(tr["hops"])) == {1, 2}
+    # the queried chain's first clause: every slot (shuffled) or the start of either block (ordered)
+    first = np.array([ref_fused(task.vocab.decode(r))[2][-1] for r in tr["x"][:600]])
+    assert set(first // 2) == (set(range(6)) if name == "lego_fused" else {0, 3})
+    # the signs of the queried clause and of the other chain's first clause say nothing about the answer alone
+    d2 = TaskDataset(name, "train", seed=0, size=4000)
+    rows = [s for s in d2 if s.hops == 2][:1000]
+    agree = np.mean([s.tokens[s.chain[1]][-1] == s.answer for s in rows])
+    assert abs(agree - 0.5) < 0.06
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_fused_deeper_prompts(name, ledger):
+    task = get_task(name)
+    deep = task.chain_prompts(20, [1, 2, 3], seed=2)
+    assert Counter(s.hops for s in deep) == {1: 20, 2: 20, 3: 20}
+    long = task.chain_prompts(5, range(1, 7), chain_len=6, seed=2)
+    for s in deep + long:
+        assert ref_fused(s.tokens) == (s.answer, s.hops, s.chain) == task.solve(s.tokens)
+    assert all(len(s.tokens) == 26 for s in long)
+    assert Counter(s.answer for s in long) == {"+": 15, "-": 15}
+    assert [s.tokens for s in deep] == [s.tokens for s in task.chain_prompts(20, [1, 2, 3], seed=2)]
+    with ledger.raises(ValueError, match="depths"):
+        task.chain_prompts(3, [4])
+    with ledger.raises(ValueError, match="n must"):
+        task.chain_prompts(0, [1])
+
+
+def test_fused_solver_rejects_bad_prompts(ledger):
+    t = get_task("lego_fused")
+    assert t.solve("1 a+ a b- ? b".split()) == ("-", 2, (5, 3, 1))
+    with ledger.raises(ValueError, match="not a lego_fused prompt"):
+        t.solve("1 a+ ? a+".split())
+    with ledger.raises(ValueError, match="defined twice"):
+        t.solve("1 a+ 1 a- ? a".split())
+    with ledger.raises(ValueError, match="not defined"):
+        t.solve("1 a+ c b- ? b".split())
+    with ledger.raises(ValueError, match="loops"):
+        t.solve("b a+ a b- ? b".split())
+    with ledger.raises(ValueError, match="clause"):
+        t.solve("a+ 1 ? a".split())
+    with ledger.raises(ValueError, match="'\\?' and a name"):
+        t.check_ids(np.ones((1, 14), dtype=np.int64))
+
+
+def test_fused_teaching_recipe():
+    from posym.train import TrainConfig
+
+    cfg = TrainConfig.teaching("lego_fused", seed=1)
+    assert (cfg.steps, cfg.batch_size, cfg.train_size, cfg.lr) == (3000, 64, 192_000, 1e-3)
+    mc = cfg.model_config()
+    assert (mc.n_layer, mc.n_head, mc.d_model, mc.d_mlp, mc.attn_pdrop, mc.resid_pdrop) == (4, 4, 64, 256, 0.0, 0.0)
