@@ -161,6 +161,15 @@ def test_spec_must_give_every_scale():
         ChapterSpec(name="x", params={"scale": Param(str, "smoke")})
 
 
+def test_multiple_of_names_the_first_parameter_that_is_not(ledger):
+    check = spec_module.multiple_of(4, ("n_prompts", "n_margin"), "hop-balanced prompts")
+    assert check({"n_prompts": 8, "n_margin": 12}) is None and check({"n_prompts": None, "n_margin": 4}) is None
+    ledger.bad_input()
+    assert check({"n_prompts": 8, "n_margin": 6}) == ("n_margin", "must be a multiple of 4 (hop-balanced prompts), got 6")
+    with pytest.raises(ParameterError, match="chapter 'lego': parameter 'n_prompts' must be a multiple of 2"):
+        book.setup("lego", "smoke", n_prompts=41)
+
+
 def test_setup_returns_config_and_seeds(monkeypatch):
     cfg = book.setup("data", "smoke", seed=3)
     assert cfg.chapter == "data" and cfg.scale == "smoke" and cfg.seed == 3 and cfg.n_samples == 4000

@@ -108,6 +108,21 @@ class ChapterSpec:
 CHAPTERS: dict[str, ChapterSpec] = {}
 
 
+#: How the committed paper-scale runs (``data/paper``) are produced; chapters that read them name it.
+PAPER_RUNS_HOW = "python scripts/paper_runs.py --scale paper --seeds 0-4 --device cuda  (see data/README.md)"
+
+
+def multiple_of(k: int, names: tuple[str, ...], why: str) -> Callable[[dict], tuple[str, str] | None]:
+    """A :attr:`ChapterSpec.checks` entry: the first of ``names`` whose value is not a multiple of ``k``, with
+    ``why`` it must be (e.g. "hop-balanced prompts")."""
+    def check(params: dict):
+        for name in names:
+            if params.get(name) is not None and params[name] % k:
+                return name, f"must be a multiple of {k} ({why}), got {params[name]}"
+        return None
+    return check
+
+
 def register(spec: ChapterSpec) -> ChapterSpec:
     """Add (or replace) a chapter specification."""
     CHAPTERS[spec.name] = spec

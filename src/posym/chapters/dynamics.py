@@ -34,7 +34,7 @@ from ..stats import mean_ci, seed_band  # noqa: F401  (part of this chapter's in
 from ..trajectory import (KINDS, _groups, _runs_of, _select, best_steps, classify_steps,  # noqa: F401
                          cumulative_counts, final_classes, hop_criteria, hop_learning_steps, layer_ranges,
                          minmax_per_layer, order_consistent, purity_events, purity_order, representative_layers)
-from ..spec import ChapterSpec, Param, Required, register
+from ..spec import PAPER_RUNS_HOW as _HOW, ChapterSpec, Param, Required, multiple_of, register
 
 
 GAMMAS = PAPER["gammas"]
@@ -715,12 +715,7 @@ def _thin_step_ticks(axes) -> None:
 # -----------------------------------------------------------------------------
 # The chapter's parameters
 
-_HOW = "python scripts/paper_runs.py --scale paper --seeds 0-4 --device cuda  (see data/README.md)"
-
-
-def _checks(p: dict):
-    if p["n_prompts"] % 4:
-        return "n_prompts", f"must be a multiple of 4 (hop-balanced prompts), got {p['n_prompts']}"
+def _seed_shown(p: dict):
     if p["seed"] >= p["n_seeds"]:
         return "seed", f"must be one of the runs shown, 0..{p['n_seeds'] - 1} (n_seeds = {p['n_seeds']}), got {p['seed']}"
     return None
@@ -745,5 +740,5 @@ register(ChapterSpec(
          for f, what in (("eval.csv", "validation accuracy per checkpoint"),
                          ("scores.parquet", "positional/symbolic scores per checkpoint"))]
         + [Required("paper/number-s0/final.pt", _HOW, "the final Number checkpoint, seed 0")])},
-    checks=(_checks,),
+    checks=(multiple_of(4, ("n_prompts",), "hop-balanced prompts"), _seed_shown),
 ))

@@ -27,7 +27,7 @@ from .. import theory
 from ..paper import PAPER_FIG5A, PAPER_PEAK_LOGIT, PAPER_TABLE1  # noqa: F401  (shown by the chapter)
 from ..stats import mean_halfwidth
 from ..metrics import weighted_frequency
-from ..spec import ChapterSpec, Param, Required, register
+from ..spec import PAPER_RUNS_HOW as _HOW, ChapterSpec, Param, Required, multiple_of, register
 
 __all__ = [
     "rope_frequency", "check_paper_ids",
@@ -959,13 +959,6 @@ def frequency_roles_table(tm: TrainedModels):
 # The chapter's parameters
 
 _RUNS = [f"{task}-s{seed}" for task in ("number", "letter") for seed in range(5)]
-_HOW = "python scripts/paper_runs.py --scale paper --seeds 0-4 (see data/README.md)"
-
-def _checks(params: dict):
-    if params["n_prompts"] % 4:
-        return "n_prompts", f"must be a multiple of 4 (hop-balanced prompts), got {params['n_prompts']}"
-    return None
-
 
 register(ChapterSpec(
     name="geometry",
@@ -981,7 +974,7 @@ register(ChapterSpec(
                            "prompts of the positional/symbolic metric of the small models (the paper scale "
                            "reads the committed 400-prompt results)", min=4, max=2000),
     },
-    checks=(_checks,),
+    checks=(multiple_of(4, ("n_prompts",), "hop-balanced prompts"),),
     requires={"paper": tuple(
         Required(f"paper/{run}/{f}", _HOW, what)
         for run in _RUNS

@@ -22,7 +22,7 @@ import torch
 
 from .. import io as pio
 from ..metrics import classify
-from ..spec import ChapterSpec, Param, Required, register
+from ..spec import ChapterSpec, Param, Required, multiple_of, register
 from ..stats import seed_band
 from ..tasks import get_task, to_tensors
 
@@ -48,8 +48,7 @@ register(ChapterSpec(
         "n_prompts": Param(int, {"smoke": 40, "teaching": 300, "paper": 300},
                            "metric prompts of the models trained here (a multiple of 2)", min=2, max=2000),
     },
-    checks=(lambda p: ("n_prompts", "n_prompts must be a multiple of 2 (the training depths)")
-            if p.get("n_prompts") and p["n_prompts"] % 2 else None,),
+    checks=(multiple_of(2, ("n_prompts",), "the training depths"),),
     requires={"paper": (Required(DATA, _HOW, "teaching-scale LEGO runs"),)},
 ))
 

@@ -17,7 +17,7 @@ from ..longprompts import (DEFAULT_LENGTHS, DEFAULT_TARGETS, break_table, extend
                            length_curve, length_summary, logit_terms, margin_analysis, margin_summary,
                            predicted_breaks, prompt_agreement, static_margins, static_summary)
 from ..paper import PAPER_FIG5B, paper_points
-from ..spec import ChapterSpec, Param, Required, register
+from ..spec import PAPER_RUNS_HOW as _HOW, ChapterSpec, Param, Required, multiple_of, register
 from ..stats import mean_halfwidth
 
 TASKS = ("number", "letter")
@@ -463,13 +463,7 @@ def plot_logit_terms(terms: dict, axes=None):
 # -----------------------------------------------------------------------------
 # The chapter's parameters
 
-_HOW = "python scripts/paper_runs.py --scale paper --seeds 0-4 (see data/README.md)"
-
-
 def _checks(params: dict):
-    for name in ("n_prompts", "n_margin", "n_static"):
-        if params[name] % 4:
-            return name, f"must be a multiple of 4 (hop-balanced prompts), got {params[name]}"
     if params["margin_max_length"] > params["max_length"]:
         return "margin_max_length", (f"must be at most max_length ({params['max_length']}), "
                                      f"got {params['margin_max_length']}")
@@ -494,7 +488,7 @@ register(ChapterSpec(
                           "17-token prompts for the margins predicted without long prompts (a multiple of 4)",
                           min=4, max=2000),
     },
-    checks=(_checks,),
+    checks=(multiple_of(4, ("n_prompts", "n_margin", "n_static"), "hop-balanced prompts"), _checks),
     requires={"paper": tuple(
         [Required(f"paper/{task}-s{seed}/length.parquet", _HOW, "accuracy vs length of the final model")
          for task in ("number", "letter") for seed in range(5)]

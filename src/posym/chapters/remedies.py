@@ -750,18 +750,12 @@ def plot_training(res: dict):
 # ---------------------------------------------------------------------------------------------
 
 def _register():
-    from posym.spec import ChapterSpec, Param, Required, register
+    from posym.spec import PAPER_RUNS_HOW, ChapterSpec, Param, Required, multiple_of, register
 
-    how_paper = "python scripts/paper_runs.py --scale paper --seeds 0-4 (see data/README.md)"
     how_inf = "python scripts/remedy_sweep.py inference"
     how_tr = "python scripts/remedy_sweep.py training"
 
-    def checks(params: dict):
-        if params["n_prompts"] % 4:
-            return "n_prompts", f"must be a multiple of 4 (hop-balanced prompts), got {params['n_prompts']}"
-        return None
-
-    models = tuple(Required(f"paper/{t}-s0/{f}", how_paper, what) for t in TASKS
+    models = tuple(Required(f"paper/{t}-s0/{f}", PAPER_RUNS_HOW, what) for t in TASKS
                    for f, what in (("final.pt", "the final checkpoint of seed 0"),
                                    ("freq_scores.parquet", "per-frequency scores (the frequencies a layer uses)")))
     training = tuple(Required(f"remedies/{FILES[k]}", how_tr, "training remedies at the teaching scale",
@@ -778,7 +772,7 @@ def _register():
             "max_length": Param(int, {"smoke": 68, "teaching": 200, "paper": 5000},
                                 "longest prompt (tokens; smoke uses 17, 34 and 68)", min=25, max=5000),
         },
-        checks=(checks,),
+        checks=(multiple_of(4, ("n_prompts",), "hop-balanced prompts"),),
         requires={"teaching": models + training, "paper": models + inference + training},
     ))
 

@@ -27,7 +27,7 @@ from .. import functions as F
 from ..analyze import attention_patterns, last_query_argmax, scores_by_group  # noqa: F401  (re-exported)
 from ..functions import index_target_kind, selective_index_match, selective_index_read  # noqa: F401
 from ..metrics import classify
-from ..spec import ChapterSpec, Param, Required, register
+from ..spec import PAPER_RUNS_HOW as _HOW, ChapterSpec, Param, Required, multiple_of, register
 
 #: Quoted from Paper 2 (arXiv 2605.31558) (Fig. 3, Sec. 3.3).
 PAPER_ROLES = {
@@ -724,15 +724,6 @@ def rewrite_report(sample, steps: Sequence[Sequence[str]]) -> str:
 # -----------------------------------------------------------------------------
 # The chapter's parameters
 
-_HOW = "python scripts/paper_runs.py --scale paper --seeds 0-4 --device cuda  (see data/README.md)"
-
-
-def _checks(p: dict):
-    if p["n_prompts"] % 4:
-        return "n_prompts", f"must be a multiple of 4 (hop-balanced prompts), got {p['n_prompts']}"
-    return None
-
-
 register(ChapterSpec(
     name="roles",
     params={
@@ -753,5 +744,5 @@ register(ChapterSpec(
          for t in ("number", "letter")]
         + [Required(f"paper/{t}-s{s}/scores.parquet", _HOW, "positional/symbolic scores per checkpoint")
            for t in ("number", "letter") for s in range(5)])},
-    checks=(_checks,),
+    checks=(multiple_of(4, ("n_prompts",), "hop-balanced prompts"),),
 ))
