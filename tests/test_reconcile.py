@@ -227,6 +227,8 @@ def test_seed_spread():
                            "6 of 7 inside the range of seeds 0–4; outside: best step 4,800 (seeds 0–4: 4,000, 4,700)")
     assert "Letter, run seed 42: stopped at step 1,200 of 6,750 (resumable)." in text
     assert R.seed42_text({"spread": None, "partial": None}).count("not run") == 2
+    rules = pd.DataFrame({"task": "number", "matches": [True, False, False]})
+    assert "; 1 of 3 purity rules give the paper's 4 + 8." in R.seed42_text({"spread": s.reset_index(), "rules": rules})
     summary = pd.concat([ref, new], ignore_index=True).assign(L0_kind="mixed")
     lesson = R.seed42_lesson({"summary": summary})
     assert "does not either" in lesson and "3 pure positional and 7 pure symbolic heads (paper: 4 and 8)" in lesson

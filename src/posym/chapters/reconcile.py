@@ -788,7 +788,7 @@ def grid_results(inp: dict, gamma: float = 0.1) -> dict:
 def purity_results(inp: dict) -> dict:
     """Experiment 4: ``rules`` (every rule, every run; fraction rules on the runs with per-prompt scores) and
     ``summary`` (one row per rule).  The seed-42 runs' per-prompt scores, when present, are left out here (they
-    are not among the seeds the mean rules are counted on) and reported with experiment 2."""
+    are not among the seeds the mean rules are counted on) and used in experiment 2 (:func:`seed42_results`)."""
     pp = inp.get("per_prompt")
     if pp is not None:
         pp = pp[pp["seed"] != 42]
@@ -837,14 +837,19 @@ def length_results(inp: dict) -> dict:
 
 
 def seed42_results(inp: dict, gamma: float = 0.1) -> dict:
-    """Experiment 2: the seed-42 runs' summary beside the five seeds' spread (``spread``), or ``None`` when no
-    seed-42 run is committed; ``partial`` describes a run that did not finish."""
+    """Experiment 2: the seed-42 runs' summary beside the five seeds' spread (``spread``) and their pure-head
+    counts under every purity rule of experiment 4 (``rules``, :func:`purity_rules`; the fraction rules from their
+    per-prompt scores when committed), or ``None`` when no seed-42 run is committed; ``partial`` describes a run
+    that did not finish."""
     if inp.get("seed42_eval") is None:
-        return {"spread": None, "summary": None, "partial": inp.get("seed42_partial")}
+        return {"spread": None, "summary": None, "rules": None, "partial": inp.get("seed42_partial")}
     ref = run_summary(inp["eval"], inp["scores"], gamma)
     new = run_summary(inp["seed42_eval"], inp["seed42_scores"], gamma)
+    pp = inp.get("per_prompt")
+    pp = pp[pp["seed"] == 42] if pp is not None else None
+    rules = purity_rules(inp["seed42_eval"], inp["seed42_scores"], per_prompt=pp)
     return {"spread": seed_spread(ref, new), "summary": pd.concat([ref, new], ignore_index=True),
-            "partial": inp.get("seed42_partial")}
+            "rules": rules, "partial": inp.get("seed42_partial")}
 
 
 _SPREAD_NAMES = {"best_step": "best step", "positional": "pure positional heads",
@@ -871,7 +876,7 @@ def seed42_table(seed42: dict) -> pd.DataFrame:
 def seed42_text(seed42: dict) -> str:
     """Experiment 2 in words: per task, the seed-42 run's numbers and how many lie inside seeds 0–4's range
     (:func:`seed_spread`), or where an unfinished run stopped (``seed42_partial.json``)."""
-    sp, partial = seed42.get("spread"), seed42.get("partial") or {}
+    sp, partial, rules = seed42.get("spread"), seed42.get("partial") or {}, seed42.get("rules")
     parts = []
     for task in TASKS:
         rows = sp[sp["task"] == task] if sp is not None else pd.DataFrame()
@@ -883,6 +888,10 @@ def seed42_text(seed42: dict) -> str:
                      f"{len(rows) - len(out)} of {len(rows)} inside the range of seeds 0–4; outside: "
                      + ", ".join(f"{_SPREAD_NAMES[q]} {fmt[q]} (seeds 0–4: {r})"
                                  for q, r in zip(out["quantity"], out["ref_values"])))
+            if rules is not None and (rules["task"] == task).any():
+                r = rules[rules["task"] == task]
+                where += (f"; {int(r['matches'].sum())} of {len(r)} purity rules give the paper's "
+                          f"{PAPER_COUNTS[task][0]} + {PAPER_COUNTS[task][1]}")
             parts.append(f"{task.capitalize()}, run seed 42: best step {fmt['best_step']}, {counts}; {where}")
         elif task in partial:
             p = partial[task]
@@ -901,7 +910,8 @@ def seed42_lesson(seed42: dict) -> str:
     if new.empty:
         return "The authors' run seed (42) is untested: no seed-42 run has finished."
     parts, reproduced = [], True
-    for r in new.itertuples():
+    order = {t: i for i, t in enumerate(TASKS)}
+    for r in sorted(new.itertuples(), key=lambda r: order.get(r.task, len(order))):
         pp, ps = PAPER_COUNTS[r.task]
         same = (r.positional, r.symbolic) == (pp, ps)
         reproduced &= same
