@@ -276,3 +276,15 @@ def test_spec_registered():
 
     s = spec.CHAPTERS["reconcile"]
     assert s.defaults("paper")["source"] == "committed" and s.defaults("smoke")["source"] == "standin"
+
+
+def test_seed_spread_compares_scores_as_shown_and_puts_number_first():
+    ref = pd.DataFrame({"task": ["letter", "letter", "number", "number"], "seed": [0, 1, 0, 1],
+                        "best_step": [2400, 2600, 4000, 4700], "positional": [0, 1, 2, 3], "symbolic": [11, 10, 7, 8],
+                        "L0_pos": [0.07, 0.09, 0.3, 0.4], "L0_sym": [0.99999, 1.0, 0.6, 0.7],
+                        "L4_pos": [0.0, 0.001, 0.1, 0.8], "L4_sym": [1.0, 1.0, 0.3, 0.9]})
+    new = ref.iloc[[0, 2]].assign(seed=42, L0_sym=[0.99997, 0.6], L4_pos=[0.0001, 0.1])
+    s = R.seed_spread(ref, new)
+    assert s["task"].iloc[0] == "number" and s["task"].iloc[-1] == "letter"
+    letter = s[s["task"] == "letter"].set_index("quantity")
+    assert letter.loc["L0_sym", "inside"] and letter.loc["L4_pos", "inside"]  # 1.00 among 1.00s, 0.00 among 0.00s

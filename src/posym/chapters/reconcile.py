@@ -583,19 +583,31 @@ def run_summary(eval_df: pd.DataFrame, scores: pd.DataFrame, gamma: float = 0.1)
     return pd.DataFrame(rows)
 
 
+_COUNTS = ("best_step", "positional", "symbolic")
+
+
+def _fmt_quantity(q: str, v: float) -> str:
+    return f"{v:,.0f}" if q in _COUNTS else f"{v:.2f}"
+
+
+def _as_shown(q: str, v: float) -> float:
+    """A quantity of :func:`run_summary` as the page shows it: steps and counts as they are, scores to 2 decimals."""
+    return v if q in _COUNTS else round(v, 2)
+
+
 def seed_spread(reference: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     """Each numeric quantity of :func:`run_summary` for the ``new`` runs beside the ``reference`` seeds'
-    minimum and maximum, and whether it lies inside.  Columns task, seed, quantity, value, ref_min, ref_max,
-    ref_values, inside."""
+    minimum and maximum, and whether it lies inside, compared as shown: steps and counts exactly, scores to two
+    decimals.  Columns task, seed, quantity, value, ref_min, ref_max, ref_values, inside; Paper 2's tasks first."""
     rows = []
     cols = ["best_step", "positional", "symbolic", "L0_pos", "L0_sym", "L4_pos", "L4_sym"]
-    for r in new.itertuples():
+    order = {t: i for i, t in enumerate(TASKS)}
+    for r in sorted(new.itertuples(), key=lambda r: (order.get(r.task, len(order)), r.task, r.seed)):
         ref = reference[reference["task"] == r.task]
         for c in cols:
-            v, lo, hi = float(getattr(r, c)), float(ref[c].min()), float(ref[c].max())
-            fmt = (lambda x: f"{x:,.0f}") if c in ("best_step", "positional", "symbolic") else (lambda x: f"{x:.2f}")
+            v, lo, hi = (_as_shown(c, float(x)) for x in (getattr(r, c), ref[c].min(), ref[c].max()))
             rows.append({"task": r.task, "seed": int(r.seed), "quantity": c, "value": v, "ref_min": lo,
-                         "ref_max": hi, "ref_values": ", ".join(fmt(x) for x in ref[c]),
+                         "ref_max": hi, "ref_values": ", ".join(_fmt_quantity(c, x) for x in ref[c]),
                          "inside": lo <= v <= hi})
     return pd.DataFrame(rows)
 
@@ -855,10 +867,6 @@ def seed42_results(inp: dict, gamma: float = 0.1) -> dict:
 _SPREAD_NAMES = {"best_step": "best step", "positional": "pure positional heads",
                  "symbolic": "pure symbolic heads", "L0_pos": "layer 0 s_pos", "L0_sym": "layer 0 s_sym",
                  "L4_pos": "layer 4 s_pos", "L4_sym": "layer 4 s_sym"}
-
-
-def _fmt_quantity(q: str, v: float) -> str:
-    return f"{v:,.0f}" if q in ("best_step", "positional", "symbolic") else f"{v:.2f}"
 
 
 def seed42_table(seed42: dict) -> pd.DataFrame:
