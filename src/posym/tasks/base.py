@@ -189,6 +189,24 @@ class Task:
             raise ValueError(f"not a {self.name}-task prompt: token id {bad} is outside its vocabulary "
                              f"of {len(self.vocab)} tokens")
 
+    @staticmethod
+    def _depth_plan(n, depths, longest: int):
+        """For test-time prompts, ``n`` per depth in ``depths`` (each in 1..``longest``): ``(hops, ans, idx)``, the
+        depth of every prompt, its answer index (alternating 0/1) and its index within its depth; ValueError
+        naming the bad argument."""
+        depths = [int(d) for d in depths]
+        if isinstance(n, bool) or int(n) != n or n <= 0:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        if not depths or min(depths) < 1 or max(depths) > longest:
+            raise ValueError(f"depths must be in 1..{longest}, got {depths}")
+        hops = np.repeat(depths, n)
+        return hops, np.arange(len(hops)) % 2, np.tile(np.arange(n), len(depths))
+
+    def _samples(self, x, chain, ans, hops) -> list[Sample]:
+        """Built rows (token ids ``x``, chains padded with -1) as :class:`Sample` objects."""
+        return [Sample(tuple(self.vocab.decode(x[r])), self.answer_tokens[int(ans[r])], int(hops[r]),
+                       tuple(int(p) for p in chain[r] if p >= 0)) for r in range(len(x))]
+
     def _check_last_two(self, ids, is_bad, why: str) -> None:
         """ValueError naming the first prompt of ``ids`` whose last two token ids ``is_bad`` rejects
         (``is_bad``: (batch, 2) array -> (batch,) bools); ``why`` says what such a prompt lacks."""

@@ -146,24 +146,13 @@ class LegoTask(Task):
         training, and ``n_vars`` above 8 makes the prompts longer. Answers are balanced (+/- alternate) and so
         is the slot of the first clause. Deterministic in ``seed``."""
         n_vars = self.n_vars if n_vars is None else int(n_vars)
-        depths = [int(d) for d in depths]
-        if isinstance(n, bool) or int(n) != n or n <= 0:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
-        if not depths or min(depths) < 1 or max(depths) > n_vars:
-            raise ValueError(f"depths must be in 1..{n_vars}, got {depths}")
-        hops = np.repeat(depths, n)
+        hops, ans, idx = self._depth_plan(n, depths, n_vars)
         m = len(hops)
-        idx = np.tile(np.arange(n), len(depths))
-        ans = np.arange(m) % 2
         tp = np.zeros(m, dtype=np.int64) if self.ordered else (idx // 2) % n_vars
         rng = np.random.default_rng([seed, self.task_id, n_vars, 31])
         u = rng.random((m, len(NAMES) + 2 * n_vars))
         x, chain = self.build_chains(tp, ans, hops, u, n_vars)
-        out = []
-        for r in range(m):
-            c = tuple(int(p) for p in chain[r] if p >= 0)
-            out.append(Sample(tuple(self.vocab.decode(x[r])), self.answer_tokens[int(ans[r])], int(hops[r]), c))
-        return out
+        return self._samples(x, chain, ans, hops)
 
     # --- solving --------------------------------------------------------------------
     def solve(self, tokens):

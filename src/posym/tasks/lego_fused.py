@@ -142,20 +142,12 @@ class LegoFusedTask(Task):
         A test-time construction: depths above ``max_hops`` are never asked in training. Answers alternate
         ``+``/``-`` and the slot of the queried chain cycles. Deterministic in ``seed``."""
         chain_len = self.chain_len if chain_len is None else int(chain_len)
-        depths = [int(d) for d in depths]
-        if isinstance(n, bool) or int(n) != n or n <= 0:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
-        if not depths or min(depths) < 1 or max(depths) > chain_len:
-            raise ValueError(f"depths must be in 1..{chain_len}, got {depths}")
-        hops = np.repeat(depths, n)
-        count = len(hops)
+        hops, ans, idx = self._depth_plan(n, depths, chain_len)
         m = self.n_chains * chain_len
-        ans = np.arange(count) % 2
-        tp = (np.tile(np.arange(n), len(depths)) // 2) % (self.n_chains if self.ordered else m)
+        tp = (idx // 2) % (self.n_chains if self.ordered else m)
         rng = np.random.default_rng([seed, self.task_id, chain_len, 31])
-        x, chain = self.build_chains(tp, ans, hops, rng.random((count, len(NAMES) + 2 * m)), chain_len)
-        return [Sample(tuple(self.vocab.decode(x[r])), self.answer_tokens[int(ans[r])], int(hops[r]),
-                       tuple(int(p) for p in chain[r] if p >= 0)) for r in range(count)]
+        x, chain = self.build_chains(tp, ans, hops, rng.random((len(hops), len(NAMES) + 2 * m)), chain_len)
+        return self._samples(x, chain, ans, hops)
 
     # --- solving --------------------------------------------------------------------
     def solve(self, tokens):
