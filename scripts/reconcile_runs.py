@@ -2,6 +2,7 @@
 
     python scripts/reconcile_runs.py length      # the length-protocol sweep on the seed-0 final models
     python scripts/reconcile_runs.py seed42      # Number (and Letter) at the paper configuration, run seed 42
+    python scripts/reconcile_runs.py fp16        # Number at the paper configuration in fp16 (seeds 0-2)
     python scripts/reconcile_runs.py perprompt   # per-prompt scores: seed-0 final models, every seed-42 checkpoint
     python scripts/reconcile_runs.py precision   # what this CPU can say about fp16 autocast
     python scripts/reconcile_runs.py status      # how far unfinished seed-42 runs got (seed42_partial.json)
@@ -42,6 +43,7 @@ LENGTH_PLAN = {
 }
 N_LENGTH = 64
 SEED42_TASKS = ("number", "letter")
+FP16_SEEDS = (0, 1, 2)
 
 
 def provenance_fields(threads: int | None = None) -> dict:
@@ -118,32 +120,48 @@ def cmd_length(args) -> None:
     write_manifest()
 
 
-def cmd_seed42(args) -> None:
-    """Train (resuming) and analyse the seed-42 runs, and package their result tables."""
+def _train_and_package(args, task: str, seed: int, precision: str = "fp32") -> None:
+    """Train (resuming) one paper-configuration run in ``--runs``, analyse it in fp32 (400 prompts, per
+    frequency) and copy its result tables to ``data/reconcile/<name>/`` with a manifest."""
     from posym import io as pio
     from posym.analyze import analyze_run
     from posym.train import TrainConfig, train
 
-    runs = Path(args.runs)
-    for task in args.tasks:
-        t0 = time.time()
-        cfg = TrainConfig.preset("paper", task=task, seed=42)
-        run = train(cfg, runs / f"{task}-s42", progress=False, threads=args.threads)
-        if not (run.path / "freq_scores.parquet").exists():
-            analyze_run(run.path, n_prompts=400, per_frequency=True, progress=False)
-        dest = OUT / f"{task}-s42"
-        dest.mkdir(parents=True, exist_ok=True)
-        files = ("config.json", "eval.csv", "train_log.csv", "scores.parquet", "freq_scores.parquet", "prompts.json")
-        for f in files:
-            pio.atomic_write_bytes(dest / f, (run.path / f).read_bytes())
-        src = pio.read_json(run.path / "manifest.json")
-        info = {k: v for k, v in src.items() if k != "files"}
-        info["code_note"] = (f"trained by `posym train --task {task} --scale paper --seed 42 --threads "
-                             f"{args.threads}` on this CPU, analysed by `posym analyze` (400 prompts); "
-                             "packaged by scripts/reconcile_runs.py seed42 (no checkpoint committed)")
-        pio.write_manifest(dest, info, files=list(files))
-        record(f"seed42-{task}", _step_info(args, t0, run=str(run.path), config_hash=cfg.hash()))
+    name = f"{task}-s{seed}" if precision == "fp32" else f"{task}-{precision}-s{seed}"
+    t0 = time.time()
+    cfg = TrainConfig.preset("paper", task=task, seed=seed, precision=precision)
+    run = train(cfg, Path(args.runs) / name, progress=False, threads=args.threads)
+    if not (run.path / "freq_scores.parquet").exists():
+        analyze_run(run.path, n_prompts=400, per_frequency=True, progress=False)
+    dest = OUT / name
+    dest.mkdir(parents=True, exist_ok=True)
+    files = ("config.json", "eval.csv", "train_log.csv", "scores.parquet", "freq_scores.parquet", "prompts.json")
+    for f in files:
+        pio.atomic_write_bytes(dest / f, (run.path / f).read_bytes())
+    src = pio.read_json(run.path / "manifest.json")
+    info = {k: v for k, v in src.items() if k != "files"}
+    flag = "" if precision == "fp32" else f" --precision {precision}"
+    info["code_note"] = (f"trained by `posym train --task {task} --scale paper --seed {seed}{flag} --threads "
+                         f"{args.threads}` on this CPU, analysed in fp32 by `posym analyze` (400 prompts); "
+                         f"packaged by scripts/reconcile_runs.py {args.what} (no checkpoint committed)")
+    pio.write_manifest(dest, info, files=list(files))
+    record(name if precision != "fp32" else f"seed42-{task}",
+           _step_info(args, t0, run=str(run.path), config_hash=cfg.hash(), precision=precision))
     write_manifest()
+
+
+def cmd_seed42(args) -> None:
+    """Train (resuming) and analyse the seed-42 runs, and package their result tables."""
+    for task in args.tasks:
+        _train_and_package(args, task, 42)
+
+
+def cmd_fp16(args) -> None:
+    """The paper's Number configuration with fp16 autocast and a gradient scaler, as the authors trained, on
+    this CPU (half matmuls through float32 BLAS, :func:`posym.train.half_gemms`): seeds ``--seeds``, paired with
+    the fp32 runs of the same seeds in data/paper."""
+    for seed in args.seeds:
+        _train_and_package(args, "number", seed, "fp16")
 
 
 def cmd_perprompt(args) -> None:
@@ -245,11 +263,13 @@ def cmd_status(args) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("length", "seed42", "perprompt", "precision", "status", "manifest", "all"))
+    ap.add_argument("what", choices=("length", "seed42", "fp16", "perprompt", "precision", "status", "manifest",
+                                     "all"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", default=str(REPO / "runs" / "reconcile"), help="where the seed-42 runs train")
     ap.add_argument("--tasks", nargs="+", default=list(SEED42_TASKS), choices=SEED42_TASKS,
                     help="seed-42 tasks (default both)")
+    ap.add_argument("--seeds", nargs="+", type=int, default=list(FP16_SEEDS), help="fp16: run seeds (default 0 1 2)")
     ap.add_argument("--rounds", type=int, default=3, help="precision: timed steps per variant")
     ap.add_argument("--fresh", action="store_true", help="length: recompute every point (default: resume)")
     ap.add_argument("--note", default="", help="status: why the seed-42 run stopped")
@@ -257,9 +277,9 @@ def main(argv=None) -> int:
     import torch
     torch.set_num_threads(args.threads)
     OUT.mkdir(parents=True, exist_ok=True)
-    steps = {"length": [cmd_length], "seed42": [cmd_seed42], "perprompt": [cmd_perprompt],
+    steps = {"length": [cmd_length], "seed42": [cmd_seed42], "fp16": [cmd_fp16], "perprompt": [cmd_perprompt],
              "precision": [cmd_precision], "status": [cmd_status], "manifest": [lambda a: write_manifest()],
-             "all": [cmd_seed42, cmd_perprompt, cmd_length, cmd_precision]}[args.what]
+             "all": [cmd_seed42, cmd_fp16, cmd_perprompt, cmd_length, cmd_precision]}[args.what]
     for f in steps:
         f(args)
     return 0

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import io as pio
 from .model import GPTJ, ModelConfig, check_fields
@@ -46,15 +47,54 @@ from .tasks import SPLIT_SIZES, TaskDataset, get_task, task_names
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+class HalfGemmsInFloat32(TorchDispatchMode):
+    """Half-precision matrix products computed by float32 BLAS on the half operands, rounded once to half.
+
+    The products of two float16 numbers are exact in float32, so this is what a GPU's fp16 GEMM with float32
+    accumulation returns (up to the order of the additions).  torch's own CPU half kernels give the same kind
+    of result without a fast BLAS on CPUs that lack fp16 instructions, about 10x slower than float32; routed
+    through float32 BLAS, an fp16 training step costs about 1.3x an fp32 one.  Covers ``mm``, ``addmm``, ``bmm``
+    and ``baddbmm`` of the forward pass and of the backward pass (autocast's ``linear`` and ``matmul`` and the
+    math attention of the CPU all come down to these); every other operation runs unchanged.
+    """
+
+    OPS = frozenset({torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
+                     torch.ops.aten.baddbmm.default})
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.OPS and args[-1].dtype == torch.float16:
+            return func(*(a.float() if isinstance(a, torch.Tensor) else a for a in args), **kwargs).half()
+        return func(*args, **kwargs)
+
+
+def half_gemms(precision: str, device_type: str = "cpu"):
+    """:class:`HalfGemmsInFloat32` for ``fp16`` on the CPU (wrap the forward *and* the backward pass in it);
+    nothing otherwise (a GPU has fast half kernels)."""
+    if precision == "fp16" and device_type == "cpu":
+        return HalfGemmsInFloat32()
+    return contextlib.nullcontext()
+
+
 def precision_context(precision: str, device_type: str = "cpu"):
     """Autocast for ``precision`` (``fp32``: none).  Matmuls run in bf16/fp16, reductions and the loss in float32;
-    the weights and the optimizer stay float32.  On the CPU, bf16 is the fast one (fp16 autocast works but has no
-    fast kernels on most CPUs)."""
+    the weights and the optimizer stay float32.  fp16 on the CPU also routes the half matmuls through float32
+    BLAS (:func:`half_gemms`; a backward pass outside this block needs its own ``half_gemms``).  bf16 on the
+    CPU uses torch's own kernels: fast only on CPUs with bf16 instructions."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if PRECISIONS[precision] is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type, dtype=PRECISIONS[precision])
+    return _entered_together(half_gemms(precision, device_type),
+                             torch.autocast(device_type, dtype=PRECISIONS[precision]))
+
+
+@contextlib.contextmanager
+def _entered_together(*managers):
+    with contextlib.ExitStack() as stack:
+        for m in managers:
+            stack.enter_context(m)
+        yield
 
 
 @dataclass
@@ -474,6 +514,23 @@ def _config_record(cfg: TrainConfig) -> dict:
     return {"train": cfg.to_dict(), "model": cfg.model_config().to_dict(), "config_hash": cfg.hash()}
 
 
+def _backward(loss: torch.Tensor, model: GPTJ, opt: torch.optim.Optimizer, scaler, grad_clip: float) -> None:
+    """Gradients of ``loss``, clipped, and one optimizer step.  With a gradient scaler (fp16) the loss is scaled
+    first; a step with inf/nan gradients is skipped and the scale lowered."""
+    if scaler is None:
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(opt)
+    scaler.update()
+
+
 @_locked
 def train(cfg: TrainConfig, out: str | Path, progress: bool = True, threads: int | None = None,
           stop_after: int | None = None, on_checkpoint=None) -> Run:
@@ -612,18 +669,8 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True, threads: int
             logits = model(x_train[idx], last_only=True)[:, -1]
         loss = F.cross_entropy(logits.float(), y_train[idx])
         opt.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-        else:  # fp16: loss scaling; a step with inf/nan gradients is skipped and the scale lowered
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
+        with half_gemms(cfg.precision, device.type):
+            _backward(loss, model, opt, scaler, cfg.grad_clip)
         sched.step()
         step += 1
         loss_acc += loss.item()
