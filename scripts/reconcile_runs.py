@@ -4,7 +4,7 @@
     python scripts/reconcile_runs.py seed42      # Number (and Letter) at the paper configuration, run seed 42
     python scripts/reconcile_runs.py fp16        # Number at the paper configuration in fp16 (seeds 0-2)
     python scripts/reconcile_runs.py perprompt   # per-prompt scores: seed-0 final models, every seed-42 checkpoint
-    python scripts/reconcile_runs.py precision   # what this CPU can say about fp16 autocast
+    python scripts/reconcile_runs.py precision   # fp16 step time and loss on this CPU, two routes beside fp32
     python scripts/reconcile_runs.py status      # how far unfinished seed-42 runs got (seed42_partial.json)
     python scripts/reconcile_runs.py manifest    # (re)write data/reconcile/manifest.json
     python scripts/reconcile_runs.py all         # all of the above, in this order
@@ -215,8 +215,8 @@ def cmd_perprompt(args) -> None:
 
 
 def cmd_precision(args) -> None:
-    """Whether float16 autocast runs on this CPU, and the step time and loss of the paper configuration in fp32
-    and in fp16 with a gradient scaler, from the same weights on the same batches (alternating, one thread)."""
+    """The step time and loss of the paper configuration in fp32, in fp16 as the book trains it on the CPU, and in
+    fp16 with torch's own half kernels, from the same weights on the same batches (alternating, one thread)."""
     from posym import io as pio
     from posym.chapters import reconcile as R
     from posym.model import ModelConfig
@@ -224,7 +224,8 @@ def cmd_precision(args) -> None:
 
     t0 = time.time()
     res = R.precision_probe(ModelConfig.paper(vocab_size=len(get_task("number").vocab)), rounds=args.rounds)
-    res["model"] = "ModelConfig.paper (Number vocabulary), batch 64, AdamW lr 1e-4"
+    res["model"] = ("ModelConfig.paper without dropout (Number vocabulary), batch 64, AdamW lr 1e-4, a gradient "
+                    "scaler for both fp16 variants")
     res["loadavg"] = list(os.getloadavg())
     pio.atomic_write_json(OUT / "precision_cpu.json", res)
     record("precision", _step_info(args, t0))

@@ -1,5 +1,6 @@
 """The appendix "Reconciling with the paper": grids, purity rules, Table 1 weightings, long-prompt constructions,
 the seed spread, the stand-in inputs and the figures (``posym.chapters.reconcile``)."""
+import json
 import math
 
 import numpy as np
@@ -7,6 +8,8 @@ import pandas as pd
 import pytest
 
 from posym.chapters import reconcile as R
+
+from conftest import REPO
 
 
 def _scores(task, seed, layers):
@@ -262,12 +265,21 @@ def test_page_tables_and_figures(standin):
     weights = R.weighting_results(standin)
     length = R.length_results(standin)
     seed42 = R.seed42_results(standin)
-    summary = R.disagreements(standin, grid, purity, weights, length, seed42)
+    fp16 = R.fp16_results(standin)
+    summary = R.disagreements(standin, grid, purity, weights, length, seed42, fp16=fp16)
     assert len(summary) == 6 and set(summary["verdict"]) <= {"explained", "partly explained", "unexplained"}
+    number = summary[summary["disagreement"].str.startswith("Number: pure")]
+    assert number["tested"].str.contains("fp16 \\(seeds 0, 1, 2\\)").all() and number["what changed"].str.contains("fp16:").all()
+    t = R.fp16_table(fp16)
+    assert list(t.columns) == ["seed", "quantity", "fp16", "fp32, same seed", "fp32, seeds 0–4", "inside their range"]
+    assert len(t) == 3 * 7 and set(t["seed"]) == set(R.FP16_SEEDS)
+    assert R.fp16_text(fp16).startswith("Trained in fp16") and R.fp16_lesson(fp16).startswith("Training the Number")
+    none = R.fp16_results({**standin, "fp16_eval": None})
+    assert R.fp16_table(none).columns.tolist() == ["status"] and "untested" in R.fp16_lesson(none)
     assert set(grid["dip"]["layer"]) == {10, 11} and grid["dip"]["min_sym"].between(0, 1).all()
     assert set(seed42["spread"]["task"]) == {"number", "letter"}
     for fig in (R.plot_grid(grid, standin["scores"]), R.plot_weightings(weights), R.plot_length(length),
-                R.plot_seed42(standin)):
+                R.plot_beside(standin, "seed42_scores", "seed 42"), R.plot_beside(standin, "fp16_scores", "fp16")):
         assert isinstance(fig, Figure)
 
 
@@ -288,3 +300,33 @@ def test_seed_spread_compares_scores_as_shown_and_puts_number_first():
     assert s["task"].iloc[0] == "number" and s["task"].iloc[-1] == "letter"
     letter = s[s["task"] == "letter"].set_index("quantity")
     assert letter.loc["L0_sym", "inside"] and letter.loc["L4_pos", "inside"]  # 1.00 among 1.00s, 0.00 among 0.00s
+
+
+def _summary(positional, symbolic, l0, l4, seeds=(0, 1, 2)) -> pd.DataFrame:
+    return pd.DataFrame({"task": "number", "seed": list(seeds), "best_step": 4500, "positional": positional,
+                         "symbolic": symbolic, "L0_kind": l0, "L4_kind": l4})
+
+
+def test_fp16_verdicts_follow_the_rule_fixed_in_advance():
+    """More than half of the seeds at the paper's count reproduces it; a mean at least 0.5 heads closer to the
+    paper's than fp32's on the same seeds moves it part of the way; layers 0 and 4 counted per seed."""
+    ref = _summary([3, 3, 3, 2], [6, 7, 7, 7], ["mixed"] * 4, ["mixed"] * 4, seeds=(0, 1, 2, 3))
+    new = _summary([4, 4, 3], [7, 7, 8], ["positional", "mixed", "positional"], ["mixed", "symbolic", "mixed"])
+    v = R.fp16_verdicts({"summary": new, "reference": ref})
+    assert v["positional"]["reproduces"] and v["positional"]["layer_pure"] == 2
+    assert v["positional"]["fp32"] == [3, 3, 3]  # the same seeds only
+    assert not v["symbolic"]["reproduces"] and v["symbolic"]["part_way"] and v["symbolic"]["layer_pure"] == 1
+    slight = R.fp16_verdicts({"summary": _summary([3, 3, 4], [7, 7, 7], ["mixed"] * 3, ["mixed"] * 3),
+                              "reference": ref})
+    assert not slight["positional"]["reproduces"] and not slight["positional"]["part_way"]  # 0.33 heads closer
+    assert R.fp16_verdicts({"summary": None}) == {}
+
+
+def test_committed_seed42_and_fp16_runs_are_read_from_their_own_folders():
+    inp = R.committed_inputs(REPO / "data")
+    if inp["seed42_eval"] is not None:
+        assert set(inp["seed42_eval"]["seed"]) == {42} and set(inp["seed42_scores"]["seed"]) == {42}
+    if inp["fp16_eval"] is not None:
+        assert set(inp["fp16_scores"]["task"]) == {"number"} and set(inp["fp16_scores"]["seed"]) <= set(R.FP16_SEEDS)
+        for d in (REPO / "data" / "reconcile").glob("number-fp16-s*"):
+            assert json.loads((d / "config.json").read_text())["train"]["precision"] == "fp16"

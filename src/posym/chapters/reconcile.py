@@ -630,49 +630,144 @@ FP16_COMMAND = ("for t in number letter; do posym train --task $t --scale paper 
                 "--device cuda --out 'runs/fp16/{task}-s{seed}' && posym analyze runs/fp16/$t-s? --device cuda; done")
 
 
+FP16_SEEDS = (0, 1, 2)
+_FP16_QUANTITIES = ("best_step", "positional", "symbolic", "L0_pos", "L0_sym", "L4_pos", "L4_sym")
+
+
+def fp16_results(inp: dict, gamma: float = 0.1) -> dict:
+    """Experiment 1: the Number runs trained in fp16 (``summary``, :func:`run_summary`) beside the fp32 runs:
+    ``pairs`` (per seed and quantity: the fp32 run of the same seed, the fp16 run, the fp32 values of seeds
+    0-4 and whether the fp16 value lies inside their range) and ``rules`` (:func:`purity_rules`, prompt-mean
+    rules), or ``None`` each when no fp16 run is committed."""
+    if inp.get("fp16_eval") is None:
+        return {"pairs": None, "summary": None, "reference": None, "rules": None}
+    num = {k: inp[k][inp[k]["task"] == "number"] for k in ("eval", "scores")}
+    ref = run_summary(num["eval"], num["scores"], gamma)
+    new = run_summary(inp["fp16_eval"], inp["fp16_scores"], gamma)
+    pairs = seed_spread(ref, new)
+    same = ref.set_index("seed")
+    pairs.insert(4, "fp32_same_seed", [_as_shown(q, float(same.loc[sd, q])) if sd in same.index else math.nan
+                                       for sd, q in zip(pairs["seed"], pairs["quantity"])])
+    return {"pairs": pairs, "summary": new, "reference": ref,
+            "rules": purity_rules(inp["fp16_eval"], inp["fp16_scores"])}
+
+
+def fp16_table(fp16: dict) -> pd.DataFrame:
+    """The page's table of experiment 1: per fp16 run and quantity, its value beside the fp32 run of the same
+    seed and the fp32 seeds 0-4 (a one-row status table when no fp16 run is committed)."""
+    p = fp16.get("pairs")
+    if p is None:
+        return pd.DataFrame({"status": ["no fp16 run committed"]})
+    return pd.DataFrame({"seed": p["seed"], "quantity": p["quantity"].map(_SPREAD_NAMES),
+                         "fp16": [_fmt_quantity(q, v) for q, v in zip(p["quantity"], p["value"])],
+                         "fp32, same seed": [_fmt_quantity(q, v) for q, v in zip(p["quantity"], p["fp32_same_seed"])],
+                         "fp32, seeds 0–4": p["ref_values"],
+                         "inside their range": p["inside"].map({True: "yes", False: "no"})})
+
+
+def fp16_verdicts(fp16: dict) -> dict:
+    """Per kind (``positional``, ``symbolic``): the fp16 and same-seed fp32 mean counts, whether fp16 gives the
+    paper's count in more than half of the seeds (``reproduces``) or moves the mean at least 0.5 heads towards it
+    (``part_way``), and in how many seeds layer 0 (4) ends pure positional (symbolic); ``{}`` without fp16 runs."""
+    new, ref = fp16.get("summary"), fp16.get("reference")
+    if new is None:
+        return {}
+    ref = ref[ref["seed"].isin(new["seed"])]
+    out = {}
+    for k, (kind, layer) in enumerate((("positional", 0), ("symbolic", 4))):
+        paper = PAPER_COUNTS["number"][k]
+        m16, m32 = float(new[kind].mean()), float(ref[kind].mean())
+        out[kind] = {"paper": paper, "fp16_mean": m16, "fp32_mean": m32, "fp16": new[kind].tolist(),
+                     "fp32": ref[kind].tolist(), "reproduces": int((new[kind] == paper).sum()) > len(new) / 2,
+                     "part_way": abs(m32 - paper) - abs(m16 - paper) >= 0.5, "layer": layer,
+                     "layer_pure": int((new[f"L{layer}_kind"] == kind).sum()), "seeds": len(new)}
+    return out
+
+
+def fp16_text(fp16: dict) -> str:
+    """Experiment 1 in words: the fp16 runs' counts, best steps and layers 0 and 4 beside the fp32 runs of the
+    same seeds, and how many of their numbers lie inside the fp32 spread."""
+    new, p = fp16.get("summary"), fp16.get("pairs")
+    if new is None:
+        return "No fp16 run is committed yet."
+    ref = fp16["reference"].set_index("seed")
+    seeds = ", ".join(str(s) for s in new["seed"])
+    runs = "; ".join(f"seed {r.seed}: {r.positional} + {r.symbolic} (fp32 {ref.loc[r.seed, 'positional']} + "
+                     f"{ref.loc[r.seed, 'symbolic']}), best step {r.best_step:,} (fp32 {ref.loc[r.seed, 'best_step']:,})"
+                     for r in new.itertuples())
+    layers = "; ".join(f"layer {layer} ends " + ", ".join(
+        f"{r[f'L{layer}_kind']} ({r[f'L{layer}_pos']:.2f}/{r[f'L{layer}_sym']:.2f})" for _, r in new.iterrows())
+        for layer in (0, 4))
+    inside = int(p["inside"].sum())
+    return (f"Trained in fp16 (run seeds {seeds}), the Number model has these pure positional + symbolic heads and "
+            f"best steps: {runs}. By seed, {layers} (s_pos/s_sym). {inside} of the {len(p)} numbers in the table "
+            f"lie inside the range of our fp32 seeds 0–4.")
+
+
+def fp16_lesson(fp16: dict) -> str:
+    """One sentence for the conclusions: what training in fp16 changes about the pure-head counts."""
+    v = fp16_verdicts(fp16)
+    if not v:
+        return "The authors' precision (fp16) is untested: no fp16 run is committed."
+    parts = []
+    for kind, d in v.items():
+        how = ("gives the paper's count" if d["reproduces"] else "moves the count part of the way"
+               if d["part_way"] else "does not move the count towards the paper's")
+        parts.append(f"{how} of pure {kind} heads ({d['fp16_mean']:.1f} on average, fp32 {d['fp32_mean']:.1f}, "
+                     f"paper {d['paper']}; layer {d['layer']} ends pure {kind} in {d['layer_pure']} of "
+                     f"{d['seeds']} seeds)")
+    return "Training the Number model in fp16, the authors' precision, " + "; it ".join(parts) + "."
+
+
 def precision_probe(model_cfg, rounds: int = 6, batch: int = 64, seed: int = 0) -> dict:
-    """Train two copies of a model from the same weights, one step each in turn (fp32, then fp16 autocast with
-    a gradient scaler), for ``rounds`` rounds on the same Number batches.  Returns whether fp16 autocast runs,
-    the median step time of each and the losses per round."""
+    """Train three copies of a model from the same weights, one step each in turn, for ``rounds`` rounds on the
+    same Number batches, without dropout: fp32; fp16 autocast with a gradient scaler as the book runs it on the
+    CPU (half matrix products through float32 BLAS, :func:`posym.train.half_gemms`); and the same with torch's
+    own CPU half kernels.  Returns the median step time of each, their ratios to fp32, and the losses."""
+    import contextlib
     import statistics
     import time
 
     import torch
     from ..model import GPTJ
     from ..tasks import TaskDataset
-    from ..train import precision_context
+    from ..train import _backward, half_gemms, precision_context
 
+    model_cfg = type(model_cfg)(**{**model_cfg.to_dict(), "attn_pdrop": 0.0, "resid_pdrop": 0.0, "embd_pdrop": 0.0})
     data = TaskDataset("number", "train", seed=seed, size=batch * rounds)
     torch.manual_seed(seed)
     base = GPTJ(model_cfg)
+    routes = {"fp32": (lambda: precision_context("fp32"), contextlib.nullcontext),
+              "fp16": (lambda: precision_context("fp16"), lambda: half_gemms("fp16")),
+              "fp16_torch": (lambda: torch.autocast("cpu", dtype=torch.float16), contextlib.nullcontext)}
     variants = {}
-    for p in ("fp32", "fp16"):
+    for p in routes:
         m = GPTJ(model_cfg)
         m.load_state_dict(base.state_dict())
         variants[p] = (m, torch.optim.AdamW(m.parameters(), lr=1e-4),
-                       torch.amp.GradScaler("cpu") if p == "fp16" else None)
+                       torch.amp.GradScaler("cpu") if p != "fp32" else None)
     times = {p: [] for p in variants}
     losses = {p: [] for p in variants}
     for r in range(rounds):
         x, y, _ = data.batch(range(batch * r, batch * (r + 1)))
         for p, (m, opt, scaler) in variants.items():
+            forward, backward = routes[p]
             t = time.perf_counter()
-            with precision_context(p, "cpu"):
+            with forward():
                 loss = torch.nn.functional.cross_entropy(m(x)[:, -1].float(), y)
             opt.zero_grad(set_to_none=True)
-            if scaler is None:
-                loss.backward()
-                opt.step()
-            else:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
+            with backward():
+                _backward(loss, m, opt, scaler, 0.0)
             times[p].append(time.perf_counter() - t)
             losses[p].append(float(loss.detach()))
     ms = {p: 1000 * statistics.median(v) for p, v in times.items()}
+
+    def gap(a, b):
+        return max(abs(u - v) for u, v in zip(losses[a], losses[b]))
     return {"fp16_autocast_runs_on_cpu": True, "rounds": rounds, "ms_median": ms,
-            "fp16_over_fp32_time": ms["fp16"] / ms["fp32"], "loss_per_round": losses,
-            "max_loss_difference": max(abs(a - b) for a, b in zip(losses["fp32"], losses["fp16"]))}
+            "fp16_over_fp32_time": ms["fp16"] / ms["fp32"], "fp16_torch_over_fp32_time": ms["fp16_torch"] / ms["fp32"],
+            "loss_per_round": losses, "max_loss_difference": gap("fp32", "fp16"),
+            "fp16_vs_torch_kernels_loss_difference": gap("fp16", "fp16_torch")}
 
 
 # -----------------------------------------------------------------------------------------------
@@ -953,9 +1048,10 @@ def _mean_counts(rules: pd.DataFrame, rule: str, task: str) -> tuple[float, floa
 
 
 def disagreements(inp: dict, grid: dict, purity: dict, weights: dict, length: dict, seed42: dict,
-                  gamma: float = 0.1) -> pd.DataFrame:
+                  gamma: float = 0.1, fp16: dict | None = None) -> pd.DataFrame:
     """One row per disagreement with the paper: ours, the paper's, the hypotheses tested, what each changed, and
-    the verdict by the rules of the module docstring.  Precision is listed as untested where a GPU is needed."""
+    the verdict by the rules of the module docstring.  fp16 (:func:`fp16_results`) was run for Number only; it
+    is listed as untested where it has no run."""
 
     book_rule = f"prompt mean, γ = {gamma}, cumulative"
     rs = purity["summary"]
@@ -980,17 +1076,23 @@ def disagreements(inp: dict, grid: dict, purity: dict, weights: dict, length: di
         changed = (f"purity rule: {min(rng.values()):.1f}–{max(rng.values()):.1f} heads on average over "
                    f"{len(rng)} rules, none gives {pc}; 250-step grid: per seed {g250}; seed 42: "
                    f"{s42('number', kind)}")
-        explained = bool(any_rule)
+        f16 = fp16_verdicts(fp16 or {}).get(kind)
+        if f16:
+            changed += (f"; fp16: per seed {', '.join(str(v) for v in f16['fp16'])} (fp32, same seeds: "
+                        f"{', '.join(str(v) for v in f16['fp32'])}), layer {lay} pure in {f16['layer_pure']} of "
+                        f"{f16['seeds']}")
+        explained = bool(any_rule) or bool(f16 and f16["reproduces"])
+        verdict = "explained" if explained else "partly explained" if f16 and f16["part_way"] else "unexplained"
         rows.append({"disagreement": f"Number: pure {kind} heads (layer {lay} never pure)", "paper": str(pc),
-                     "ours": f"{ours:.1f}", "tested": "purity rule (mean / share of prompts, γ, when), grid, seed 42; "
-                     "fp16 untested (needs a GPU)", "what changed": changed,
-                     "verdict": "explained" if explained else "unexplained"})
+                     "ours": f"{ours:.1f}", "tested": "purity rule (mean / share of prompts, γ, when), grid, seed 42, "
+                     + (f"fp16 (seeds {', '.join(str(v) for v in fp16['summary']['seed'])})" if f16
+                        else "fp16 untested"), "what changed": changed, "verdict": verdict})
     b50 = gs[(gs["task"] == "letter") & (gs["grid"] == 50)].iloc[0]
     b250 = gs[(gs["task"] == "letter") & (gs["grid"] == 250)].iloc[0]
     moved = b250["best_step"] - b50["best_step"]
     verdict = "explained" if b250["best_agrees"] else ("partly explained" if moved > 0 else "unexplained")
     rows.append({"disagreement": "Letter: step of best validation accuracy", "paper": f"≈{PAPER_BEST['letter']:,}",
-                 "ours": f"{b50['best_step']:,.0f}", "tested": "250-step grid, seed 42; fp16 untested",
+                 "ours": f"{b50['best_step']:,.0f}", "tested": "250-step grid, seed 42; fp16 not run for Letter",
                  "what changed": f"250-step grid: {b250['best_step']:,.0f} (per seed {b250['best_steps']}); "
                                  f"seed 42: {s42('letter', 'best_step')}", "verdict": verdict})
     lay = weights["layers"]
@@ -1136,15 +1238,16 @@ def plot_length(length: dict):
     return fig
 
 
-def plot_seed42(inp: dict, gamma: float = 0.1):
-    """Cumulative pure-head counts of the Number runs: seeds 0–4 thin, seed 42 bold (when committed)."""
+def plot_beside(inp: dict, key: str, label: str, gamma: float = 0.1):
+    """Cumulative pure-head counts of the Number runs: our fp32 seeds 0–4 thin, the runs of ``inp[key]``
+    (``seed42_scores``, ``fp16_scores``) bold, labelled ``label`` (when committed)."""
     import matplotlib.pyplot as plt
     from ..plotting import COLORS
 
     fig, ax = plt.subplots(figsize=(6, 3.4))
-    frames = [("seeds 0–4", inp["scores"], 0.8, 0.35)]
-    if inp.get("seed42_scores") is not None:
-        frames.append(("seed 42", inp["seed42_scores"], 2.2, 1.0))
+    frames = [("fp32, seeds 0–4", inp["scores"], 0.8, 0.35)]
+    if inp.get(key) is not None:
+        frames.append((label, inp[key], 2.2, 1.0))
     for label, sc, lw, alpha in frames:
         sc = sc[sc["task"] == "number"]
         ev = T.purity_events(sc, gamma)
