@@ -1,4 +1,5 @@
-"""Tests for the LEGO tasks (posym/tasks/lego.py, lego_ordered.py): every prompt checked by an independent solver.
+"""Tests for the LEGO tasks (posym/tasks/lego*.py; every prompt checked by an independent solver) and the chapter
+module posym/chapters/lego.py.
 
 The reference solver below does not follow the chain: it computes the value of every variable by repeated
 substitution until nothing changes, then reads the queried one, and finds the depth by counting how many
@@ -151,7 +152,76 @@ def test_teaching_recipe_is_the_tasks():
     assert TrainConfig.teaching("lego", seed=1, steps=7).steps == 7  # explicit overrides still win
 
 
-def test_head_types_and_masses():
+def _fused_prompt():
+    """One hand-written lego_fused prompt: chains a = +1, b = -a, d = +b and c = -1, e = +c, f = -e, the query d
+    (depth 3). Positions: 0 ``1``, 1 ``a+``, 2 ``a``, 3 ``b-``, 4 ``1``, 5 ``c-``, 6 ``b``, 7 ``d+``, 8 ``c``,
+    9 ``e+``, 10 ``e``, 11 ``f-``, 12 ``?``, 13 ``d``."""
+    return "1 a+ a b- 1 c- b d+ c e+ e f- ? d".split()
+
+
+def test_fused_prompt_layout_is_what_the_masses_assume():
+    t = get_task("lego_fused")
+    toks = _fused_prompt()
+    assert len(toks) == t.seq_len and t.solve(toks) == ("-", 3, (13, 7, 3, 1))
+
+
+def _patterns(T, pairs, n_head=2):
+    """Attention patterns (1 layer) on one prompt: head 0 puts all its mass on ``pairs[q]`` from each query row
+    ``q`` in ``pairs`` and on itself elsewhere; head 1 is uniform over the visible past."""
+    import torch
+
+    A = torch.zeros(1, n_head, T, T)
+    for q in range(T):
+        A[0, 0, q, pairs.get(q, q)] = 1.0
+        A[0, 1, q, :q + 1] = 1.0 / (q + 1)
+    return [A]
+
+
+def test_head_type_masses_on_hand_built_patterns():
+    import torch
+
+    from posym.chapters import lego as ch
+
+    t = get_task("lego_fused")
+    toks = _fused_prompt()
+    x = torch.tensor([t.vocab.encode(toks)])
+    T = len(toks)
+    m = ch.type_masks(x, "lego_fused")
+    # bare names with an earlier token of their name: operand a (a+ at 1), operand b (b- at 3), operand c (c- at
+    # 5), operand e (e+ at 9), and the query d (d+ at 7); not the constants, the signed tokens or '?'
+    assert m["assoc_src"][0].nonzero().flatten().tolist() == [2, 6, 8, 10, 13]
+    # signed tokens of the clauses in slots 1..5; their operand is the token before
+    assert m["local_src"].nonzero().flatten().tolist() == [3, 5, 7, 9, 11]
+    assert m["local_tgt"][5].nonzero().flatten().tolist() == [4]
+    # signed tokens whose parent's signed token is earlier: b- (a+), d+ (b-), e+ (c-), f- (e+)
+    assert m["parent_src"][0].nonzero().flatten().tolist() == [3, 7, 9, 11]
+    assert m["parent_tgt"][0, 7].nonzero().flatten().tolist() == [3]
+    # the query d matches d+ only (the bare d appears nowhere else)
+    assert m["assoc_tgt"][0, 13].nonzero().flatten().tolist() == [7]
+
+    # an association head: every bare name attends to its definition; elsewhere to itself
+    assoc_head = {2: 1, 6: 3, 8: 5, 10: 9, 13: 7}
+    df = ch.masses_from_patterns(_patterns(T, assoc_head), x, "lego_fused").set_index("head")
+    assert df.loc[0, "assoc"] == pytest.approx(1.0) and df.loc[0, "assoc_q"] == pytest.approx(1.0)
+    assert df.loc[0, "local"] == pytest.approx(0.0) and ch.head_type(df.loc[0, "assoc"], df.loc[0, "local"]) == "association"
+    # uniform attention: assoc = mean over the sources of 1/(q+1); local = mean over the signed tokens of 1/(q+1)
+    want_assoc = np.mean([1 / 3, 1 / 7, 1 / 9, 1 / 11, 1 / 14])
+    want_local = np.mean([1 / 4, 1 / 6, 1 / 8, 1 / 10, 1 / 12])
+    assert df.loc[1, "assoc"] == pytest.approx(want_assoc) and df.loc[1, "local"] == pytest.approx(want_local)
+    assert df.loc[1, "assoc_q"] == pytest.approx(1 / 14)
+    assert ch.head_type(df.loc[1, "assoc"], df.loc[1, "local"]) == "other"
+
+    # a manipulation head: every signed token reads its operand; a parent head: every signed token reads its parent
+    manip = {q: q - 1 for q in (3, 5, 7, 9, 11)}
+    d2 = ch.masses_from_patterns(_patterns(T, manip), x, "lego_fused").set_index("head")
+    assert d2.loc[0, "local"] == pytest.approx(1.0) and d2.loc[0, "assoc"] == pytest.approx(0.0)
+    assert ch.head_type(d2.loc[0, "assoc"], d2.loc[0, "local"]) == "manipulation"
+    parent = {3: 1, 7: 3, 9: 5, 11: 9}
+    d3 = ch.masses_from_patterns(_patterns(T, parent), x, "lego_fused").set_index("head")
+    assert d3.loc[0, "parent"] == pytest.approx(1.0) and d3.loc[0, "local"] == pytest.approx(0.0)
+
+
+def test_head_types_and_masses_on_a_model():
     import torch
 
     from posym.chapters import lego as ch
@@ -160,18 +230,35 @@ def test_head_types_and_masses():
     assert ch.head_type(0.6, 0.1) == "association" and ch.head_type(0.1, 0.7) == "manipulation"
     assert ch.head_type(0.3, 0.3) == "other"
     torch.manual_seed(0)
-    model = GPTJ(ModelConfig(vocab_size=32, n_layer=2, n_head=2, d_model=16, d_mlp=32)).eval()
-    df = ch.head_type_masses(model, "lego", get_task("lego").chain_prompts(4, [1, 2]))
-    assert len(df) == 4 and df[["assoc", "local", "assoc_q"]].stack().between(0, 1).all()
-    # near-uniform attention at initialisation: neither pattern
-    assert (df["assoc"] < 0.5).all() and (df["local"] < 0.5).all()
+    model = GPTJ(ModelConfig(vocab_size=83, n_layer=2, n_head=2, d_model=16, d_mlp=32)).eval()
+    for task in ch.TASKS:
+        df = ch.head_type_masses(model, task, get_task(task).chain_prompts(4, [1, 2, 3]))
+        assert len(df) == 4 and df[["assoc", "local", "assoc_q", "parent"]].stack().between(0, 1).all()
+        # near-uniform attention at initialisation: neither pattern
+        assert (df["assoc"] < 0.5).all() and (df["local"] < 0.5).all()
+
+
+def test_length_table_shape():
+    import torch
+
+    from posym.chapters import lego as ch
+    from posym.model import GPTJ, ModelConfig
+
+    torch.manual_seed(0)
+    model = GPTJ(ModelConfig(vocab_size=83, n_layer=1, n_head=2, d_model=16, d_mlp=32)).eval()
+    L = ch.length_table(model, "lego_fused_ordered", n=4, chain_lens=(3, 4, 6))
+    assert len(L) == 2 * (3 + 4 + 6) and (L["n"] == 4).all() and L["accuracy"].between(0, 1).all()
+    assert set(L["prompts"]) == {"ordered", "shuffled"}
+    assert L[L["own"]]["prompts"].eq("ordered").all()
+    assert L[L["trained"]][["chain_len", "depth"]].values.tolist() == [[3, 1], [3, 2]]
+    assert ch.other_order("lego_fused") == "lego_fused_ordered"
 
 
 def _fake_results():
     import pandas as pd
 
     rows_sc, rows_ty, rows_ev, rows_len = [], [], [], []
-    for task in ("lego", "lego_ordered"):
+    for task in ("lego_fused", "lego_fused_ordered"):
         for seed in (0, 1):
             for step in (0, 100, 200):
                 late = step == 200
@@ -180,13 +267,17 @@ def _fake_results():
                             {"task": task, "seed": seed, "step": step, "layer": 1, "head": 0,
                              "pos": 0.03 if late else 1.0, "sym": 0.97 if late else 1.0}]
                 rows_ty += [{"task": task, "seed": seed, "step": step, "layer": 0, "head": 0, "assoc": 0.0,
-                             "local": 0.8 if step >= 100 else 0.2, "assoc_q": 0.0},
+                             "local": 0.8 if step >= 100 else 0.2, "assoc_q": 0.0, "parent": 0.0},
                             {"task": task, "seed": seed, "step": step, "layer": 1, "head": 0,
-                             "assoc": 0.7 if late else 0.1, "local": 0.1, "assoc_q": 0.6}]
+                             "assoc": 0.7 if late else 0.1, "local": 0.1, "assoc_q": 0.6, "parent": 0.0}]
                 rows_ev.append({"task": task, "seed": seed, "step": step, "hop": "all", "accuracy": 0.95 if late else 0.5})
-            for d in range(1, 7):
-                rows_len.append({"task": task, "seed": seed, "n_vars": 6, "depth": d,
-                                 "accuracy": 1.0 if d <= 2 else (0.6 if task == "lego" else 0.5), "n": 10})
+            for prompts in ("shuffled", "ordered"):
+                own = prompts == ("shuffled" if task == "lego_fused" else "ordered")
+                for cl in (3, 6):
+                    for d in range(1, cl + 1):
+                        acc = (1.0 if d <= 2 else (0.6 if task == "lego_fused" else 0.5)) if own else 0.55
+                        rows_len.append({"task": task, "seed": seed, "prompts": prompts, "own": own, "chain_len": cl,
+                                         "depth": d, "accuracy": acc, "n": 10, "trained": own and cl == 3 and d <= 2})
     return {"scores": pd.DataFrame(rows_sc), "types": pd.DataFrame(rows_ty), "eval": pd.DataFrame(rows_ev),
             "length": pd.DataFrame(rows_len)}
 
@@ -201,11 +292,28 @@ def test_claims_and_emergence_on_known_results():
     em = ch.emergence(res, 0.1)
     assert (em["manipulation"] == 100).all() and (em["association"] == 200).all() and (em["accuracy"] == 200).all()
     c = ch.claims_table(res, 0.1).set_index("claim")["verdict"]
+    assert c["association heads exist (attend to tokens of the same name)"] == "agree"
     assert c["association heads are symbolic (our expectation)"] == "agree"
     assert c["manipulation heads are positional (our expectation)"] == "agree"
-    assert c["shuffled clauses: trained depths solved, deeper ones not reliably"] == "agree"
-    assert c["ordered clauses: shortcut, worse generalisation than shuffled"] == "agree"
+    assert c["shuffled clauses: trained depths solved, deeper ones not"] == "agree"
+    assert c["ordered clauses: trained depths solved, deeper ones not"] == "agree"
+    assert c["ordered clauses: a shortcut that fails when the order changes"] == "agree"
+    assert c["ordered clauses generalise worse in depth than shuffled ones"] == "agree"
     assert c["pure heads appear when accuracy rises (Paper 2)"] == "agree"
+    notes = ch.length_note(res)
+    assert notes["lego_len_ordered"] == "depths 1–2 1.00 with chains of 3, 1.00 with chains of 6; depths 3–6 0.50"
+    assert notes["lego_cross_ordered"] == "depth 1 0.55, depth 2 0.55"
+    # a shuffled model that does not solve depth 2: its length row cannot be judged, nor the comparison
+    L = res["length"]
+    L.loc[(L["task"] == "lego_fused") & L["own"] & (L["depth"] == 2), "accuracy"] = 0.6
+    c = ch.claims_table(res, 0.1).set_index("claim")["verdict"]
+    assert c["shuffled clauses: trained depths solved, deeper ones not"] == "n/a"
+    assert c["ordered clauses generalise worse in depth than shuffled ones"] == "n/a"
+    assert c["ordered clauses: trained depths solved, deeper ones not"] == "agree"
+    # an ordered model that also solves shuffled prompts shows no order shortcut
+    L.loc[(L["task"] == "lego_fused_ordered") & ~L["own"], "accuracy"] = 0.95
+    assert ch.claims_table(res, 0.1).set_index("claim").loc[
+        "ordered clauses: a shortcut that fails when the order changes", "verdict"] == "disagree"
 
 
 def test_final_accuracy_per_depth_and_note():
@@ -214,7 +322,7 @@ def test_final_accuracy_per_depth_and_note():
     from posym.chapters import lego as ch
 
     rows = []
-    for task, d2 in (("lego", (0.5, 0.48)), ("lego_ordered", (0.75, 0.75))):
+    for task, d2 in (("lego_fused", (0.5, 0.48)), ("lego_fused_ordered", (0.75, 0.75))):
         for seed in (0, 1):
             for step in (0, 100):
                 last = step == 100
@@ -225,14 +333,14 @@ def test_final_accuracy_per_depth_and_note():
     acc = ch.final_accuracy(res)
     assert list(acc.columns) == ["task", "seed", "step", "accuracy", "depth_1", "depth_2"]
     assert (acc["step"] == 100).all() and acc["depth_1"].eq(1.0).all()
-    assert acc.set_index(["task", "seed"]).loc[("lego", 1), "depth_2"] == 0.48
+    assert acc.set_index(["task", "seed"]).loc[("lego_fused", 1), "depth_2"] == 0.48
     note = ch.accuracy_note(res)
-    assert note == ("LEGO (shuffled), 2 run(s): depth 1 1.00, depth 2 0.48–0.50; "
-                    "LEGO (ordered), 2 run(s): depth 1 1.00, depth 2 0.75")
+    assert note == ("LEGO, two chains (shuffled), 2 run(s): depth 1 1.00, depth 2 0.48–0.50; "
+                    "LEGO, two chains (ordered), 2 run(s): depth 1 1.00, depth 2 0.75")
     # eval tables without per-depth rows: the overall accuracy only
     only_all = {"eval": res["eval"][res["eval"]["hop"] == "all"]}
     assert list(ch.final_accuracy(only_all).columns) == ["task", "seed", "step", "accuracy"]
-    assert ch.accuracy_note(only_all).startswith("LEGO (shuffled), 2 run(s): overall 0.75")
+    assert ch.accuracy_note(only_all).startswith("LEGO, two chains (shuffled), 2 run(s): overall 0.75")
 
 
 # -----------------------------------------------------------------------------

@@ -1,16 +1,26 @@
 """The "LEGO chains" chapter: parameters, the science (head types, emergence, length generalisation, claims)
 and its figures.
 
+The chapter's tasks are the two LEGO plug-ins with fused sign tokens (:mod:`posym.tasks.lego_fused`):
+``lego_fused`` (shuffled clauses) and ``lego_fused_ordered`` (each chain in chain order). A prompt holds two chains
+of ``chain_len`` variables; a clause is two tokens, its operand (a bare name, or the constant ``1``) and then the
+name it defines fused with its sign (``a b-`` is ``b = -a``); the prompt ends with ``?`` and a bare name.
+
 Head types (the LEGO paper's two patterns, measured on the attention of every head over whole prompts):
 
-* **association**: the mass a name token (a clause's ``lhs`` or ``rhs``, or the query) puts on *earlier tokens
-  identical to it*, averaged over the name tokens that have one;
-* **manipulation** (local): the mass a clause token puts on its own clause (itself and the clause tokens before
-  it; a decoder cannot look ahead), averaged over clause tokens.
+* **association**: the mass a bare name token (an operand that is a name, or the query) puts on *earlier tokens
+  of the same name*: the signed token that defines it (``a+`` for ``a``) or the same bare name; averaged over the
+  bare name tokens that have such an earlier token. The LEGO paper's association heads attend to identical
+  tokens; here a name and its definition differ by the fused sign, so the match is by name.
+* **manipulation** (local): the mass a clause's signed token puts on the rest of its clause, its operand (the
+  operand token cannot see its clause's later token, and attention to itself moves nothing); averaged over the
+  clauses in slots 1 and later (the first clause's signed token sees nothing but its clause).
 
 A head is an association head when its association mass is at least ``TYPE_MIN`` (0.5), a manipulation head
-when its local mass is; otherwise "other". The positional/symbolic scores are the book's metric at the final
-query (the queried variable), from ``posym analyze``. Both are computed at every analysed checkpoint.
+when its local mass is; otherwise "other". Also recorded: ``assoc_q``, the query's own association mass, and
+``parent``, the mass a signed token puts on the signed token of its parent clause when that comes earlier (the
+step along the chain). The positional/symbolic scores are the book's metric at the final query (the queried
+variable), from ``posym analyze``. Both are computed at every analysed checkpoint.
 """
 from __future__ import annotations
 
@@ -26,14 +36,15 @@ from ..spec import ChapterSpec, Param, Required, multiple_of, register
 from ..stats import seed_band
 from ..tasks import get_task, to_tensors
 
-TASKS = ("lego", "lego_ordered")
+TASKS = ("lego_fused", "lego_fused_ordered")
+ORDER = {"lego_fused": "shuffled", "lego_fused_ordered": "ordered"}  # the clause order of each task's prompts
 TYPE_MIN = 0.5
 N_PROMPTS = 300          # metric prompts (a multiple of the 2 training depths)
 N_TYPE_PROMPTS = 120     # prompts of the head-type masses
-N_LENGTH = 60            # prompts per (chain length, depth) of the length test
-LENGTH_VARS = (6, 9, 12)
+N_LENGTH = 60            # prompts per (prompt order, chain length, depth) of the length test
+LENGTH_CHAINS = (3, 4, 6)  # variables per chain in the length test (training: 3); 14, 18 and 26 tokens
 DATA = "lego"
-_HOW = "python scripts/newtasks_runs.py --task lego  (see data/lego/README.md)"
+_HOW = "python scripts/newtasks_runs.py --task lego_fused,lego_fused_ordered  (see data/lego/README.md)"
 SEEDS = (0, 1, 2)
 
 register(ChapterSpec(
@@ -41,7 +52,7 @@ register(ChapterSpec(
     params={
         "seeds": Param(int, {"smoke": 1, "teaching": 1, "paper": 3}, "seeds per variant (shuffled, ordered)",
                        min=1, max=3),
-        "steps": Param(int, {"smoke": 150, "teaching": 1000, "paper": 1000},
+        "steps": Param(int, {"smoke": 150, "teaching": 3000, "paper": 3000},
                        "training steps of the models trained here (smoke, teaching; paper reads data/lego)",
                        min=20, max=20_000),
         "gamma": Param(float, 0.2, "purity tolerance of the head classes", min=0.0, max=0.5),
@@ -56,36 +67,81 @@ register(ChapterSpec(
 # ---------------------------------------------------------------------------------------------
 # Measurements on a model
 # ---------------------------------------------------------------------------------------------
+def name_of(x: torch.Tensor, task: str) -> torch.Tensor:
+    """The variable (0..25) each token id of ``x`` names, bare (``a``) or signed (``a+``, ``a-``); -1 for the
+    constant, ``?``, the answers and padding."""
+    t = get_task(task)
+    n = t.vocab.stoi["z"] - t.vocab.stoi["a"] + 1
+    bare0, signed0 = t.vocab.stoi["a"], t.vocab.stoi["a+"]
+    out = torch.full_like(x, -1)
+    bare = (x >= bare0) & (x < bare0 + n)
+    signed = (x >= signed0) & (x < signed0 + 2 * n)
+    out[bare] = x[bare] - bare0
+    out[signed] = torch.div(x[signed] - signed0, 2, rounding_mode="floor")
+    return out
+
+
+def type_masks(x: torch.Tensor, task: str) -> dict[str, torch.Tensor]:
+    """Where each mass is measured on prompts ``x`` (N, T) of a fused LEGO task (any chain length):
+
+    * ``assoc_src`` (N, T): bare name tokens with an earlier token of the same name; ``assoc_tgt`` (N, T, T):
+      for a query position, the earlier positions holding its name (bare or signed);
+    * ``local_src`` (T,): signed tokens of the clauses in slots 1 and later; ``local_tgt`` (T, T): their operand;
+    * ``parent_src`` (N, T): signed tokens whose parent's signed token comes earlier; ``parent_tgt`` (N, T, T)."""
+    t = get_task(task)
+    T = x.shape[1]
+    nm = name_of(x, task)
+    bare = (x >= t.vocab.stoi["a"]) & (x <= t.vocab.stoi["z"])
+    signed = (nm >= 0) & ~bare
+    earlier = torch.tril(torch.ones(T, T, dtype=torch.bool), -1)[None]
+    same = (nm[:, :, None] == nm[:, None, :]) & (nm[:, :, None] >= 0) & earlier
+    assoc_tgt = same & bare[:, :, None]
+    pos = torch.arange(T)
+    local_src = (pos % 2 == 1) & (pos >= 3) & (pos < T - 2)
+    local_tgt = (pos[None, :] == pos[:, None] - 1) & local_src[:, None]
+    # a signed token's operand (one before it) names its parent; the parent's signed token holds that name
+    op = torch.cat([torch.full_like(nm[:, :1], -1), nm[:, :-1]], dim=1)  # name of the token before each position
+    parent_tgt = signed[:, :, None] & signed[:, None, :] & (op[:, :, None] == nm[:, None, :]) & (op[:, :, None] >= 0) \
+        & earlier
+    return {"assoc_src": assoc_tgt.any(-1), "assoc_tgt": assoc_tgt, "local_src": local_src, "local_tgt": local_tgt,
+            "parent_src": parent_tgt.any(-1), "parent_tgt": parent_tgt}
+
+
+def masses_from_patterns(patterns, x: torch.Tensor, task: str) -> pd.DataFrame:
+    """The head-type masses from attention patterns: ``patterns`` a list over layers of (N, H, T, T) tensors
+    (rows: queries, columns: keys) on prompts ``x``. Rows: layer, head, assoc, local, assoc_q, parent (NaN where
+    no prompt has a position of that kind)."""
+    m = type_masks(x, task)
+    T = x.shape[1]
+
+    def mean(v, where):
+        v = v[where]
+        return v.mean().item() if v.numel() else float("nan")
+
+    rows = []
+    for l, A in enumerate(patterns):
+        A = A.float()
+        assoc = (A * m["assoc_tgt"][:, None].float()).sum(-1)  # (N, H, T)
+        local = (A * m["local_tgt"][None, None].float()).sum(-1)
+        parent = (A * m["parent_tgt"][:, None].float()).sum(-1)
+        for h in range(A.shape[1]):
+            rows.append({"layer": l, "head": h, "assoc": mean(assoc[:, h], m["assoc_src"]),
+                         "local": mean(local[:, h], m["local_src"][None].expand(len(x), T)),
+                         "assoc_q": mean(assoc[:, h, T - 1], m["assoc_src"][:, T - 1]),
+                         "parent": mean(parent[:, h], m["parent_src"])})
+    return pd.DataFrame(rows)
+
+
 @torch.no_grad()
 def head_type_masses(model, task: str, samples) -> pd.DataFrame:
-    """Association and local (manipulation) mass of every head over ``samples``; also the query's own
-    association mass. Rows: layer, head, assoc, local, assoc_q."""
+    """Association and local (manipulation) mass of every head over ``samples`` (prompts of a fused LEGO task);
+    also the query's own association mass and the mass on the parent clause. Rows: layer, head, assoc, local,
+    assoc_q, parent."""
     t = get_task(task)
     x, _, _ = to_tensors(samples, t.vocab)
-    T = x.shape[1]
     names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.cfg.n_layer)]
     _, cache = model.run_with_cache(x, names=names)
-    same = (x[:, :, None] == x[:, None, :]) & torch.tril(torch.ones(T, T, dtype=torch.bool), -1)[None]
-    is_name = torch.zeros_like(x, dtype=torch.bool)
-    is_name[:, 0:T - 2:4] = True
-    is_name[:, 3:T - 2:4] = x[:, 3:T - 2:4] != t.vocab.stoi["1"]
-    is_name[:, T - 1] = True
-    has_twin = same.any(-1) & is_name  # (N, T) name tokens with an earlier identical token
-    pos = torch.arange(T)
-    clause = torch.where(pos < T - 2, pos // 4, -1)
-    local_mask = (clause[:, None] == clause[None, :]) & (clause[:, None] >= 0) & (pos[None, :] <= pos[:, None])
-    in_clause = (clause >= 0)
-    rows = []
-    for l, n in enumerate(names):
-        A = cache[n]  # (N, H, T, T)
-        assoc_tok = (A * same[:, None].float()).sum(-1)  # (N, H, T)
-        local_tok = (A * local_mask[None, None].float()).sum(-1)
-        for h in range(A.shape[1]):
-            a = assoc_tok[:, h][has_twin].mean().item()
-            loc = local_tok[:, h][:, in_clause].mean().item()
-            aq = assoc_tok[:, h, T - 1].mean().item()
-            rows.append({"layer": l, "head": h, "assoc": a, "local": loc, "assoc_q": aq})
-    return pd.DataFrame(rows)
+    return masses_from_patterns([cache[n] for n in names], x, task)
 
 
 def head_type(assoc: float, local: float) -> str:
@@ -96,22 +152,32 @@ def head_type(assoc: float, local: float) -> str:
     return "other"
 
 
-@torch.no_grad()
-def length_table(model, task: str, n: int = N_LENGTH, n_vars=LENGTH_VARS, seed: int = 0) -> pd.DataFrame:
-    """Accuracy per (chain length, query depth) on prompts built by ``LegoTask.chain_prompts``.
+def other_order(task: str) -> str:
+    """The fused LEGO task with the other clause order (same vocabulary and layout)."""
+    return TASKS[1 - TASKS.index(task)]
 
-    Chain length 6 is the training length (depths 3-6 never asked in training); 9 and 12 are longer prompts."""
+
+@torch.no_grad()
+def length_table(model, task: str, n: int = N_LENGTH, chain_lens=LENGTH_CHAINS, seed: int = 0) -> pd.DataFrame:
+    """Accuracy per (prompt order, chain length, query depth) on prompts built by ``LegoFusedTask.chain_prompts``:
+    ``n`` prompts per depth 1..chain length, in the model's own clause order and in the other one.
+
+    Rows: prompts (``shuffled`` or ``ordered``), own (the model's training order), chain_len, depth, accuracy, n,
+    trained (a depth and layout asked in training: own order, the training chain length, depth 1-2)."""
     t = get_task(task)
     rows = []
-    for nv in n_vars:
-        samples = t.chain_prompts(n, range(1, nv + 1), n_vars=nv, seed=seed + 1000)
-        x, y, hops = to_tensors(samples, t.vocab)
-        pred = model(x, last_only=True)[:, -1].argmax(-1)
-        ok = (pred == y).float()
-        for d in range(1, nv + 1):
-            m = hops == d
-            rows.append({"n_vars": nv, "depth": d, "accuracy": ok[m].mean().item(), "n": int(m.sum()),
-                         "trained_depth": d <= t.max_hops and nv == t.n_vars})
+    for pt in (task, other_order(task)):
+        pt_task = get_task(pt)
+        for cl in chain_lens:
+            samples = pt_task.chain_prompts(n, range(1, cl + 1), chain_len=cl, seed=seed + 1000)
+            x, y, hops = to_tensors(samples, t.vocab)
+            pred = model(x, last_only=True)[:, -1].argmax(-1)
+            ok = (pred == y).float()
+            for d in range(1, cl + 1):
+                m = hops == d
+                rows.append({"prompts": ORDER[pt], "own": pt == task, "chain_len": cl, "depth": d,
+                             "accuracy": ok[m].mean().item(), "n": int(m.sum()),
+                             "trained": pt == task and cl == t.chain_len and d <= t.max_hops})
     return pd.DataFrame(rows)
 
 
@@ -192,8 +258,9 @@ def final_heads(res: dict, gamma: float) -> pd.DataFrame:
     last = sc[sc["step"] == sc.groupby(["task", "seed"])["step"].transform("max")]
     ty = res["types"]
     ty = ty[ty["step"] == ty.groupby(["task", "seed"])["step"].transform("max")]
+    cols = [c for c in ("assoc", "local", "assoc_q", "parent") if c in ty.columns]
     df = last[["task", "seed", "layer", "head", "pos", "sym"]].merge(
-        ty[["task", "seed", "layer", "head", "assoc", "local", "assoc_q"]], on=["task", "seed", "layer", "head"])
+        ty[["task", "seed", "layer", "head", *cols]], on=["task", "seed", "layer", "head"])
     df["metric_class"] = [classify(p, s, gamma) for p, s in zip(df["pos"], df["sym"])]
     df["type"] = [head_type(a, l) for a, l in zip(df["assoc"], df["local"])]
     return df.reset_index(drop=True)
@@ -223,6 +290,14 @@ def final_accuracy(res: dict) -> pd.DataFrame:
     return out.merge(wide, on=["task", "seed"], how="left")
 
 
+def _span(v, digits: int = 2) -> str:
+    v = pd.Series(v).dropna()
+    if v.empty:
+        return "n/a"
+    lo, hi = f"{v.min():.{digits}f}", f"{v.max():.{digits}f}"
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
 def accuracy_note(res: dict) -> str:
     """The final per-depth validation accuracy of the runs, per clause order (range over seeds), as a phrase for
     the page's text."""
@@ -230,11 +305,7 @@ def accuracy_note(res: dict) -> str:
     cols = [c for c in acc.columns if c.startswith("depth_")] or ["accuracy"]
     out = []
     for task, a in acc.groupby("task", sort=False):
-        parts = []
-        for c in cols:
-            lo, hi = f"{a[c].min():.2f}", f"{a[c].max():.2f}"
-            what = f"depth {c.split('_')[1]}" if c != "accuracy" else "overall"
-            parts.append(f"{what} {lo}" if lo == hi else f"{what} {lo}–{hi}")
+        parts = [f"{'depth ' + c.split('_')[1] if c != 'accuracy' else 'overall'} {_span(a[c])}" for c in cols]
         out.append(f"{get_task(task).label}, {len(a)} run(s): " + ", ".join(parts))
     return "; ".join(out)
 
@@ -244,7 +315,7 @@ def emergence(res: dict, gamma: float, acc_level: float = 0.9) -> pd.DataFrame:
     pure positional head (metric), and the first step where validation accuracy reaches ``acc_level``
     (NaN when never)."""
     rows = []
-    for (task, seed), ty in res["types"].groupby(["task", "seed"]):
+    for (task, seed), ty in res["types"].groupby(["task", "seed"], sort=False):
         ty = ty.sort_values("step")
         sc = res["scores"][(res["scores"]["task"] == task) & (res["scores"]["seed"] == seed)].sort_values("step")
         ev = res["eval"][(res["eval"]["task"] == task) & (res["eval"]["seed"] == seed) & (res["eval"]["hop"] == "all")]
@@ -265,8 +336,71 @@ def emergence(res: dict, gamma: float, acc_level: float = 0.9) -> pd.DataFrame:
 
 
 def length_summary(res: dict) -> pd.DataFrame:
-    """Mean accuracy (95 % interval over seeds) per task, chain length and depth."""
-    return seed_band(res["length"], "accuracy", x="depth", by=("task", "n_vars"))
+    """Mean accuracy (95 % interval over seeds) per task, prompt order, chain length and depth."""
+    return seed_band(res["length"], "accuracy", x="depth", by=("task", "prompts", "chain_len"))
+
+
+def length_acc(L: pd.DataFrame, task: str, own: bool = True, chain_len=None, depths=None) -> float:
+    """Mean accuracy of ``task``'s models in the length table over the rows selected (prompts in the model's own
+    order or the other one; chain lengths and depths: a number, a collection, or None for all); NaN when none."""
+    d = L[(L["task"] == task) & (L["own"].astype(bool) == own)]
+    for col, v in (("chain_len", chain_len), ("depth", depths)):
+        if v is not None:
+            d = d[d[col].isin([v] if np.isscalar(v) else list(v))]
+    return float(d["accuracy"].mean()) if len(d) else float("nan")
+
+
+def length_note(res: dict) -> dict[str, str]:
+    """The length test's headline numbers as phrases (mean over seeds), keyed for the page's glue: per task,
+    trained depths at the training chain length, the same depths in the longest chains, and the untrained
+    depths; and the ordered models on shuffled prompts."""
+    L = res["length"]
+    cls = sorted(L["chain_len"].unique())
+    train_cl, longest = int(min(cls)), int(max(cls))
+    out = {}
+    for task in TASKS:
+        if task not in set(L["task"]):
+            continue
+        deep = L[(L["task"] == task) & L["own"].astype(bool) & (L["depth"] > get_task(task).max_hops)]
+        out[f"lego_len_{ORDER[task]}"] = (
+            f"depths 1–2 {length_acc(L, task, True, train_cl, (1, 2)):.2f} with chains of {train_cl}, "
+            f"{length_acc(L, task, True, longest, (1, 2)):.2f} with chains of {longest}; "
+            f"depths 3–{longest} {deep['accuracy'].mean():.2f}")
+        out[f"lego_cross_{ORDER[task]}"] = (
+            f"depth 1 {length_acc(L, task, False, train_cl, 1):.2f}, "
+            f"depth 2 {length_acc(L, task, False, train_cl, 2):.2f}")
+    return out
+
+
+def types_note(heads: pd.DataFrame) -> dict[str, str]:
+    """Per task, the final heads of each type and their metric classes, as phrases keyed for the page's glue."""
+    out = {}
+    for task in TASKS:
+        h = heads[heads["task"] == task]
+        parts = []
+        for ty in ("association", "manipulation"):
+            d = h[h["type"] == ty]
+            cls = ", ".join(f"{int((d['metric_class'] == c).sum())} {c}" for c in ("symbolic", "positional", "mixed"))
+            parts.append(f"{len(d)} {ty} head(s)" + (f" ({cls}; s_sym > s_pos for {int((d['sym'] > d['pos']).sum())})"
+                                                     if len(d) else ""))
+        out[f"lego_types_{ORDER[task]}"] = f"{', '.join(parts)}, of {len(h)} heads in {h['seed'].nunique()} run(s)"
+    return out
+
+
+def emergence_note(em: pd.DataFrame) -> dict[str, str]:
+    """Per task, the median first step of each head type and of accuracy 0.9 (with the runs that reach it), as
+    phrases keyed for the page's glue."""
+    out = {}
+    for task in TASKS:
+        e = em[em["task"] == task]
+        parts = []
+        for col, what in (("association", "first association head"), ("manipulation", "first manipulation head"),
+                          ("accuracy", "validation accuracy 0.9")):
+            v = e[col].dropna()
+            parts.append(f"{what} at step {int(v.median())} (median of {len(v)} of {len(e)} runs)" if len(v)
+                         else f"{what} never")
+        out[f"lego_em_{ORDER[task]}"] = "; ".join(parts)
+    return out
 
 
 def _agree(ok) -> str:
@@ -278,14 +412,18 @@ def claims_table(res: dict, gamma: float) -> pd.DataFrame:
     heads = final_heads(res, gamma)
     em = emergence(res, gamma)
     L = res["length"]
+    cl0 = get_task(TASKS[0]).chain_len
     rows = []
-    a = heads[(heads["task"] == "lego") & (heads["type"] == "association")]
-    rows.append({"claim": "association heads exist (attend to identical tokens)",
+    sh, od = TASKS
+    hs = heads[heads["task"] == sh]
+    a = hs[hs["type"] == "association"]
+    ao = heads[(heads["task"] == od) & (heads["type"] == "association")]
+    rows.append({"claim": "association heads exist (attend to tokens of the same name)",
                  "paper": "yes (trained BERT)",
-                 "ours": f"{len(a)} of {int((heads['task'] == 'lego').sum())} heads, "
-                         f"{a['seed'].nunique()} of {heads[heads['task'] == 'lego']['seed'].nunique()} seeds",
+                 "ours": f"shuffled: {len(a)} of {len(hs)} heads, in {a['seed'].nunique()} of "
+                         f"{hs['seed'].nunique()} runs; ordered: {len(ao)} heads, in {ao['seed'].nunique()} runs",
                  "rule": "an association head in every shuffled run",
-                 "verdict": _agree(a["seed"].nunique() == heads[heads["task"] == "lego"]["seed"].nunique())})
+                 "verdict": _agree(None if hs.empty else a["seed"].nunique() == hs["seed"].nunique())})
     aa = heads[heads["type"] == "association"]
     rows.append({"claim": "association heads are symbolic (our expectation)", "paper": "not measured",
                  "ours": f"s_sym > s_pos for {int((aa['sym'] > aa['pos']).sum())} of {len(aa)}; "
@@ -298,34 +436,51 @@ def claims_table(res: dict, gamma: float) -> pd.DataFrame:
                          f"pure positional {int((mm['metric_class'] == 'positional').sum())}",
                  "rule": "s_pos > s_sym for at least 3/4 of them",
                  "verdict": _agree(None if mm.empty else (mm["pos"] > mm["sym"]).mean() >= 0.75)})
-    sh = L[(L["task"] == "lego") & (L["n_vars"] == 6)]
-    tr, ex = sh[sh["depth"] <= 2]["accuracy"].mean(), sh[sh["depth"] > 2]["accuracy"].mean()
-    rows.append({"claim": "shuffled clauses: trained depths solved, deeper ones not reliably",
-                 "paper": "BERT on shuffled chains fails past the trained depth",
-                 "ours": f"depths 1-2: {tr:.2f}; depths 3-6: {ex:.2f}",
-                 "rule": "accuracy at depths 3-6 below 0.9 while depths 1-2 reach 0.9",
-                 "verdict": _agree(None if np.isnan(tr) else (tr >= 0.9 and ex < 0.9))})
-    od = L[(L["task"] == "lego_ordered") & (L["n_vars"] == 6)]
-    otr, oex = od[od["depth"] <= 2]["accuracy"].mean(), od[od["depth"] > 2]["accuracy"].mean()
-    rows.append({"claim": "ordered clauses: shortcut, worse generalisation than shuffled",
-                 "paper": "shortcut solutions with ordered clauses hurt robustness",
-                 "ours": f"ordered depths 3-6: {oex:.2f} vs shuffled {ex:.2f}",
-                 "rule": "ordered below shuffled at depths 3-6 (means over seeds), judged only when both solve "
+    gen = {}
+    for task in TASKS:
+        tr = length_acc(L, task, True, cl0, (1, 2))
+        deep = L[(L["task"] == task) & L["own"].astype(bool) & (L["depth"] > 2)]["accuracy"].mean()
+        longer = length_acc(L, task, True, [c for c in L["chain_len"].unique() if c != cl0], (1, 2))
+        gen[task] = (tr, deep)
+        rows.append({"claim": f"{ORDER[task]} clauses: trained depths solved, deeper ones not",
+                     "paper": "models trained on 6 of 12 variables are weak on the other 6 unless pretrained",
+                     "ours": f"depths 1-2: {tr:.2f} (chains of {cl0}), {longer:.2f} (longer chains); "
+                             f"depths 3+: {deep:.2f}",
+                     "rule": "depths 3+ below 0.9 while depths 1-2 (chains of 3) reach 0.9; n/a when depths 1-2 "
+                             "do not",
+                     "verdict": _agree(None if np.isnan(tr) or tr < 0.9 else bool(deep < 0.9))})
+    own2 = length_acc(L, od, True, cl0, 2)
+    cross1, cross2 = length_acc(L, od, False, cl0, 1), length_acc(L, od, False, cl0, 2)
+    rows.append({"claim": "ordered clauses: a shortcut that fails when the order changes",
+                 "paper": "ordered chains invite shortcut solutions that hurt robustness",
+                 "ours": f"ordered models on shuffled prompts: depth 1 {cross1:.2f}, depth 2 {cross2:.2f} "
+                         f"(own order: depth 2 {own2:.2f})",
+                 "rule": "depth 2 below 0.9 on shuffled prompts while it reaches 0.9 on ordered ones",
+                 "verdict": _agree(None if np.isnan(own2) or own2 < 0.9 else bool(cross2 < 0.9))})
+    (str_, sex), (otr, oex) = gen.get(sh, (np.nan, np.nan)), gen.get(od, (np.nan, np.nan))
+    rows.append({"claim": "ordered clauses generalise worse in depth than shuffled ones",
+                 "paper": "shortcut solutions with ordered clauses hurt generalisation",
+                 "ours": f"depths 3+: ordered {oex:.2f}, shuffled {sex:.2f}",
+                 "rule": "ordered below shuffled at depths 3+ (means over seeds), judged only when both solve "
                          "depths 1-2 (>= 0.9)",
-                 "verdict": _agree(None if np.isnan(oex) or np.isnan(ex) or min(tr, otr) < 0.9 else oex < ex)})
-    e = em[em["task"] == "lego"]
-    both = e.dropna(subset=["association", "manipulation"])
-    first_local = int((both["manipulation"] < both["association"]).sum())
-    rows.append({"claim": "which emerges first (shuffled)", "paper": "not reported",
-                 "ours": f"manipulation first in {first_local} of {len(both)} runs, association first in "
-                         f"{int((both['association'] < both['manipulation']).sum())}",
-                 "rule": "-", "verdict": "n/a"})
-    ps = e.dropna(subset=["pure_symbolic", "accuracy"])
+                 "verdict": _agree(None if np.isnan(str_ + otr) or min(str_, otr) < 0.9 else bool(oex < sex))})
+    for task in TASKS:
+        e = em[em["task"] == task]
+        both = e.dropna(subset=["association", "manipulation"])
+        rows.append({"claim": f"which emerges first ({ORDER[task]})", "paper": "not reported",
+                     "ours": f"manipulation first in {int((both['manipulation'] < both['association']).sum())} of "
+                             f"{len(both)} runs with both, association first in "
+                             f"{int((both['association'] < both['manipulation']).sum())}, same checkpoint in "
+                             f"{int((both['association'] == both['manipulation']).sum())}",
+                     "rule": "-", "verdict": "n/a"})
+    ps = em.dropna(subset=["accuracy"])
+    pure = ps[["pure_symbolic", "pure_positional"]].min(axis=1)
     rows.append({"claim": "pure heads appear when accuracy rises (Paper 2)", "paper": "Paper 2: yes (Number, Letter)",
-                 "ours": "; ".join(f"seed {int(r.seed)}: pure symbolic at {int(r.pure_symbolic)}, acc 0.9 at "
-                                   f"{int(r.accuracy)}" for r in ps.itertuples()) or "no run reaches both",
-                 "rule": "first pure head within 500 steps of the 0.9-accuracy step in every run",
-                 "verdict": _agree(None if ps.empty else bool((abs(ps["pure_symbolic"] - ps["accuracy"]) <= 500).all()))})
+                 "ours": "; ".join(f"{ORDER[r.task]} seed {int(r.seed)}: first pure head at "
+                                   f"{'never' if np.isnan(p) else int(p)}, acc 0.9 at {int(r.accuracy)}"
+                                   for r, p in zip(ps.itertuples(), pure)) or "no run reaches 0.9",
+                 "rule": "first pure head within 500 steps of the 0.9-accuracy step in every run that reaches 0.9",
+                 "verdict": _agree(None if ps.empty else bool((abs(pure - ps["accuracy"]) <= 500).all()))})
     return pd.DataFrame(rows)
 
 
@@ -350,15 +505,15 @@ def plot_scores(res: dict, tasks=TASKS):
             for h, ls in zip(sorted(d["head"].unique()), ("-", "--", ":", "-.")):
                 for col, c in (("pos", COLORS["positional"]), ("sym", COLORS["symbolic"])):
                     b = seed_band(d[d["head"] == h], col)
-                    ax.fill_between(b["step"], b["lo"], b["hi"], color=c, alpha=0.15, lw=0)
-                    ax.plot(b["step"], b["mean"], color=c, ls=ls, lw=1.3,
+                    ax.fill_between(b["step"], b["lo"], b["hi"], color=c, alpha=0.12, lw=0)
+                    ax.plot(b["step"], b["mean"], color=c, ls=ls, lw=1.2,
                             label=f"{'s_pos' if col == 'pos' else 's_sym'}, head {h}")
             ax.set(title=f"{get_task(task).label}: layer {l}", ylim=(-0.02, 1.02))
             if i == len(tasks) - 1:
                 ax.set_xlabel("training step")
             if l == 0:
                 ax.set_ylabel("score at the query")
-    axes[0, 0].legend(fontsize=7, loc="lower left")
+    axes[0, 0].legend(fontsize=6, loc="lower left", ncol=2)
     return fig
 
 
@@ -374,57 +529,72 @@ def plot_types(heads: pd.DataFrame):
             ax.scatter(g["assoc"], g["local"], color=COLORS[cls], label=cls, s=28, alpha=0.8)
         ax.axvline(TYPE_MIN, color="grey", lw=0.7, ls=":")
         ax.axhline(TYPE_MIN, color="grey", lw=0.7, ls=":")
-        ax.set(title=get_task(task).label, xlabel="association mass (identical earlier tokens)",
+        ax.set(title=get_task(task).label, xlabel="association mass (earlier tokens of the same name)",
                xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
         ax.legend(fontsize=8, title="metric class", title_fontsize=8)
-    axes[0].set_ylabel("local mass (own clause)")
+    axes[0].set_ylabel("local mass (signed token on its operand)")
     return fig
 
 
-def plot_emergence(res: dict, task: str = "lego"):
-    """Validation accuracy and the number of association / manipulation heads through training (mean over
-    seeds)."""
+def plot_emergence(res: dict, tasks=TASKS):
+    """Validation accuracy per trained depth and the number of association / manipulation heads through
+    training (mean over seeds); one panel per task."""
     import matplotlib.pyplot as plt
 
     from ..palette import COLORS
-    ty = res["types"][res["types"]["task"] == task].copy()
-    ty["association"] = (ty["assoc"] >= TYPE_MIN).astype(float)
-    ty["manipulation"] = (ty["local"] >= TYPE_MIN).astype(float)
-    counts = ty.groupby(["seed", "step"], as_index=False)[["association", "manipulation"]].sum()
-    ev = res["eval"][(res["eval"]["task"] == task) & (res["eval"]["hop"] == "all")]
-    fig, ax = plt.subplots(figsize=(7.0, 3.6))
-    b = seed_band(ev, "accuracy")
-    ax.fill_between(b["step"], b["lo"], b["hi"], color="grey", alpha=0.2, lw=0)
-    ax.plot(b["step"], b["mean"], color="black", label="validation accuracy")
-    ax.set(xlabel="training step", ylabel="accuracy", ylim=(0.4, 1.02), title=get_task(task).label)
-    ax2 = ax.twinx()
-    for col, c in (("association", COLORS["symbolic"]), ("manipulation", COLORS["positional"])):
-        bb = seed_band(counts, col)
-        ax2.plot(bb["step"], bb["mean"], color=c, ls="--", label=f"{col} heads")
-    ax2.set_ylabel("heads (mean over seeds)")
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="center right")
+    tasks = [t for t in tasks if t in set(res["types"]["task"])]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.0 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        ty = res["types"][res["types"]["task"] == task].copy()
+        ty["association"] = (ty["assoc"] >= TYPE_MIN).astype(float)
+        ty["manipulation"] = (ty["local"] >= TYPE_MIN).astype(float)
+        counts = ty.groupby(["seed", "step"], as_index=False)[["association", "manipulation"]].sum()
+        ev = res["eval"][res["eval"]["task"] == task]
+        for hop, ls in (("1", "-"), ("2", "--")):
+            e = ev[ev["hop"].astype(str) == hop]
+            if e.empty:
+                continue
+            b = seed_band(e, "accuracy")
+            ax.fill_between(b["step"], b["lo"], b["hi"], color="grey", alpha=0.2, lw=0)
+            ax.plot(b["step"], b["mean"], color="black", ls=ls, label=f"accuracy, depth {hop}")
+        ax.set(xlabel="training step", ylabel="validation accuracy", ylim=(0.4, 1.02), title=get_task(task).label)
+        ax2 = ax.twinx()
+        for col, c in (("association", COLORS["symbolic"]), ("manipulation", COLORS["positional"])):
+            bb = seed_band(counts, col)
+            ax2.plot(bb["step"], bb["mean"], color=c, ls=":", lw=1.6, label=f"{col} heads")
+        ax2.set_ylabel("heads (mean over seeds)")
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="center right")
+    fig.tight_layout()
     return fig
 
 
 def plot_length(res: dict):
-    """Accuracy vs query depth, per chain length (panels) and clause order (colours); depths right of the
-    dotted line were never asked in training."""
+    """Accuracy vs query depth, per chain length (panels); colours: the model's task (clause order of its
+    training); solid: prompts in its own order, dashed: in the other order. Depths right of the dotted line were
+    never asked in training."""
     import matplotlib.pyplot as plt
 
     s = length_summary(res)
-    nv = sorted(s["n_vars"].unique())
-    fig, axes = plt.subplots(1, len(nv), figsize=(3.6 * len(nv), 3.4), sharey=True, squeeze=False)
-    for ax, n in zip(axes[0], nv):
+    cls = sorted(s["chain_len"].unique())
+    fig, axes = plt.subplots(1, len(cls), figsize=(3.8 * len(cls), 3.4), sharey=True, squeeze=False)
+    for ax, n in zip(axes[0], cls):
         for task in TASKS:
-            d = s[(s["task"] == task) & (s["n_vars"] == n)]
             c = get_task(task).colour
-            ax.fill_between(d["depth"], d["lo"], d["hi"], color=c, alpha=0.2, lw=0)
-            ax.plot(d["depth"], d["mean"], color=c, marker="o", ms=3, label=get_task(task).label)
+            for prompts in ("shuffled", "ordered"):
+                d = s[(s["task"] == task) & (s["chain_len"] == n) & (s["prompts"] == prompts)]
+                if d.empty:
+                    continue
+                own = prompts == ORDER[task]
+                if own:
+                    ax.fill_between(d["depth"], d["lo"], d["hi"], color=c, alpha=0.2, lw=0)
+                ax.plot(d["depth"], d["mean"], color=c, marker="o" if own else "x", ms=3, ls="-" if own else "--",
+                        label=f"{ORDER[task]} model, {prompts} prompts")
         ax.axvline(get_task(TASKS[0]).max_hops + 0.5, color="grey", ls=":", lw=0.8)
         ax.axhline(0.5, color="grey", lw=0.5)
-        ax.set(title=f"{n} variables ({4 * n + 2} tokens)", xlabel="query depth", ylim=(0.3, 1.02))
+        ax.set(title=f"chains of {n} ({4 * n + 2} tokens)", xlabel="query depth", ylim=(0.0, 1.02),
+               xticks=range(1, n + 1))
     axes[0, 0].set_ylabel("accuracy")
-    axes[0, 0].legend(fontsize=8, loc="lower left")
+    axes[0, 0].legend(fontsize=7, loc="lower left")
     return fig
