@@ -5,7 +5,7 @@
     python scripts/reconcile_runs.py fp16        # Number at the paper configuration in fp16 (seeds 0-2)
     python scripts/reconcile_runs.py perprompt   # per-prompt scores: seed-0 final models, every seed-42 checkpoint
     python scripts/reconcile_runs.py precision   # fp16 step time and loss on this CPU, two routes beside fp32
-    python scripts/reconcile_runs.py status      # how far unfinished seed-42 runs got (seed42_partial.json)
+    python scripts/reconcile_runs.py status      # how far unfinished runs got (seed42_ and fp16_partial.json)
     python scripts/reconcile_runs.py manifest    # (re)write data/reconcile/manifest.json
     python scripts/reconcile_runs.py all         # all of the above, in this order
 
@@ -233,33 +233,54 @@ def cmd_precision(args) -> None:
     print(json.dumps(res["ms_median"]), res["fp16_over_fp32_time"])
 
 
-def cmd_status(args) -> None:
-    """Record how far the seed-42 runs got (``seed42_partial.json``) when they are not complete."""
+def _partial(rd: Path, resume: str, then: str, note: str) -> dict | None:
+    """Where an unfinished run in ``rd`` stopped, and how to finish it (``None``: not started, or complete)."""
     import pandas as pd
     from posym import io as pio
 
+    if not (rd / "train_log.csv").exists():
+        return None
+    man = pio.read_json(rd / "manifest.json") if (rd / "manifest.json").exists() else {}
+    if man.get("complete"):
+        return None
+    log = pd.read_csv(rd / "train_log.csv")
+    cfg = pio.read_json(rd / "config.json")
+    return {"last_step": int(log["step"].max()), "steps": int(cfg["train"]["steps"]),
+            "last_loss": float(log["loss"].iloc[-1]), "config_hash": cfg.get("config_hash"), "resume": resume,
+            "then": then, "note": note}
+
+
+def cmd_status(args) -> None:
+    """Record how far unfinished runs got: the seed-42 runs in ``seed42_partial.json`` (keyed by task), the
+    fp16 runs in ``fp16_partial.json`` (keyed by seed)."""
+    from posym import io as pio
+
     runs = Path(args.runs)
-    out = {}
+
+    def rel(rd: Path) -> Path:
+        return rd.relative_to(REPO) if rd.is_relative_to(REPO) else rd
+
+    found = {"seed42_partial.json": {}, "fp16_partial.json": {}}
     for task in args.tasks:
         rd = runs / f"{task}-s42"
-        if not (rd / "train_log.csv").exists():
-            continue
-        man = pio.read_json(rd / "manifest.json") if (rd / "manifest.json").exists() else {}
-        if man.get("complete"):
-            continue
-        log = pd.read_csv(rd / "train_log.csv")
-        cfg = pio.read_json(rd / "config.json")
-        out[task] = {"last_step": int(log["step"].max()), "steps": int(cfg["train"]["steps"]),
-                     "last_loss": float(log["loss"].iloc[-1]), "config_hash": cfg.get("config_hash"),
-                     "resume": f"posym train --task {task} --scale paper --seed 42 --threads 1 --out {rd.relative_to(REPO) if rd.is_relative_to(REPO) else rd}",
-                     "then": f"python scripts/reconcile_runs.py seed42 --tasks {task} && python scripts/reconcile_runs.py perprompt",
-                     "note": args.note}
-    if out:
-        pio.atomic_write_json(OUT / "seed42_partial.json", out)
-    elif (OUT / "seed42_partial.json").exists():
-        (OUT / "seed42_partial.json").unlink()
+        p = _partial(rd, f"posym train --task {task} --scale paper --seed 42 --threads 1 --out {rel(rd)}",
+                     f"python scripts/reconcile_runs.py seed42 --tasks {task} && python scripts/reconcile_runs.py "
+                     "perprompt", args.note)
+        if p:
+            found["seed42_partial.json"][task] = p
+    for seed in args.seeds:
+        rd = runs / f"number-fp16-s{seed}"
+        p = _partial(rd, f"python scripts/reconcile_runs.py fp16 --seeds {seed} --runs {rel(runs)}",
+                     "(the same command trains, analyses and packages the run)", args.note)
+        if p:
+            found["fp16_partial.json"][str(seed)] = p
+    for name, out in found.items():
+        if out:
+            pio.atomic_write_json(OUT / name, out)
+        elif (OUT / name).exists():
+            (OUT / name).unlink()
     write_manifest()
-    print(json.dumps(out, indent=1))
+    print(json.dumps(found, indent=1))
 
 
 def main(argv=None) -> int:
@@ -273,7 +294,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=list(FP16_SEEDS), help="fp16: run seeds (default 0 1 2)")
     ap.add_argument("--rounds", type=int, default=3, help="precision: timed steps per variant")
     ap.add_argument("--fresh", action="store_true", help="length: recompute every point (default: resume)")
-    ap.add_argument("--note", default="", help="status: why the seed-42 run stopped")
+    ap.add_argument("--note", default="", help="status: why the unfinished runs stopped")
     args = ap.parse_args(argv)
     import torch
     torch.set_num_threads(args.threads)

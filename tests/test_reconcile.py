@@ -330,3 +330,16 @@ def test_committed_seed42_and_fp16_runs_are_read_from_their_own_folders():
         assert set(inp["fp16_scores"]["task"]) == {"number"} and set(inp["fp16_scores"]["seed"]) <= set(R.FP16_SEEDS)
         for d in (REPO / "data" / "reconcile").glob("number-fp16-s*"):
             assert json.loads((d / "config.json").read_text())["train"]["precision"] == "fp16"
+
+
+def test_fp16_text_names_unfinished_runs_and_how_to_finish_them(standin):
+    stop = {"last_step": 450, "steps": 6750, "note": "the session ended",
+            "resume": "python scripts/reconcile_runs.py fp16 --seeds 1 --runs runs/reconcile"}
+    inp = {**standin, "fp16_partial": {"1": stop, "2": {**stop, "resume": stop["resume"].replace("1", "2")}},
+           "fp16_eval": standin["fp16_eval"].query("seed == 0"), "fp16_scores": standin["fp16_scores"].query("seed == 0")}
+    fp16 = R.fp16_results(inp)
+    text = R.fp16_text(fp16)
+    assert "Run seeds 1, 2 stopped at step 450, 450 of 6,750 (the session ended)" in text
+    assert "`python scripts/reconcile_runs.py fp16 --seeds 1 2 --runs runs/reconcile`" in text
+    assert "in the 1 of 3 planned runs that finished" in R.fp16_lesson(fp16)
+    assert R.fp16_text(R.fp16_results({**inp, "fp16_eval": None})).startswith("No fp16 run is committed yet. Run seeds")

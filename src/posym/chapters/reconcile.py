@@ -639,8 +639,9 @@ def fp16_results(inp: dict, gamma: float = 0.1) -> dict:
     ``pairs`` (per seed and quantity: the fp32 run of the same seed, the fp16 run, the fp32 values of seeds
     0-4 and whether the fp16 value lies inside their range) and ``rules`` (:func:`purity_rules`, prompt-mean
     rules), or ``None`` each when no fp16 run is committed."""
+    partial = {int(k): v for k, v in (inp.get("fp16_partial") or {}).items()}
     if inp.get("fp16_eval") is None:
-        return {"pairs": None, "summary": None, "reference": None, "rules": None}
+        return {"pairs": None, "summary": None, "reference": None, "rules": None, "partial": partial}
     num = {k: inp[k][inp[k]["task"] == "number"] for k in ("eval", "scores")}
     ref = run_summary(num["eval"], num["scores"], gamma)
     new = run_summary(inp["fp16_eval"], inp["fp16_scores"], gamma)
@@ -649,7 +650,19 @@ def fp16_results(inp: dict, gamma: float = 0.1) -> dict:
     pairs.insert(4, "fp32_same_seed", [_as_shown(q, float(same.loc[sd, q])) if sd in same.index else math.nan
                                        for sd, q in zip(pairs["seed"], pairs["quantity"])])
     return {"pairs": pairs, "summary": new, "reference": ref,
-            "rules": purity_rules(inp["fp16_eval"], inp["fp16_scores"])}
+            "rules": purity_rules(inp["fp16_eval"], inp["fp16_scores"]), "partial": partial}
+
+
+def _stopped(partial: dict) -> str:
+    """The unfinished fp16 runs in words (``""`` when none)."""
+    if not partial:
+        return ""
+    seeds = sorted(partial)
+    where = ", ".join(f"{partial[s]['last_step']:,}" for s in seeds)
+    return (f" Run seed{'s' if len(seeds) > 1 else ''} {', '.join(str(s) for s in seeds)} stopped at step "
+            f"{where} of {partial[seeds[0]]['steps']:,} ({partial[seeds[0]]['note']}); "
+            f"`{partial[seeds[0]]['resume'].replace(f'--seeds {seeds[0]}', '--seeds ' + ' '.join(map(str, seeds)))}` "
+            "finishes them.")
 
 
 def fp16_table(fp16: dict) -> pd.DataFrame:
@@ -689,7 +702,7 @@ def fp16_text(fp16: dict) -> str:
     same seeds, and how many of their numbers lie inside the fp32 spread."""
     new, p = fp16.get("summary"), fp16.get("pairs")
     if new is None:
-        return "No fp16 run is committed yet."
+        return "No fp16 run is committed yet." + _stopped(fp16.get("partial") or {})
     ref = fp16["reference"].set_index("seed")
     seeds = ", ".join(str(s) for s in new["seed"])
     runs = "; ".join(f"seed {r.seed}: {r.positional} + {r.symbolic} (fp32 {ref.loc[r.seed, 'positional']} + "
@@ -701,7 +714,7 @@ def fp16_text(fp16: dict) -> str:
     inside = int(p["inside"].sum())
     return (f"Trained in fp16 (run seeds {seeds}), the Number model has these pure positional + symbolic heads and "
             f"best steps: {runs}. By seed, {layers} (s_pos/s_sym). {inside} of the {len(p)} numbers in the table "
-            f"lie inside the range of our fp32 seeds 0–4.")
+            f"lie inside the range of our fp32 seeds 0–4." + _stopped(fp16.get("partial") or {}))
 
 
 def fp16_lesson(fp16: dict) -> str:
@@ -716,7 +729,10 @@ def fp16_lesson(fp16: dict) -> str:
         parts.append(f"{how} of pure {kind} heads ({d['fp16_mean']:.1f} on average, fp32 {d['fp32_mean']:.1f}, "
                      f"paper {d['paper']}; layer {d['layer']} ends pure {kind} in {d['layer_pure']} of "
                      f"{d['seeds']} seeds)")
-    return "Training the Number model in fp16, the authors' precision, " + "; it ".join(parts) + "."
+    n = len(fp16["summary"])
+    runs = f"in {n} finished run{'s' if n > 1 else ''}" if not fp16.get("partial") else \
+        f"in the {n} of {n + len(fp16['partial'])} planned runs that finished"
+    return f"Training the Number model in fp16, the authors' precision, {runs}, " + "; it ".join(parts) + "."
 
 
 def precision_probe(model_cfg, rounds: int = 6, batch: int = 64, seed: int = 0) -> dict:
@@ -807,7 +823,8 @@ def committed_inputs(data_dir) -> dict:
         tabs = results.stack_run_tables(folders, {"eval": "eval.csv", "scores": "scores.parquet"}) if folders \
             else {"eval": None, "scores": None}
         out[f"{key}_eval"], out[f"{key}_scores"] = tabs["eval"], tabs["scores"]
-    out["seed42_partial"] = pio.read_json(rec / "seed42_partial.json") if (rec / "seed42_partial.json").exists() else None
+    for key in ("seed42_partial", "fp16_partial"):
+        out[key] = pio.read_json(rec / f"{key}.json") if (rec / f"{key}.json").exists() else None
     return out
 
 
@@ -877,7 +894,7 @@ def standin_inputs(n_length: int = 8, seeds: Sequence[int] = (0, 1, 2)) -> dict:
     f16 = [_standin_run("number", 100 + seed, steps) for seed in FP16_SEEDS]  # other draws, renamed to the seeds
     out["fp16_eval"], out["fp16_scores"] = (pd.concat([t[i].assign(seed=seed) for t, seed in zip(f16, FP16_SEEDS)],
                                                       ignore_index=True) for i in (0, 1))
-    out["seed42_partial"] = None
+    out["seed42_partial"] = out["fp16_partial"] = None
     # the code paths that need a model, on a tiny untrained one
     torch.manual_seed(0)
     curves, pp = [], []
