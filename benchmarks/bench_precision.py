@@ -10,6 +10,9 @@ during the run slows every variant alike.  The medians over the rounds are compa
 on the ``smoke`` preset for ``--loss-steps`` steps (default 500) with each precision; the last logged training loss
 (mean of the last 10 steps) and the final validation accuracy against fp32.
 
+``posym_fp16`` is fp16 as ``posym train`` runs it on the CPU (half matrix products through float32 BLAS, rounded to
+half: :func:`posym.train.half_gemms`); ``torch_fp16_kernels`` is the same autocast with torch's own CPU half kernels.
+
 Writes ``benchmarks/results/precision-DATE-Nt.json`` with the machine, load average and thread count.
 """
 from __future__ import annotations
@@ -46,7 +49,9 @@ def bench_steps(rounds: int, warmup: int) -> dict:
     from posym.hf import to_hf
     from posym.model import GPTJ, ModelConfig
     from posym.tasks import TaskDataset, get_task
-    from posym.train import TrainConfig, make_optimizer, precision_context
+    import contextlib
+
+    from posym.train import TrainConfig, _backward, half_gemms, make_optimizer, precision_context
 
     cfg = TrainConfig.paper(task="number")
     V = len(get_task("number").vocab)
@@ -57,7 +62,9 @@ def bench_steps(rounds: int, warmup: int) -> dict:
     torch.manual_seed(0)
     base = GPTJ(ModelConfig.paper(V)).train()
 
-    def make(precision: str, hf: bool = False):
+    def make(precision: str, hf: bool = False, torch_half_kernels: bool = False):
+        """One training step of a fresh copy; ``torch_half_kernels``: fp16 with torch's own CPU half kernels
+        instead of the float32 route of :func:`posym.train.half_gemms` (what ``posym train`` runs)."""
         model = to_hf(base, n_positions=128).train() if hf else copy.deepcopy(base).train()
         opt = make_optimizer(model, cfg)
         scaler = torch.amp.GradScaler("cpu") if precision == "fp16" else None
@@ -67,23 +74,18 @@ def bench_steps(rounds: int, warmup: int) -> dict:
         def step():
             i = it[0] % n_batches
             it[0] += 1
-            with precision_context(precision, "cpu"):
+            forward = torch.autocast("cpu", dtype=torch.float16) if torch_half_kernels \
+                else precision_context(precision, "cpu")
+            with forward:
                 logits = fwd(xs[i])
             loss = F.cross_entropy(logits.float(), ys[i])
             opt.zero_grad(set_to_none=True)
-            if scaler is None:
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
-            else:
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(opt)
-                scaler.update()
+            with contextlib.nullcontext() if torch_half_kernels else half_gemms(precision, "cpu"):
+                _backward(loss, model, opt, scaler, cfg.grad_clip)
         return step
 
     variants = {"posym_fp32": make("fp32"), "posym_bf16": make("bf16"), "posym_fp16": make("fp16"),
+                "torch_fp16_kernels": make("fp16", torch_half_kernels=True),
                 "hf_fp32": make("fp32", hf=True), "hf_bf16": make("bf16", hf=True)}
     times = {k: [] for k in variants}
     for r in range(warmup + rounds):
@@ -95,7 +97,8 @@ def bench_steps(rounds: int, warmup: int) -> dict:
     res = {k: {"ms_median": statistics.median(v) * 1e3, "ms_min": min(v) * 1e3, "ms_max": max(v) * 1e3}
            for k, v in times.items()}
     f32 = res["posym_fp32"]["ms_median"]
-    res["speedup_vs_posym_fp32"] = {k: f32 / v["ms_median"] for k, v in res.items() if k.startswith("posym")}
+    res["speedup_vs_posym_fp32"] = {k: f32 / v["ms_median"] for k, v in res.items()
+                                    if k.startswith("posym") or k.startswith("torch")}
     res["speedup_vs_hf_fp32"] = {k: res["hf_fp32"]["ms_median"] / res[k]["ms_median"]
                                  for k in ("posym_fp32", "posym_bf16", "posym_fp16", "hf_bf16")}
     res["rounds"], res["config"] = rounds, "paper model, batch 64 x 17, final-token loss, AdamW + clip"
@@ -147,11 +150,11 @@ def main(argv=None) -> int:
     if "steps" not in a.skip:
         st = res["steps"] = bench_steps(a.rounds, warmup=3)
         print(f"\ntraining step ({st['config']}), median of {st['rounds']} alternating rounds:")
-        for k in ("posym_fp32", "posym_bf16", "posym_fp16", "hf_fp32", "hf_bf16"):
+        for k in ("posym_fp32", "posym_bf16", "posym_fp16", "torch_fp16_kernels", "hf_fp32", "hf_bf16"):
             v = st[k]
             extra = (f"  {st['speedup_vs_posym_fp32'][k]:.2f}x vs posym fp32" if k in st["speedup_vs_posym_fp32"] else "")
             extra += f"  {st['speedup_vs_hf_fp32'][k]:.2f}x vs HF fp32" if k in st["speedup_vs_hf_fp32"] else ""
-            print(f"  {k:11s} {v['ms_median']:8.1f} ms/step [{v['ms_min']:.1f}-{v['ms_max']:.1f}]{extra}")
+            print(f"  {k:18s} {v['ms_median']:8.1f} ms/step [{v['ms_min']:.1f}-{v['ms_max']:.1f}]{extra}")
     if "loss" not in a.skip:
         lo = res["loss"] = bench_loss(a.loss_steps, a.threads)
         print(f"\nfinal training loss after {lo['steps']} steps ({lo['preset']} preset, {lo['task']}, seed 0):")
