@@ -288,7 +288,7 @@ def main(argv=None) -> int:
     ap.add_argument("what", choices=("length", "seed42", "fp16", "perprompt", "precision", "status", "manifest",
                                      "all"))
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--runs", default=str(REPO / "runs" / "reconcile"), help="where the seed-42 runs train")
+    ap.add_argument("--runs", default=str(REPO / "runs" / "reconcile"), help="where the seed-42 and fp16 runs train")
     ap.add_argument("--tasks", nargs="+", default=list(SEED42_TASKS), choices=SEED42_TASKS,
                     help="seed-42 tasks (default both)")
     ap.add_argument("--seeds", nargs="+", type=int, default=list(FP16_SEEDS), help="fp16: run seeds (default 0 1 2)")

@@ -53,7 +53,7 @@ class HalfGemmsInFloat32(TorchDispatchMode):
     The products of two float16 numbers are exact in float32, so this is what a GPU's fp16 GEMM with float32
     accumulation returns (up to the order of the additions).  torch's own CPU half kernels give the same kind
     of result without a fast BLAS on CPUs that lack fp16 instructions, about 10x slower than float32; routed
-    through float32 BLAS, an fp16 training step costs about 1.3x an fp32 one.  Covers ``mm``, ``addmm``, ``bmm``
+    through float32 BLAS, an fp16 training step costs about 1.4x an fp32 one.  Covers ``mm``, ``addmm``, ``bmm``
     and ``baddbmm`` of the forward pass and of the backward pass (autocast's ``linear`` and ``matmul`` and the
     math attention of the CPU all come down to these); every other operation runs unchanged.
     """
