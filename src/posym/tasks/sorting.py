@@ -51,6 +51,8 @@ class SortingTask(Task):
     task_id = 3
     colour = OKABE_ITO["orange"]
     label = "List sorting"
+    n_numbers = N_NUMBERS       # a variant of other sizes sets these five (sorting_long.py)
+    list_len = LIST_LEN
     seq_len = LIST_LEN + 2
     n_positions = LIST_LEN
     max_hops = 1
@@ -59,7 +61,7 @@ class SortingTask(Task):
     teaching_train = {"steps": 1500, "checkpoint_every": 100, "train_size": 192_000}  # one pass, fresh prompts
 
     def __init__(self) -> None:
-        self.numbers = tuple(str(k) for k in range(N_NUMBERS))
+        self.numbers = tuple(str(k) for k in range(self.n_numbers))
         self.answer_tokens = self.numbers[1:]
         self.vocab = Vocab(self.numbers + (SEP,))
         self._num_id0 = self.vocab.stoi["0"]
@@ -70,11 +72,12 @@ class SortingTask(Task):
         a = np.asarray(ans, dtype=np.int64) + 1  # answer value
         n = len(tp)
         rows = np.arange(n)
-        nums = np.arange(N_NUMBERS)
-        keys = u[:, :N_NUMBERS].copy()
+        n_num, list_len = self.n_numbers, self.list_len
+        nums = np.arange(n_num)
+        keys = u[:, :n_num].copy()
         keys[rows, a] = np.inf  # the answer is placed separately
         rank = np.argsort(np.argsort(keys, axis=1, kind="stable"), axis=1, kind="stable")
-        chosen = rank < LIST_LEN - 1
+        chosen = rank < list_len - 1
         below = nums[None, :] < a[:, None]
         none_below = ~(chosen & below).any(axis=1)
         if none_below.any():
@@ -83,19 +86,19 @@ class SortingTask(Task):
             add = np.argmin(np.where(below[r], keys[r], np.inf), axis=1)
             chosen[r, drop] = False
             chosen[r, add] = True
-        others = np.sort(np.where(chosen, nums[None, :], N_NUMBERS), axis=1)[:, :LIST_LEN - 1]  # (n, 8) ascending
+        others = np.sort(np.where(chosen, nums[None, :], n_num), axis=1)[:, :list_len - 1]  # (n, list_len - 1) ascending
         q = np.max(np.where(others < a[:, None], others, -1), axis=1)
-        perm = np.argsort(u[:, N_NUMBERS:], axis=1, kind="stable")
+        perm = np.argsort(u[:, n_num:], axis=1, kind="stable")
         others = np.take_along_axis(others, perm, axis=1)
         x = np.zeros((n, self.seq_len), dtype=np.int64)
-        lst = np.zeros((n, LIST_LEN), dtype=np.int64)
-        slots = np.ones((n, LIST_LEN), dtype=bool)
+        lst = np.zeros((n, list_len), dtype=np.int64)
+        slots = np.ones((n, list_len), dtype=bool)
         slots[rows, tp] = False
         lst[slots] = others.reshape(-1)
         lst[rows, tp] = a
-        x[:, :LIST_LEN] = self._num_id0 + lst
-        x[:, LIST_LEN] = self._sep_id
-        x[:, LIST_LEN + 1] = self._num_id0 + q
+        x[:, :list_len] = self._num_id0 + lst
+        x[:, list_len] = self._sep_id
+        x[:, list_len + 1] = self._num_id0 + q
         chain = np.stack([np.full(n, self.seq_len - 1), tp], axis=1)
         return x, chain
 
