@@ -356,7 +356,8 @@ def summary(res: dict, gamma: float) -> dict[str, str]:
             "sort_contrib": rng(heads["contrib_answer"], "{:.1f}"),
             "sort_pos": rng(heads["pos"]), "sort_sym": rng(heads["sym"]),
             "sort_copysup": f"{int((heads['mode'] == 'copy-suppression').sum())} of {len(heads)}",
-            "sort_sym_from": f"{int(late[late].index.min()):,}" if late.any() else "never",
+            "sort_sym_from": (f"from step {int(late[late].index.min()):,} on" if late.any()
+                              else "at no step to the end (some head is not, at the last checkpoint)"),
             "sort_pos0": rng(first["pos"]), "sort_sym0": rng(first["sym"]), "sort_step0": f"{int(first['step'].min())}",
             "sort_same_leader": rng(same, "{:.0f}") if same else "n/a"}
 
