@@ -274,6 +274,9 @@ def test_page_tables_and_figures(standin):
     assert list(t.columns) == ["seed", "quantity", "fp16", "fp32, same seed", "fp32, seeds 0–4", "inside their range"]
     assert len(t) == 3 * 7 and set(t["seed"]) == set(R.FP16_SEEDS)
     assert R.fp16_text(fp16).startswith("Trained in fp16") and R.fp16_lesson(fp16).startswith("Training the Number")
+    g = R.fp16_glue(standin, fp16)
+    assert set(g) == {"fp16_ratio", "fp16_torch_ratio", "fp16_torch_loss", "fp16_status", "fp16_lesson"}
+    assert float(g["fp16_ratio"]) > 0 and R.fp16_glue({}, fp16)["fp16_ratio"] == "nan"
     none = R.fp16_results({**standin, "fp16_eval": None})
     assert R.fp16_table(none).columns.tolist() == ["status"] and "untested" in R.fp16_lesson(none)
     assert set(grid["dip"]["layer"]) == {10, 11} and grid["dip"]["min_sym"].between(0, 1).all()

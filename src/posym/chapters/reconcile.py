@@ -735,6 +735,18 @@ def fp16_lesson(fp16: dict) -> str:
     return f"Training the Number model in fp16, the authors' precision, {runs}, " + "; it ".join(parts) + "."
 
 
+def fp16_glue(inp: dict, fp16: dict) -> dict[str, str]:
+    """The page's fp16 sentences and numbers, by glue name: the probe's step-time ratios and loss gap
+    (``precision_cpu.json``), :func:`fp16_text` and :func:`fp16_lesson`."""
+    prec = inp.get("precision") or {}
+
+    def num(key: str, fmt: str) -> str:
+        return format(prec.get(key, math.nan), fmt)
+    return {"fp16_ratio": num("fp16_over_fp32_time", ".1f"), "fp16_torch_ratio": num("fp16_torch_over_fp32_time", ".0f"),
+            "fp16_torch_loss": num("fp16_vs_torch_kernels_loss_difference", ".0e"),
+            "fp16_status": fp16_text(fp16), "fp16_lesson": fp16_lesson(fp16)}
+
+
 def precision_probe(model_cfg, rounds: int = 6, batch: int = 64, seed: int = 0) -> dict:
     """Train three copies of a model from the same weights, one step each in turn, for ``rounds`` rounds on the
     same Number batches, without dropout: fp32; fp16 autocast with a gradient scaler as the book runs it on the
