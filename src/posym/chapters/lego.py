@@ -383,7 +383,9 @@ def types_note(heads: pd.DataFrame) -> dict[str, str]:
             cls = ", ".join(f"{int((d['metric_class'] == c).sum())} {c}" for c in ("symbolic", "positional", "mixed"))
             parts.append(f"{len(d)} {ty} head(s)" + (f" ({cls}; s_sym > s_pos for {int((d['sym'] > d['pos']).sum())})"
                                                      if len(d) else ""))
-        out[f"lego_types_{ORDER[task]}"] = f"{', '.join(parts)}, of {len(h)} heads in {h['seed'].nunique()} run(s)"
+        out[f"lego_types_{ORDER[task]}"] = (f"{', '.join(parts)}, of {len(h)} heads in {h['seed'].nunique()} run(s); "
+                                            f"the highest association mass {h['assoc'].max():.2f}, the highest "
+                                            f"local mass {h['local'].max():.2f}")
     return out
 
 
@@ -464,21 +466,23 @@ def claims_table(res: dict, gamma: float) -> pd.DataFrame:
                  "rule": "ordered below shuffled at depths 3+ (means over seeds), judged only when both solve "
                          "depths 1-2 (>= 0.9)",
                  "verdict": _agree(None if np.isnan(str_ + otr) or min(str_, otr) < 0.9 else bool(oex < sex))})
+    def steps(v):
+        return ", ".join("never" if np.isnan(x) else str(int(x)) for x in v)
+
     for task in TASKS:
         e = em[em["task"] == task]
         both = e.dropna(subset=["association", "manipulation"])
         rows.append({"claim": f"which emerges first ({ORDER[task]})", "paper": "not reported",
-                     "ours": f"manipulation first in {int((both['manipulation'] < both['association']).sum())} of "
-                             f"{len(both)} runs with both, association first in "
-                             f"{int((both['association'] < both['manipulation']).sum())}, same checkpoint in "
-                             f"{int((both['association'] == both['manipulation']).sum())}",
+                     "ours": f"first association head at step {steps(e['association'])}, first manipulation head "
+                             f"at {steps(e['manipulation'])} (seeds in order); association first in "
+                             f"{int((both['association'] < both['manipulation']).sum())} of {len(both)} runs with both",
                      "rule": "-", "verdict": "n/a"})
     ps = em.dropna(subset=["accuracy"])
     pure = ps[["pure_symbolic", "pure_positional"]].min(axis=1)
     rows.append({"claim": "pure heads appear when accuracy rises (Paper 2)", "paper": "Paper 2: yes (Number, Letter)",
-                 "ours": "; ".join(f"{ORDER[r.task]} seed {int(r.seed)}: first pure head at "
-                                   f"{'never' if np.isnan(p) else int(p)}, acc 0.9 at {int(r.accuracy)}"
-                                   for r, p in zip(ps.itertuples(), pure)) or "no run reaches 0.9",
+                 "ours": "; ".join(f"{ORDER[r.task]} seed {int(r.seed)}: first pure positional head at "
+                                   f"{steps([r.pure_positional])}, pure symbolic at {steps([r.pure_symbolic])}, "
+                                   f"acc 0.9 at {int(r.accuracy)}" for r in ps.itertuples()) or "no run reaches 0.9",
                  "rule": "first pure head within 500 steps of the 0.9-accuracy step in every run that reaches 0.9",
                  "verdict": _agree(None if ps.empty else bool((abs(pure - ps["accuracy"]) <= 500).all()))})
     return pd.DataFrame(rows)
@@ -505,10 +509,10 @@ def plot_scores(res: dict, tasks=TASKS):
             for h, ls in zip(sorted(d["head"].unique()), ("-", "--", ":", "-.")):
                 for col, c in (("pos", COLORS["positional"]), ("sym", COLORS["symbolic"])):
                     b = seed_band(d[d["head"] == h], col)
-                    ax.fill_between(b["step"], b["lo"], b["hi"], color=c, alpha=0.12, lw=0)
+                    ax.fill_between(b["step"], b["lo"], b["hi"], color=c, alpha=0.06, lw=0)
                     ax.plot(b["step"], b["mean"], color=c, ls=ls, lw=1.2,
                             label=f"{'s_pos' if col == 'pos' else 's_sym'}, head {h}")
-            ax.set(title=f"{get_task(task).label}: layer {l}", ylim=(-0.02, 1.02))
+            ax.set(title=f"{ORDER[task]} clauses: layer {l}", ylim=(-0.02, 1.02))
             if i == len(tasks) - 1:
                 ax.set_xlabel("training step")
             if l == 0:
@@ -566,7 +570,7 @@ def plot_emergence(res: dict, tasks=TASKS):
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="center right")
-    fig.tight_layout()
+    fig.subplots_adjust(wspace=0.45)
     return fig
 
 
