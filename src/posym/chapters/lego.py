@@ -570,7 +570,6 @@ def plot_emergence(res: dict, tasks=TASKS):
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="center right")
-    fig.subplots_adjust(wspace=0.45)
     return fig
 
 
