@@ -383,6 +383,29 @@ def _audit_1(answer, ns):
 
 
 # -----------------------------------------------------------------------------
+# LEGO chains
+
+@register("lego-1", "a dict {0.3: count, 0.5: count, 0.7: count} of the shuffled models' association heads at "
+          "each threshold, from `heads`", needs=("heads",))
+def _lego_1(answer, ns):
+    h = ns["heads"]
+    h = h[h["task"] == "lego_fused"]
+    want = {_key(t): int((h["assoc"] >= t).sum()) for t in (0.3, 0.5, 0.7)}
+    got = _mapping(answer, want, "{threshold: count}")
+    return _wrong([f"threshold {t}" for t, n in want.items() if _integer(got[t], f"threshold {t}") != n])
+
+
+@register("lego-2", "a dict {1: accuracy, 2: accuracy}: the ordered models' mean accuracy at depths 1 and 2 on "
+          "shuffled prompts of chains of 3, from res['length']", needs=("res",))
+def _lego_2(answer, ns):
+    L = ns["res"]["length"]
+    c = L[(L["task"] == "lego_fused_ordered") & (L["chain_len"] == 3) & (L["prompts"] == "shuffled")]
+    want = {_key(d): float(a) for d, a in c.groupby("depth")["accuracy"].mean().items() if d in (1, 2)}
+    got = _mapping(answer, want, "{depth: accuracy}")
+    return _wrong([f"depth {d}" for d, a in want.items() if not _close(_number(got[d], f"depth {d}"), a, abs_=5e-3)])
+
+
+# -----------------------------------------------------------------------------
 # Reconciling with the paper
 
 @register("reconcile-1", "the Letter model's mean best step on a 500-step grid (a number)", needs=("R", "inp"))
