@@ -406,6 +406,19 @@ def _lego_2(answer, ns):
 
 
 # -----------------------------------------------------------------------------
+# List sorting
+
+@register("sorting-1", "a dict {0.7: count, 0.8: count, 0.9: count}: the trained models whose splitting index at "
+          "their last measured step reaches each threshold", needs=("ch", "res"))
+def _sorting_1(answer, ns):
+    sp = ns["ch"].splitting(ns["res"]["modes"]).dropna(subset=["split_index"])
+    last = sp.groupby(["weight_decay", "seed"])["split_index"].last()
+    want = {_key(t): int((last >= t).sum()) for t in (0.7, 0.8, 0.9)}
+    got = _mapping(answer, want, "{threshold: count}")
+    return _wrong([f"threshold {t}" for t, n in want.items() if _integer(got[t], f"threshold {t}") != n])
+
+
+# -----------------------------------------------------------------------------
 # Reconciling with the paper
 
 @register("reconcile-1", "the Letter model's mean best step on a 500-step grid (a number)", needs=("R", "inp"))
