@@ -342,7 +342,8 @@ def test_fp16_text_names_unfinished_runs_and_how_to_finish_them(standin):
            "fp16_eval": standin["fp16_eval"].query("seed == 0"), "fp16_scores": standin["fp16_scores"].query("seed == 0")}
     fp16 = R.fp16_results(inp)
     text = R.fp16_text(fp16)
-    assert "Run seeds 1, 2 stopped at step 450, 450 of 6,750 (the session ended)" in text
+    assert "Run seeds 1, 2 stopped at step 450 of 6,750 (the session ended)" in text
     assert "`python scripts/reconcile_runs.py fp16 --seeds 1 2 --runs runs/reconcile`" in text
-    assert "in the 1 of 3 planned runs that finished" in R.fp16_lesson(fp16)
+    assert "in the run of 3 planned that finished" in R.fp16_lesson(fp16)
+    assert "Trained in fp16 (run seed 0)" in text and "By seed" not in text
     assert R.fp16_text(R.fp16_results({**inp, "fp16_eval": None})).startswith("No fp16 run is committed yet. Run seeds")

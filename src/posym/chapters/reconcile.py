@@ -658,11 +658,12 @@ def _stopped(partial: dict) -> str:
     if not partial:
         return ""
     seeds = sorted(partial)
-    where = ", ".join(f"{partial[s]['last_step']:,}" for s in seeds)
-    return (f" Run seed{'s' if len(seeds) > 1 else ''} {', '.join(str(s) for s in seeds)} stopped at step "
-            f"{where} of {partial[seeds[0]]['steps']:,} ({partial[seeds[0]]['note']}); "
-            f"`{partial[seeds[0]]['resume'].replace(f'--seeds {seeds[0]}', '--seeds ' + ' '.join(map(str, seeds)))}` "
-            "finishes them.")
+    steps = {partial[s]["last_step"] for s in seeds}
+    where = f"{steps.pop():,}" if len(steps) == 1 else ", ".join(f"{partial[s]['last_step']:,}" for s in seeds)
+    first = partial[seeds[0]]
+    resume = first["resume"].replace(f"--seeds {seeds[0]}", "--seeds " + " ".join(map(str, seeds)))
+    return (f" Run seed{'s' if len(seeds) > 1 else ''} {', '.join(str(s) for s in seeds)} stopped at step {where} of "
+            f"{first['steps']:,} ({first['note']}); `{resume}` finishes {'them' if len(seeds) > 1 else 'it'}.")
 
 
 def fp16_table(fp16: dict) -> pd.DataFrame:
@@ -708,13 +709,15 @@ def fp16_text(fp16: dict) -> str:
     runs = "; ".join(f"seed {r.seed}: {r.positional} + {r.symbolic} (fp32 {ref.loc[r.seed, 'positional']} + "
                      f"{ref.loc[r.seed, 'symbolic']}), best step {r.best_step:,} (fp32 {ref.loc[r.seed, 'best_step']:,})"
                      for r in new.itertuples())
-    layers = "; ".join(f"layer {layer} ends " + ", ".join(
+    ends = [f"layer {layer} ends " + ", ".join(
         f"{r[f'L{layer}_kind']} ({r[f'L{layer}_pos']:.2f}/{r[f'L{layer}_sym']:.2f})" for _, r in new.iterrows())
-        for layer in (0, 4))
+        for layer in (0, 4)]
+    layers = ("By seed, " if len(new) > 1 else "") + "; ".join(ends)
+    layers = layers[0].upper() + layers[1:]
     inside = int(p["inside"].sum())
-    return (f"Trained in fp16 (run seeds {seeds}), the Number model has these pure positional + symbolic heads and "
-            f"best steps: {runs}. By seed, {layers} (s_pos/s_sym). {inside} of the {len(p)} numbers in the table "
-            f"lie inside the range of our fp32 seeds 0–4." + _stopped(fp16.get("partial") or {}))
+    return (f"Trained in fp16 (run seed{'s' if len(new) > 1 else ''} {seeds}), the Number model has these pure "
+            f"positional + symbolic heads and best steps: {runs}. {layers} (s_pos/s_sym). {inside} of the {len(p)} "
+            f"numbers in the table lie inside the range of our fp32 seeds 0–4." + _stopped(fp16.get("partial") or {}))
 
 
 def fp16_lesson(fp16: dict) -> str:
@@ -724,14 +727,15 @@ def fp16_lesson(fp16: dict) -> str:
         return "The authors' precision (fp16) is untested: no fp16 run is committed."
     parts = []
     for kind, d in v.items():
-        how = ("gives the paper's count" if d["reproduces"] else "moves the count part of the way"
-               if d["part_way"] else "does not move the count towards the paper's")
-        parts.append(f"{how} of pure {kind} heads ({d['fp16_mean']:.1f} on average, fp32 {d['fp32_mean']:.1f}, "
-                     f"paper {d['paper']}; layer {d['layer']} ends pure {kind} in {d['layer_pure']} of "
-                     f"{d['seeds']} seeds)")
-    n = len(fp16["summary"])
-    runs = f"in {n} finished run{'s' if n > 1 else ''}" if not fp16.get("partial") else \
-        f"in the {n} of {n + len(fp16['partial'])} planned runs that finished"
+        how = (f"gives the paper's count of pure {kind} heads" if d["reproduces"] else
+               f"moves the count of pure {kind} heads part of the way to the paper's" if d["part_way"] else
+               f"does not move the count of pure {kind} heads towards the paper's")
+        parts.append(f"{how} ({d['fp16_mean']:.1f} on average, fp32 {d['fp32_mean']:.1f}, paper {d['paper']}; "
+                     f"layer {d['layer']} ends pure {kind} in {d['layer_pure']} of {d['seeds']} "
+                     f"seed{'s' if d['seeds'] > 1 else ''})")
+    n, m = len(fp16["summary"]), len(fp16["summary"]) + len(fp16.get("partial") or {})
+    runs = (f"in its {n} finished run{'s' if n > 1 else ''}" if n == m else
+            f"in the {'run' if n == 1 else f'{n} runs'} of {m} planned that finished")
     return f"Training the Number model in fp16, the authors' precision, {runs}, " + "; it ".join(parts) + "."
 
 
@@ -1114,8 +1118,9 @@ def disagreements(inp: dict, grid: dict, purity: dict, weights: dict, length: di
         verdict = "explained" if explained else "partly explained" if f16 and f16["part_way"] else "unexplained"
         rows.append({"disagreement": f"Number: pure {kind} heads (layer {lay} never pure)", "paper": str(pc),
                      "ours": f"{ours:.1f}", "tested": "purity rule (mean / share of prompts, γ, when), grid, seed 42, "
-                     + (f"fp16 (seeds {', '.join(str(v) for v in fp16['summary']['seed'])})" if f16
-                        else "fp16 untested"), "what changed": changed, "verdict": verdict})
+                     + (f"fp16 (seed{'s' if f16['seeds'] > 1 else ''} "
+                        f"{', '.join(str(v) for v in fp16['summary']['seed'])})" if f16 else "fp16 untested"),
+                     "what changed": changed, "verdict": verdict})
     b50 = gs[(gs["task"] == "letter") & (gs["grid"] == 50)].iloc[0]
     b250 = gs[(gs["task"] == "letter") & (gs["grid"] == 250)].iloc[0]
     moved = b250["best_step"] - b50["best_step"]
