@@ -271,7 +271,7 @@ def test_page_tables_and_figures(standin):
     number = summary[summary["disagreement"].str.startswith("Number: pure")]
     assert number["tested"].str.contains("fp16 \\(seeds 0, 1, 2\\)").all() and number["what changed"].str.contains("fp16:").all()
     t = R.fp16_table(fp16)
-    assert list(t.columns) == ["seed", "quantity", "fp16", "fp32, same seed", "fp32, seeds 0–4", "inside their range"]
+    assert list(t.columns) == ["seed", "quantity", "fp16", "fp32 twin", "fp32, seeds 0–4", "inside"]
     assert len(t) == 3 * 7 and set(t["seed"]) == set(R.FP16_SEEDS)
     assert R.fp16_text(fp16).startswith("Trained in fp16") and R.fp16_lesson(fp16).startswith("Training the Number")
     g = R.fp16_glue(standin, fp16)
@@ -282,7 +282,7 @@ def test_page_tables_and_figures(standin):
     assert set(grid["dip"]["layer"]) == {10, 11} and grid["dip"]["min_sym"].between(0, 1).all()
     assert set(seed42["spread"]["task"]) == {"number", "letter"}
     for fig in (R.plot_grid(grid, standin["scores"]), R.plot_weightings(weights), R.plot_length(length),
-                R.plot_beside(standin, "seed42_scores", "seed 42"), R.plot_beside(standin, "fp16_scores", "fp16")):
+                R.plot_beside(standin, "seed42_scores", "{seeds}"), R.plot_beside(standin, "fp16_scores", "fp16, {seeds}")):
         assert isinstance(fig, Figure)
 
 
@@ -347,3 +347,6 @@ def test_fp16_text_names_unfinished_runs_and_how_to_finish_them(standin):
     assert "in the run of 3 planned that finished" in R.fp16_lesson(fp16)
     assert "Trained in fp16 (run seed 0)" in text and "By seed" not in text
     assert R.fp16_text(R.fp16_results({**inp, "fp16_eval": None})).startswith("No fp16 run is committed yet. Run seeds")
+    fig = R.plot_beside(inp, "fp16_scores", "fp16, {seeds}")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "positional, fp16, seed 0" in labels and "symbolic, fp32, seeds 0–4" in labels

@@ -674,9 +674,9 @@ def fp16_table(fp16: dict) -> pd.DataFrame:
         return pd.DataFrame({"status": ["no fp16 run committed"]})
     return pd.DataFrame({"seed": p["seed"], "quantity": p["quantity"].map(_SPREAD_NAMES),
                          "fp16": [_fmt_quantity(q, v) for q, v in zip(p["quantity"], p["value"])],
-                         "fp32, same seed": [_fmt_quantity(q, v) for q, v in zip(p["quantity"], p["fp32_same_seed"])],
+                         "fp32 twin": [_fmt_quantity(q, v) for q, v in zip(p["quantity"], p["fp32_same_seed"])],
                          "fp32, seeds 0–4": p["ref_values"],
-                         "inside their range": p["inside"].map({True: "yes", False: "no"})})
+                         "inside": p["inside"].map({True: "yes", False: "no"})})
 
 
 def fp16_verdicts(fp16: dict) -> dict:
@@ -1274,14 +1274,17 @@ def plot_length(length: dict):
 
 def plot_beside(inp: dict, key: str, label: str, gamma: float = 0.1):
     """Cumulative pure-head counts of the Number runs: our fp32 seeds 0–4 thin, the runs of ``inp[key]``
-    (``seed42_scores``, ``fp16_scores``) bold, labelled ``label`` (when committed)."""
+    (``seed42_scores``, ``fp16_scores``) bold, labelled ``label`` (when committed) with ``{seeds}`` replaced by
+    the seeds they hold ("seed 0", "seeds 0, 1")."""
     import matplotlib.pyplot as plt
     from ..plotting import COLORS
 
     fig, ax = plt.subplots(figsize=(6, 3.4))
     frames = [("fp32, seeds 0–4", inp["scores"], 0.8, 0.35)]
     if inp.get(key) is not None:
-        frames.append((label, inp[key], 2.2, 1.0))
+        seeds = sorted(inp[key].loc[inp[key]["task"] == "number", "seed"].unique())
+        named = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(str(s) for s in seeds)}"
+        frames.append((label.format(seeds=named), inp[key], 2.2, 1.0))
     for label, sc, lw, alpha in frames:
         sc = sc[sc["task"] == "number"]
         ev = T.purity_events(sc, gamma)
