@@ -531,8 +531,8 @@ def plot_types(heads: pd.DataFrame):
         d = heads[heads["task"] == task]
         for cls, g in d.groupby("metric_class"):
             ax.scatter(g["assoc"], g["local"], color=COLORS[cls], label=cls, s=28, alpha=0.8)
-        ax.axvline(TYPE_MIN, color="grey", lw=0.7, ls=":")
-        ax.axhline(TYPE_MIN, color="grey", lw=0.7, ls=":")
+        ax.axvline(TYPE_MIN, color="0.2", lw=1.1, ls=":", zorder=3)
+        ax.axhline(TYPE_MIN, color="0.2", lw=1.1, ls=":", zorder=3)
         ax.set(title=get_task(task).label, xlabel="association mass (earlier tokens of the same name)",
                xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
         ax.legend(fontsize=8, title="metric class", title_fontsize=8)

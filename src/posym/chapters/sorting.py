@@ -399,7 +399,7 @@ def plot_splitting(res: dict):
         b = seed_band(s[s["weight_decay"] == wd], "split_index")
         ax.fill_between(b["step"], b["lo"], b["hi"], color=PALETTE[i], alpha=0.2, lw=0)
         ax.plot(b["step"], b["mean"], color=PALETTE[i], label=f"weight decay {wd:g}")
-    ax.axhline(SPLIT_MIN, color="grey", ls=":", lw=0.8)
+    ax.axhline(SPLIT_MIN, color="0.2", ls=":", lw=1.1, zorder=3)
     ax.set(xlabel="training step", ylabel="splitting index (per query value)", ylim=(0.45, 1.02),
            title="Vocabulary-splitting through training")
     ax.legend(fontsize=8)
