@@ -631,17 +631,16 @@ FP16_COMMAND = ("for t in number letter; do posym train --task $t --scale paper 
 
 
 FP16_SEEDS = (0, 1, 2)
-_FP16_QUANTITIES = ("best_step", "positional", "symbolic", "L0_pos", "L0_sym", "L4_pos", "L4_sym")
 
 
 def fp16_results(inp: dict, gamma: float = 0.1) -> dict:
     """Experiment 1: the Number runs trained in fp16 (``summary``, :func:`run_summary`) beside the fp32 runs:
     ``pairs`` (per seed and quantity: the fp32 run of the same seed, the fp16 run, the fp32 values of seeds
-    0-4 and whether the fp16 value lies inside their range) and ``rules`` (:func:`purity_rules`, prompt-mean
-    rules), or ``None`` each when no fp16 run is committed."""
+    0-4 and whether the fp16 value lies inside their range) and ``reference`` (the fp32 summary), or ``None``
+    each when no fp16 run is committed; ``partial`` describes the runs that did not finish."""
     partial = {int(k): v for k, v in (inp.get("fp16_partial") or {}).items()}
     if inp.get("fp16_eval") is None:
-        return {"pairs": None, "summary": None, "reference": None, "rules": None, "partial": partial}
+        return {"pairs": None, "summary": None, "reference": None, "partial": partial}
     num = {k: inp[k][inp[k]["task"] == "number"] for k in ("eval", "scores")}
     ref = run_summary(num["eval"], num["scores"], gamma)
     new = run_summary(inp["fp16_eval"], inp["fp16_scores"], gamma)
@@ -649,8 +648,13 @@ def fp16_results(inp: dict, gamma: float = 0.1) -> dict:
     same = ref.set_index("seed")
     pairs.insert(4, "fp32_same_seed", [_as_shown(q, float(same.loc[sd, q])) if sd in same.index else math.nan
                                        for sd, q in zip(pairs["seed"], pairs["quantity"])])
-    return {"pairs": pairs, "summary": new, "reference": ref,
-            "rules": purity_rules(inp["fp16_eval"], inp["fp16_scores"]), "partial": partial}
+    return {"pairs": pairs, "summary": new, "reference": ref, "partial": partial}
+
+
+def _seeds(seeds) -> str:
+    """``"seed 0"`` or ``"seeds 0, 1"``."""
+    seeds = list(seeds)
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(str(s) for s in seeds)}"
 
 
 def _stopped(partial: dict) -> str:
@@ -662,7 +666,7 @@ def _stopped(partial: dict) -> str:
     where = f"{steps.pop():,}" if len(steps) == 1 else ", ".join(f"{partial[s]['last_step']:,}" for s in seeds)
     first = partial[seeds[0]]
     resume = first["resume"].replace(f"--seeds {seeds[0]}", "--seeds " + " ".join(map(str, seeds)))
-    return (f" Run seed{'s' if len(seeds) > 1 else ''} {', '.join(str(s) for s in seeds)} stopped at step {where} of "
+    return (f" Run {_seeds(seeds)} stopped at step {where} of "
             f"{first['steps']:,} ({first['note']}); `{resume}` finishes {'them' if len(seeds) > 1 else 'it'}.")
 
 
@@ -705,7 +709,6 @@ def fp16_text(fp16: dict) -> str:
     if new is None:
         return "No fp16 run is committed yet." + _stopped(fp16.get("partial") or {})
     ref = fp16["reference"].set_index("seed")
-    seeds = ", ".join(str(s) for s in new["seed"])
     runs = "; ".join(f"seed {r.seed}: {r.positional} + {r.symbolic} (fp32 {ref.loc[r.seed, 'positional']} + "
                      f"{ref.loc[r.seed, 'symbolic']}), best step {r.best_step:,} (fp32 {ref.loc[r.seed, 'best_step']:,})"
                      for r in new.itertuples())
@@ -715,7 +718,7 @@ def fp16_text(fp16: dict) -> str:
     layers = ("By seed, " if len(new) > 1 else "") + "; ".join(ends)
     layers = layers[0].upper() + layers[1:]
     inside = int(p["inside"].sum())
-    return (f"Trained in fp16 (run seed{'s' if len(new) > 1 else ''} {seeds}), the Number model has these pure "
+    return (f"Trained in fp16 (run {_seeds(new['seed'])}), the Number model has these pure "
             f"positional + symbolic heads and best steps: {runs}. {layers} (s_pos/s_sym). {inside} of the {len(p)} "
             f"numbers in the table lie inside the range of our fp32 seeds 0–4." + _stopped(fp16.get("partial") or {}))
 
@@ -757,6 +760,7 @@ def precision_probe(model_cfg, rounds: int = 6, batch: int = 64, seed: int = 0) 
     CPU (half matrix products through float32 BLAS, :func:`posym.train.half_gemms`); and the same with torch's
     own CPU half kernels.  Returns the median step time of each, their ratios to fp32, and the losses."""
     import contextlib
+    import dataclasses
     import statistics
     import time
 
@@ -765,7 +769,7 @@ def precision_probe(model_cfg, rounds: int = 6, batch: int = 64, seed: int = 0) 
     from ..tasks import TaskDataset
     from ..train import _backward, half_gemms, precision_context
 
-    model_cfg = type(model_cfg)(**{**model_cfg.to_dict(), "attn_pdrop": 0.0, "resid_pdrop": 0.0, "embd_pdrop": 0.0})
+    model_cfg = dataclasses.replace(model_cfg, attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0)
     data = TaskDataset("number", "train", seed=seed, size=batch * rounds)
     torch.manual_seed(seed)
     base = GPTJ(model_cfg)
@@ -1118,8 +1122,7 @@ def disagreements(inp: dict, grid: dict, purity: dict, weights: dict, length: di
         verdict = "explained" if explained else "partly explained" if f16 and f16["part_way"] else "unexplained"
         rows.append({"disagreement": f"Number: pure {kind} heads (layer {lay} never pure)", "paper": str(pc),
                      "ours": f"{ours:.1f}", "tested": "purity rule (mean / share of prompts, γ, when), grid, seed 42, "
-                     + (f"fp16 (seed{'s' if f16['seeds'] > 1 else ''} "
-                        f"{', '.join(str(v) for v in fp16['summary']['seed'])})" if f16 else "fp16 untested"),
+                     + (f"fp16 ({_seeds(fp16['summary']['seed'])})" if f16 else "fp16 untested"),
                      "what changed": changed, "verdict": verdict})
     b50 = gs[(gs["task"] == "letter") & (gs["grid"] == 50)].iloc[0]
     b250 = gs[(gs["task"] == "letter") & (gs["grid"] == 250)].iloc[0]
@@ -1283,8 +1286,7 @@ def plot_beside(inp: dict, key: str, label: str, gamma: float = 0.1):
     frames = [("fp32, seeds 0–4", inp["scores"], 0.8, 0.35)]
     if inp.get(key) is not None:
         seeds = sorted(inp[key].loc[inp[key]["task"] == "number", "seed"].unique())
-        named = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(str(s) for s in seeds)}"
-        frames.append((label.format(seeds=named), inp[key], 2.2, 1.0))
+        frames.append((label.format(seeds=_seeds(seeds)), inp[key], 2.2, 1.0))
     for label, sc, lw, alpha in frames:
         sc = sc[sc["task"] == "number"]
         ev = T.purity_events(sc, gamma)
