@@ -72,18 +72,14 @@ def one(job: tuple, runs: str, data: str) -> str:
         from posym.train import list_checkpoints
         pio.atomic_write_bytes(dest / "final.pt", list_checkpoints(run)[-1][1].read_bytes())
     info = {k: v for k, v in pio.read_json(run / "manifest.json").items() if k != "files"}
-    info.update(code_note="trained, analysed and measured by scripts/newtasks_runs.py (one torch thread, nice 19, "
-                          "a shared 2-core machine)",
+    import os
+    info.update(code_note="trained, analysed and measured by scripts/newtasks_runs.py (one torch thread, "
+                          f"nice {os.nice(0)}, a shared 2-core machine)",
                 analysis={"n_prompts": 300, "per_frequency": False, "tables": list(extra)},
                 train_plus_analysis_wall_s=round(time.time() - t0, 1),
                 train_plus_analysis_cpu_s=round(time.process_time() - c0, 1))
-    if task == "sorting":  # the niceness the sorting runs ran at, and the head-mode table's prompts
-        import os
-        info["code_note"] = info["code_note"].replace("nice 19", f"nice {os.nice(0)}")
+    if task == "sorting":  # the head-mode table's prompts
         info["analysis"]["mode_prompts"] = ch.N_MODE_PROMPTS
-    if task != "sorting":  # the niceness the LEGO runs ran at
-        import os
-        info["code_note"] = info["code_note"].replace("nice 19", f"nice {os.nice(0)}")
     pio.write_manifest(dest, info)
     return f"{name}: {time.time() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU -> {dest}"
 
