@@ -40,6 +40,19 @@ def test_registered_long():
     assert t.vocab.tokens == base.vocab.tokens and t.answer_tokens == base.answer_tokens
     assert t.teaching_model == {**base.teaching_model, "attn_pdrop": 0.0, "resid_pdrop": 0.0}
     assert t.teaching_train["steps"] == 3000
+    assert t.n_draws == 48 + 17
+
+
+def test_variant_layout_follows_its_sizes():
+    """A sorting variant states only its list length and number range; the prompt layout is derived."""
+    from posym.tasks.sorting import SortingTask
+
+    class Short(SortingTask):
+        n_numbers, list_len = 20, 5
+
+    t = Short()
+    assert (t.seq_len, t.n_positions, t.n_draws) == (7, 5, 24) and len(t.answer_tokens) == 19
+    assert (SortingTask.seq_len, SortingTask.n_positions, SortingTask.n_draws) == (11, 9, 56)
 
 
 @pytest.mark.parametrize("name,list_len", [("sorting", 9), ("sorting_long", 18)])

@@ -51,7 +51,7 @@ class SortingTask(Task):
     task_id = 3
     colour = OKABE_ITO["orange"]
     label = "List sorting"
-    n_numbers = N_NUMBERS       # a variant of other sizes sets these five (sorting_long.py)
+    n_numbers = N_NUMBERS       # a variant of other sizes sets these two (sorting_long.py); the layout follows
     list_len = LIST_LEN
     seq_len = LIST_LEN + 2
     n_positions = LIST_LEN
@@ -59,6 +59,12 @@ class SortingTask(Task):
     n_draws = N_NUMBERS + LIST_LEN - 1  # one key per number (which are drawn), one per other position
     teaching_model = {"n_layer": 1, "n_head": 2, "d_model": 64, "d_mlp": 0, "attn_only": True}
     teaching_train = {"steps": 1500, "checkpoint_every": 100, "train_size": 192_000}  # one pass, fresh prompts
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """A variant sets ``n_numbers`` and ``list_len``; its prompt layout (list, separator, query) follows."""
+        super().__init_subclass__(**kwargs)
+        cls.seq_len, cls.n_positions = cls.list_len + 2, cls.list_len
+        cls.n_draws = cls.n_numbers + cls.list_len - 1
 
     def __init__(self) -> None:
         self.numbers = tuple(str(k) for k in range(self.n_numbers))

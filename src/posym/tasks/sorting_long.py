@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..palette import OKABE_ITO
 from .base import register_task
-from .sorting import N_NUMBERS, SortingTask
+from .sorting import SortingTask
 
 LIST_LEN = 18
 
@@ -26,9 +26,6 @@ class SortingLongTask(SortingTask):
     task_id = 7
     colour = OKABE_ITO["yellow"]
     label = "List sorting (lists of 18)"
-    list_len = LIST_LEN
-    seq_len = LIST_LEN + 2
-    n_positions = LIST_LEN
-    n_draws = N_NUMBERS + LIST_LEN - 1
+    list_len = LIST_LEN  # the layout (seq_len, n_positions, n_draws) follows, in SortingTask.__init_subclass__
     teaching_model = {**SortingTask.teaching_model, "attn_pdrop": 0.0, "resid_pdrop": 0.0}
     teaching_train = {"steps": 3000, "checkpoint_every": 100, "train_size": 384_000}  # one pass, fresh prompts
