@@ -41,7 +41,7 @@ N_MODE_PROMPTS = 4800   # about 100 per query value
 MODE_EVERY = 200        # head modes at the early checkpoints and every 200 steps
 WEIGHT_DECAYS = (0.0, 0.1)
 DATA = "sorting"
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2, 3, 4)  # the committed runs of each weight decay (data/sorting)
 _HOW = "python scripts/newtasks_runs.py --task sorting  (see data/sorting/README.md)"
 
 
@@ -53,7 +53,8 @@ def variant(wd: float) -> str:
 register(ChapterSpec(
     name="sorting",
     params={
-        "seeds": Param(int, {"smoke": 1, "teaching": 3, "paper": 3}, "seeds per weight decay", min=1, max=3),
+        "seeds": Param(int, {"smoke": 1, "teaching": 3, "paper": len(SEEDS)}, "seeds per weight decay",
+                       min=1, max=len(SEEDS)),
         "steps": Param(int, {"smoke": 300, "teaching": 3000, "paper": 3000},
                        "training steps of the models trained here (smoke, teaching; paper reads data/sorting)",
                        min=20, max=20_000),
