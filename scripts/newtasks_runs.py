@@ -1,14 +1,14 @@
 """Teaching-scale runs of the two plug-in tasks behind the chapters "LEGO chains" and "List sorting".
 
     python scripts/newtasks_runs.py                     # every run below, 3 at a time, into data/lego, data/sorting
-    python scripts/newtasks_runs.py --task lego_fused,lego_fused_ordered --seeds 0-2 --jobs 1
+    python scripts/newtasks_runs.py --task lego_fused,lego_fused_ordered --seeds 3-4 --jobs 1
 
 Runs (each ``TrainConfig.teaching(task, seed)``, one torch thread, on the CPU):
 
-* ``lego_fused`` and ``lego_fused_ordered``, seeds 0-2 (the tasks' own teaching recipe,
+* ``lego_fused`` and ``lego_fused_ordered``, seeds 0-4 (the tasks' own teaching recipe,
   ``LegoFusedTask.teaching_train``: 4 layers x 4 heads, d 64, no dropout, lr 1e-3, 3,000 steps of 64 fresh prompts);
 * the sorting chapter's task (``posym.chapters.sorting.TASK``, ``sorting_long``: lists of 18) with weight decay 0
-  and 0.1, seeds 0-2 (1 layer x 2 heads, attention only, no dropout, 3,000 steps of 128).
+  and 0.1, seeds 0-4 (1 layer x 2 heads, attention only, no dropout, 3,000 steps of 128).
 
 Each run trains into ``--runs`` (default ``runs/newtasks``; resumes and skips finished work like ``posym
 train``), then is analysed by the chapter module's ``run_and_measure`` (the book's metric at every checkpoint,
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--task", default="all",
                    help="all, or a comma-separated list of lego_fused, lego_fused_ordered, sorting")
-    p.add_argument("--seeds", default="0-2", help="range 0-2 or list 0,1")
+    p.add_argument("--seeds", default="0-4", help="range 0-4 or list 0,1")
     p.add_argument("--jobs", type=int, default=3, help="runs at a time (one thread each)")
     p.add_argument("--runs", default=str(REPO / "runs" / "newtasks"), help="training folders")
     p.add_argument("--data", default=str(REPO / "data"), help="where the packaged results go")

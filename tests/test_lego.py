@@ -316,6 +316,24 @@ def test_claims_and_emergence_on_known_results():
         "ordered clauses: a shortcut that fails when the order changes", "verdict"] == "disagree"
 
 
+def test_manipulation_note_says_what_the_row_rests_on():
+    from posym.chapters import lego as ch
+
+    res = _fake_results()
+    note = ch.types_note(ch.final_heads(res, 0.1))["lego_manip"]  # layer 0 is a manipulation head in all 4 runs
+    assert note.startswith("4 heads of 8 pass the local threshold (local mass 0.80; 4 positional), in 4 of 4 runs")
+    assert "these 4 heads, and 0 runs do not" in note
+    ty = res["types"]
+    ty.loc[(ty["layer"] == 0) & ~((ty["task"] == "lego_fused") & (ty["seed"] == 1)), "local"] = 0.2
+    note = ch.types_note(ch.final_heads(res, 0.1))["lego_manip"]
+    assert note.startswith("1 head of 8 passes the local threshold (local mass 0.80; 1 positional), in 1 of 4 runs")
+    assert "rests on this one head, and 3 runs do not" in note
+    ty["local"] = 0.2
+    assert ch.types_note(ch.final_heads(res, 0.1))["lego_manip"].startswith("No head passes the local threshold")
+    assert ch.claims_table(res, 0.1).set_index("claim").loc[
+        "manipulation heads are positional (our expectation)", "verdict"] == "n/a"
+
+
 def test_final_accuracy_per_depth_and_note():
     import pandas as pd
 
