@@ -316,6 +316,30 @@ def test_claims_and_emergence_on_known_results():
         "ordered clauses: a shortcut that fails when the order changes", "verdict"] == "disagree"
 
 
+def test_rank_correlation_and_failures_table():
+    import numpy as np
+    from posym.chapters import lego as ch
+
+    r, p = ch.rank_correlation(range(6), [2, 4, 6, 8, 10, 12])
+    assert r == 1.0 and abs(p - 2 / 720) < 0.002  # the exact two-sided p of a perfect order of 6
+    r, p = ch.rank_correlation(range(6), [12, 10, 8, 6, 4, 2])
+    assert r == -1.0 and p < 0.01
+    r, p = ch.rank_correlation([0, 1, 2, 3, 4, 5, 6, 7], [3, 3, 1, 7, 0, 5, 2, 6])
+    assert abs(r - np.corrcoef([0, 1, 2, 3, 4, 5, 6, 7], [3.5, 3.5, 1.0, 7.0, 0.0, 5.0, 2.0, 6.0])[0, 1]) < 1e-12
+    assert 0.05 < p < 1
+    assert np.isnan(ch.rank_correlation(range(6), [1] * 6)[0]) and np.isnan(ch.rank_correlation([1, 2, 3], [3, 2, 1])[0])
+    res = _fake_results()
+    fail = ch.failures_vs_heads(res, 0.1)
+    assert len(fail) == 4 and (fail["positional"] == 1).all() and (fail["symbolic"] == 1).all()
+    own = fail.set_index(["task", "seed"])
+    assert own.loc[("lego_fused", 0), "trained"] == 1.0 and own.loc[("lego_fused", 0), "longest"] == 1.0
+    assert (fail["drop"] == 0).all() and np.allclose(fail["other_order"], 0.55)
+    note = ch.failures_note(fail)["lego_fail"]
+    assert note.startswith("shuffled clauses (2 runs): 1.0 pure positional and 1.0 pure symbolic heads; the trained "
+                           "depths lose 0.00 in the longest chains and reach 0.55 in the other order")
+    assert "with the loss n/a" in note  # constant columns: no correlation
+
+
 def test_manipulation_note_says_what_the_row_rests_on():
     from posym.chapters import lego as ch
 

@@ -24,6 +24,7 @@ variable), from ``posym analyze``. Both are computed at every analysed checkpoin
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -370,6 +371,64 @@ def length_note(res: dict) -> dict[str, str]:
             f"depth 1 {length_acc(L, task, False, train_cl, 1):.2f}, "
             f"depth 2 {length_acc(L, task, False, train_cl, 2):.2f}")
     return out
+
+
+def failures_vs_heads(res: dict, gamma: float) -> pd.DataFrame:
+    """Per run: the final model's pure positional, pure symbolic and mixed heads (tolerance ``gamma``) beside its
+    accuracy on the trained depths in its own clause order at the training chain length (``trained``) and in the
+    longest chains (``longest``), the loss between the two (``drop``), and the trained depths at the training
+    length in the other clause order (``other_order``)."""
+    L = res["length"]
+    cls = sorted(L["chain_len"].unique())
+    train_cl, longest = int(min(cls)), int(max(cls))
+    heads = final_heads(res, gamma)
+    rows = []
+    for (task, seed), h in heads.groupby(["task", "seed"], sort=False):
+        Ls = L[L["seed"] == seed]
+        depths = range(1, get_task(task).max_hops + 1)
+        row = {"task": task, "seed": seed, **{k: int((h["metric_class"] == k).sum())
+                                               for k in ("positional", "symbolic", "mixed")},
+               "trained": length_acc(Ls, task, True, train_cl, depths),
+               "longest": length_acc(Ls, task, True, longest, depths),
+               "other_order": length_acc(Ls, task, False, train_cl, depths)}
+        rows.append({**row, "drop": row["trained"] - row["longest"]})
+    cols = ["task", "seed", "positional", "symbolic", "mixed", "trained", "longest", "drop", "other_order"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def rank_correlation(x, y, n_perm: int = 20_000, seed: int = 0) -> tuple[float, float]:
+    """Spearman's rank correlation of ``x`` and ``y`` (ties get their mean rank) and its two-sided permutation
+    p-value (``n_perm`` seeded shuffles of ``y``); ``(nan, nan)`` below 4 pairs or when either is constant."""
+    x, y = pd.Series(x, dtype=float).rank().to_numpy(), pd.Series(y, dtype=float).rank().to_numpy()
+    if len(x) < 4 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan, math.nan
+    r = float(np.corrcoef(x, y)[0, 1])
+    perm = np.random.default_rng(seed).permuted(np.tile(y, (n_perm, 1)), axis=1)  # (n_perm, n)
+    xc, pc = x - x.mean(), perm - perm.mean(axis=1, keepdims=True)
+    null = (pc @ xc) / (np.linalg.norm(pc, axis=1) * np.linalg.norm(xc))
+    return r, float((np.sum(np.abs(null) >= abs(r) - 1e-12) + 1) / (n_perm + 1))
+
+
+def failures_note(fail: pd.DataFrame) -> dict[str, str]:
+    """:func:`failures_vs_heads` in words for the page's glue (``lego_fail``): per clause order the mean pure heads,
+    the trained depths' mean loss in the longest chains and their mean accuracy in the other order; then, over
+    all runs, the rank correlation (:func:`rank_correlation`, with its permutation p-value) of the pure head
+    counts with the two failures."""
+    parts = []
+    for task in TASKS:
+        f = fail[fail["task"] == task]
+        if len(f):
+            parts.append(f"{ORDER[task]} clauses ({len(f)} run{'s' if len(f) > 1 else ''}): "
+                         f"{f['positional'].mean():.1f} pure positional and {f['symbolic'].mean():.1f} pure symbolic "
+                         f"heads; the trained depths lose {f['drop'].mean():.2f} in the longest chains and reach "
+                         f"{f['other_order'].mean():.2f} in the other order")
+
+    def rho(a: str, b: str) -> str:
+        r, p = rank_correlation(fail[a], fail[b])
+        return "n/a" if math.isnan(r) else f"{r:+.2f} (p = {p:.2f})"
+    corr = "; ".join(f"pure {k} heads with the loss {rho(k, 'drop')} and with the other-order accuracy "
+                     f"{rho(k, 'other_order')}" for k in ("positional", "symbolic"))
+    return {"lego_fail": "; ".join(parts) + f". Rank correlations over the {len(fail)} runs: {corr}."}
 
 
 def types_note(heads: pd.DataFrame) -> dict[str, str]:
