@@ -325,6 +325,20 @@ def test_fp16_verdicts_follow_the_rule_fixed_in_advance():
     assert R.fp16_verdicts({"summary": None}) == {}
 
 
+def test_fp16_verdicts_give_the_odds_of_the_result_at_fp32s_rate():
+    """fp32 gives the paper's 4 in 1 of 4 seeds; fp16 gives it in 2 of 3: at rate 1/4, P(X >= 2 | n = 3) =
+    3 (1/4)^2 (3/4) + (1/4)^3 = 10/64; the lesson says so, and that the seeds cannot tell it from chance."""
+    ref = _summary([4, 3, 3, 2], [7, 7, 7, 7], ["mixed"] * 4, ["mixed"] * 4, seeds=(0, 1, 2, 3))
+    new = _summary([4, 4, 3], [7, 7, 7], ["mixed"] * 3, ["mixed"] * 3)
+    fp16 = {"summary": new, "reference": ref}
+    d = R.fp16_verdicts(fp16)["positional"]
+    assert d["reproduces"] and (d["hits"], d["fp32_hits"], d["fp32_seeds"]) == (2, 1, 4)
+    assert abs(d["chance"] - 10 / 64) < 1e-12
+    assert ("fp32 gives that count in 1 of its 4 seeds, and at that rate 2 or more of 3 seeds would give it with "
+            "probability 0.16, so 3 seeds cannot tell this from chance") in R.fp16_lesson(fp16)
+    assert R.fp16_verdicts(fp16)["symbolic"]["hits"] == 0 and "probability" not in R.fp16_lesson(fp16).split(";")[-1]
+
+
 def test_committed_seed42_and_fp16_runs_are_read_from_their_own_folders():
     inp = R.committed_inputs(REPO / "data")
     if inp["seed42_eval"] is not None:

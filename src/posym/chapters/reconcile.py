@@ -686,19 +686,26 @@ def fp16_table(fp16: dict) -> pd.DataFrame:
 def fp16_verdicts(fp16: dict) -> dict:
     """Per kind (``positional``, ``symbolic``): the fp16 and same-seed fp32 mean counts, whether fp16 gives the
     paper's count in more than half of the seeds (``reproduces``) or moves the mean at least 0.5 heads towards it
-    (``part_way``), and in how many seeds layer 0 (4) ends pure positional (symbolic); ``{}`` without fp16 runs."""
-    new, ref = fp16.get("summary"), fp16.get("reference")
+    (``part_way``), and in how many seeds layer 0 (4) ends pure positional (symbolic); ``{}`` without fp16 runs.
+    ``fp32_hits`` of the ``fp32_seeds`` fp32 runs give the paper's count; ``chance`` is the probability that at
+    that rate at least as many fp16 seeds as observed would give it (binomial), the odds of the fp16 result if
+    fp16 changed nothing."""
+    new, ref_all = fp16.get("summary"), fp16.get("reference")
     if new is None:
         return {}
-    ref = ref[ref["seed"].isin(new["seed"])]
+    ref = ref_all[ref_all["seed"].isin(new["seed"])]
     out = {}
     for k, (kind, layer) in enumerate((("positional", 0), ("symbolic", 4))):
         paper = PAPER_COUNTS["number"][k]
         m16, m32 = float(new[kind].mean()), float(ref[kind].mean())
+        hits, hits32, n = int((new[kind] == paper).sum()), int((ref_all[kind] == paper).sum()), len(new)
+        rate = hits32 / len(ref_all)
         out[kind] = {"paper": paper, "fp16_mean": m16, "fp32_mean": m32, "fp16": new[kind].tolist(),
-                     "fp32": ref[kind].tolist(), "reproduces": int((new[kind] == paper).sum()) > len(new) / 2,
+                     "fp32": ref[kind].tolist(), "reproduces": hits > n / 2,
                      "part_way": abs(m32 - paper) - abs(m16 - paper) >= 0.5, "layer": layer,
-                     "layer_pure": int((new[f"L{layer}_kind"] == kind).sum()), "seeds": len(new)}
+                     "layer_pure": int((new[f"L{layer}_kind"] == kind).sum()), "seeds": n, "hits": hits,
+                     "fp32_hits": hits32, "fp32_seeds": len(ref_all),
+                     "chance": sum(math.comb(n, j) * rate ** j * (1 - rate) ** (n - j) for j in range(hits, n + 1))}
     return out
 
 
@@ -733,9 +740,12 @@ def fp16_lesson(fp16: dict) -> str:
         how = (f"gives the paper's count of pure {kind} heads" if d["reproduces"] else
                f"moves the count of pure {kind} heads part of the way to the paper's" if d["part_way"] else
                f"does not move the count of pure {kind} heads towards the paper's")
+        odds = (f"; fp32 gives that count in {d['fp32_hits']} of its {d['fp32_seeds']} seeds, and at that rate "
+                f"{d['hits']} or more of {d['seeds']} seeds would give it with probability {d['chance']:.2f}, so "
+                f"{d['seeds']} seeds cannot tell this from chance" if d["reproduces"] and d["chance"] >= 0.05 else "")
         parts.append(f"{how} ({d['fp16_mean']:.1f} on average, fp32 {d['fp32_mean']:.1f}, paper {d['paper']}; "
                      f"layer {d['layer']} ends pure {kind} in {d['layer_pure']} of {d['seeds']} "
-                     f"seed{'s' if d['seeds'] > 1 else ''})")
+                     f"seed{'s' if d['seeds'] > 1 else ''}{odds})")
     n, m = len(fp16["summary"]), len(fp16["summary"]) + len(fp16.get("partial") or {})
     runs = (f"in its {n} finished run{'s' if n > 1 else ''}" if n == m else
             f"in the {'run' if n == 1 else f'{n} runs'} of {m} planned that finished")
@@ -1117,7 +1127,9 @@ def disagreements(inp: dict, grid: dict, purity: dict, weights: dict, length: di
         if f16:
             changed += (f"; fp16: per seed {', '.join(str(v) for v in f16['fp16'])} (fp32, same seeds: "
                         f"{', '.join(str(v) for v in f16['fp32'])}), layer {lay} pure in {f16['layer_pure']} of "
-                        f"{f16['seeds']}")
+                        f"{f16['seeds']}" + (f"; fp32 gives {pc} in {f16['fp32_hits']} of {f16['fp32_seeds']} seeds (at "
+                                             f"that rate, {f16['hits']} or more of {f16['seeds']}: probability "
+                                             f"{f16['chance']:.2f})" if f16["hits"] else ""))
         explained = bool(any_rule) or bool(f16 and f16["reproduces"])
         verdict = "explained" if explained else "partly explained" if f16 and f16["part_way"] else "unexplained"
         rows.append({"disagreement": f"Number: pure {kind} heads (layer {lay} never pure)", "paper": str(pc),
