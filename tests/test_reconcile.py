@@ -273,6 +273,7 @@ def test_page_tables_and_figures(standin):
     t = R.fp16_table(fp16)
     assert list(t.columns) == ["seed", "quantity", "fp16", "fp32 twin", "fp32, seeds 0–4", "inside"]
     assert len(t) == 3 * 7 and set(t["seed"]) == set(R.FP16_SEEDS)
+    assert t["fp32, seeds 0–4"].str.fullmatch(r"[\d.,]+(–[\d.,]+)?").all()  # the fp32 range, lowest–highest
     assert R.fp16_text(fp16).startswith("Trained in fp16") and R.fp16_lesson(fp16).startswith("Training the Number")
     g = R.fp16_glue(standin, fp16)
     assert set(g) == {"fp16_ratio", "fp16_torch_ratio", "fp16_torch_loss", "fp16_status", "fp16_lesson"}

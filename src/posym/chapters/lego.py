@@ -374,10 +374,11 @@ def length_note(res: dict) -> dict[str, str]:
 
 
 def failures_vs_heads(res: dict, gamma: float) -> pd.DataFrame:
-    """Per run: the final model's pure positional, pure symbolic and mixed heads (tolerance ``gamma``) beside its
-    accuracy on the trained depths in its own clause order at the training chain length (``trained``) and in the
-    longest chains (``longest``), the loss between the two (``drop``), and the trained depths at the training
-    length in the other clause order (``other_order``)."""
+    """Per run (``order``: the clause order it was trained on, ``seed``): the final model's pure positional and pure
+    symbolic heads (tolerance ``gamma``) beside its accuracy on the trained depths in its own clause
+    order at the training chain length (``trained``) and in the longest chains (``longest``), the loss between
+    the two (``drop``), and the trained depths at the training length in the other clause order
+    (``other_order``)."""
     L = res["length"]
     cls = sorted(L["chain_len"].unique())
     train_cl, longest = int(min(cls)), int(max(cls))
@@ -386,13 +387,13 @@ def failures_vs_heads(res: dict, gamma: float) -> pd.DataFrame:
     for (task, seed), h in heads.groupby(["task", "seed"], sort=False):
         Ls = L[L["seed"] == seed]
         depths = range(1, get_task(task).max_hops + 1)
-        row = {"task": task, "seed": seed, **{k: int((h["metric_class"] == k).sum())
-                                               for k in ("positional", "symbolic", "mixed")},
+        row = {"order": ORDER[task], "seed": seed, **{k: int((h["metric_class"] == k).sum())
+                                               for k in ("positional", "symbolic")},
                "trained": length_acc(Ls, task, True, train_cl, depths),
                "longest": length_acc(Ls, task, True, longest, depths),
                "other_order": length_acc(Ls, task, False, train_cl, depths)}
         rows.append({**row, "drop": row["trained"] - row["longest"]})
-    cols = ["task", "seed", "positional", "symbolic", "mixed", "trained", "longest", "drop", "other_order"]
+    cols = ["order", "seed", "positional", "symbolic", "trained", "longest", "drop", "other_order"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -415,10 +416,10 @@ def failures_note(fail: pd.DataFrame) -> dict[str, str]:
     all runs, the rank correlation (:func:`rank_correlation`, with its permutation p-value) of the pure head
     counts with the two failures."""
     parts = []
-    for task in TASKS:
-        f = fail[fail["task"] == task]
+    for order in ORDER.values():
+        f = fail[fail["order"] == order]
         if len(f):
-            parts.append(f"{ORDER[task]} clauses ({len(f)} run{'s' if len(f) > 1 else ''}): "
+            parts.append(f"{order} clauses ({len(f)} run{'s' if len(f) > 1 else ''}): "
                          f"{f['positional'].mean():.1f} pure positional and {f['symbolic'].mean():.1f} pure symbolic "
                          f"heads; the trained depths lose {f['drop'].mean():.2f} in the longest chains and reach "
                          f"{f['other_order'].mean():.2f} in the other order")

@@ -672,14 +672,18 @@ def _stopped(partial: dict) -> str:
 
 def fp16_table(fp16: dict) -> pd.DataFrame:
     """The page's table of experiment 1: per fp16 run and quantity, its value beside the fp32 run of the same
-    seed and the fp32 seeds 0-4 (a one-row status table when no fp16 run is committed)."""
+    seed and the range of the fp32 seeds 0-4 (a one-row status table when no fp16 run is committed)."""
     p = fp16.get("pairs")
     if p is None:
         return pd.DataFrame({"status": ["no fp16 run committed"]})
+
+    def span(q, lo, hi) -> str:
+        lo, hi = _fmt_quantity(q, lo), _fmt_quantity(q, hi)
+        return lo if lo == hi else f"{lo}–{hi}"
     return pd.DataFrame({"seed": p["seed"], "quantity": p["quantity"].map(_SPREAD_NAMES),
                          "fp16": [_fmt_quantity(q, v) for q, v in zip(p["quantity"], p["value"])],
                          "fp32 twin": [_fmt_quantity(q, v) for q, v in zip(p["quantity"], p["fp32_same_seed"])],
-                         "fp32, seeds 0–4": p["ref_values"],
+                         "fp32, seeds 0–4": [span(*a) for a in zip(p["quantity"], p["ref_min"], p["ref_max"])],
                          "inside": p["inside"].map({True: "yes", False: "no"})})
 
 
