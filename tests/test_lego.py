@@ -331,8 +331,8 @@ def test_rank_correlation_and_failures_table():
     res = _fake_results()
     fail = ch.failures_vs_heads(res, 0.1)
     assert len(fail) == 4 and (fail["positional"] == 1).all() and (fail["symbolic"] == 1).all()
-    own = fail.set_index(["task", "seed"])
-    assert own.loc[("lego_fused", 0), "trained"] == 1.0 and own.loc[("lego_fused", 0), "longest"] == 1.0
+    own = fail.set_index(["order", "seed"])
+    assert own.loc[("shuffled", 0), "trained"] == 1.0 and own.loc[("shuffled", 0), "longest"] == 1.0
     assert (fail["drop"] == 0).all() and np.allclose(fail["other_order"], 0.55)
     note = ch.failures_note(fail)["lego_fail"]
     assert note.startswith("shuffled clauses (2 runs): 1.0 pure positional and 1.0 pure symbolic heads; the trained "
