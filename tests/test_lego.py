@@ -319,15 +319,16 @@ def test_claims_and_emergence_on_known_results():
 def test_rank_correlation_and_failures_table():
     import numpy as np
     from posym.chapters import lego as ch
+    from posym.stats import rank_correlation
 
-    r, p = ch.rank_correlation(range(6), [2, 4, 6, 8, 10, 12])
+    r, p = rank_correlation(range(6), [2, 4, 6, 8, 10, 12])
     assert r == 1.0 and abs(p - 2 / 720) < 0.002  # the exact two-sided p of a perfect order of 6
-    r, p = ch.rank_correlation(range(6), [12, 10, 8, 6, 4, 2])
+    r, p = rank_correlation(range(6), [12, 10, 8, 6, 4, 2])
     assert r == -1.0 and p < 0.01
-    r, p = ch.rank_correlation([0, 1, 2, 3, 4, 5, 6, 7], [3, 3, 1, 7, 0, 5, 2, 6])
+    r, p = rank_correlation([0, 1, 2, 3, 4, 5, 6, 7], [3, 3, 1, 7, 0, 5, 2, 6])
     assert abs(r - np.corrcoef([0, 1, 2, 3, 4, 5, 6, 7], [3.5, 3.5, 1.0, 7.0, 0.0, 5.0, 2.0, 6.0])[0, 1]) < 1e-12
     assert 0.05 < p < 1
-    assert np.isnan(ch.rank_correlation(range(6), [1] * 6)[0]) and np.isnan(ch.rank_correlation([1, 2, 3], [3, 2, 1])[0])
+    assert np.isnan(rank_correlation(range(6), [1] * 6)[0]) and np.isnan(rank_correlation([1, 2, 3], [3, 2, 1])[0])
     res = _fake_results()
     fail = ch.failures_vs_heads(res, 0.1)
     assert len(fail) == 4 and (fail["positional"] == 1).all() and (fail["symbolic"] == 1).all()

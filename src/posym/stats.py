@@ -4,7 +4,8 @@ One implementation of each, so every chapter reports intervals the same way: :fu
 mean over seeds with a Student-t or percentile-bootstrap interval; NaN and infinite values dropped),
 :func:`mean_halfwidth` (the same t-interval as mean and half-width), :func:`seed_band` (a mean and
 interval per x value, for the bands of the figures), :func:`t_quantile` (exact, without SciPy) and
-:func:`wilson` (a rate's interval).
+:func:`wilson` (a rate's interval); :func:`binomial_tail` (the chance of at least k hits) and
+:func:`rank_correlation` (Spearman's correlation with a permutation p-value).
 """
 from __future__ import annotations
 
@@ -148,6 +149,24 @@ def seed_band(df: pd.DataFrame, y: str, x: str = "step", by: Sequence[str] = (),
         m, lo, hi = mean_ci(g[y], level=level, method=method)
         rows.append({**dict(zip(keys, key)), "mean": m, "lo": lo, "hi": hi, "n": int(g[y].notna().sum())})
     return pd.DataFrame(rows, columns=keys + ["mean", "lo", "hi", "n"])
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p)."""
+    return sum(math.comb(n, j) * p ** j * (1 - p) ** (n - j) for j in range(k, n + 1))
+
+
+def rank_correlation(x, y, n_perm: int = 20_000, seed: int = 0) -> tuple[float, float]:
+    """Spearman's rank correlation of ``x`` and ``y`` (ties get their mean rank) and its two-sided permutation
+    p-value (``n_perm`` seeded shuffles of ``y``); ``(nan, nan)`` below 4 pairs or when either is constant."""
+    x, y = pd.Series(x, dtype=float).rank().to_numpy(), pd.Series(y, dtype=float).rank().to_numpy()
+    if len(x) < 4 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan, math.nan
+    r = float(np.corrcoef(x, y)[0, 1])
+    perm = np.random.default_rng(seed).permuted(np.tile(y, (n_perm, 1)), axis=1)  # (n_perm, n)
+    xc, pc = x - x.mean(), perm - perm.mean(axis=1, keepdims=True)
+    null = (pc @ xc) / (np.linalg.norm(pc, axis=1) * np.linalg.norm(xc))
+    return r, float((np.sum(np.abs(null) >= abs(r) - 1e-12) + 1) / (n_perm + 1))
 
 
 # -----------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import torch
 from .. import io as pio
 from ..metrics import classify
 from ..spec import ChapterSpec, Param, Required, multiple_of, register
-from ..stats import seed_band
+from ..stats import rank_correlation, seed_band
 from ..tasks import get_task, to_tensors
 
 TASKS = ("lego_fused", "lego_fused_ordered")
@@ -397,23 +397,10 @@ def failures_vs_heads(res: dict, gamma: float) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def rank_correlation(x, y, n_perm: int = 20_000, seed: int = 0) -> tuple[float, float]:
-    """Spearman's rank correlation of ``x`` and ``y`` (ties get their mean rank) and its two-sided permutation
-    p-value (``n_perm`` seeded shuffles of ``y``); ``(nan, nan)`` below 4 pairs or when either is constant."""
-    x, y = pd.Series(x, dtype=float).rank().to_numpy(), pd.Series(y, dtype=float).rank().to_numpy()
-    if len(x) < 4 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return math.nan, math.nan
-    r = float(np.corrcoef(x, y)[0, 1])
-    perm = np.random.default_rng(seed).permuted(np.tile(y, (n_perm, 1)), axis=1)  # (n_perm, n)
-    xc, pc = x - x.mean(), perm - perm.mean(axis=1, keepdims=True)
-    null = (pc @ xc) / (np.linalg.norm(pc, axis=1) * np.linalg.norm(xc))
-    return r, float((np.sum(np.abs(null) >= abs(r) - 1e-12) + 1) / (n_perm + 1))
-
-
 def failures_note(fail: pd.DataFrame) -> dict[str, str]:
     """:func:`failures_vs_heads` in words for the page's glue (``lego_fail``): per clause order the mean pure heads,
     the trained depths' mean loss in the longest chains and their mean accuracy in the other order; then, over
-    all runs, the rank correlation (:func:`rank_correlation`, with its permutation p-value) of the pure head
+    all runs, the rank correlation (:func:`posym.stats.rank_correlation`, with its permutation p-value) of the pure head
     counts with the two failures."""
     parts = []
     for order in ORDER.values():

@@ -53,6 +53,7 @@ import pandas as pd
 from .. import metrics, trajectory as T
 from ..paper import PAPER, PAPER_FIG5B, PAPER_TABLE1
 from ..spec import ChapterSpec, Param, Required, register
+from ..stats import binomial_tail
 
 # -----------------------------------------------------------------------------------------------
 # Parameters
@@ -703,13 +704,12 @@ def fp16_verdicts(fp16: dict) -> dict:
         paper = PAPER_COUNTS["number"][k]
         m16, m32 = float(new[kind].mean()), float(ref[kind].mean())
         hits, hits32, n = int((new[kind] == paper).sum()), int((ref_all[kind] == paper).sum()), len(new)
-        rate = hits32 / len(ref_all)
         out[kind] = {"paper": paper, "fp16_mean": m16, "fp32_mean": m32, "fp16": new[kind].tolist(),
                      "fp32": ref[kind].tolist(), "reproduces": hits > n / 2,
                      "part_way": abs(m32 - paper) - abs(m16 - paper) >= 0.5, "layer": layer,
                      "layer_pure": int((new[f"L{layer}_kind"] == kind).sum()), "seeds": n, "hits": hits,
                      "fp32_hits": hits32, "fp32_seeds": len(ref_all),
-                     "chance": sum(math.comb(n, j) * rate ** j * (1 - rate) ** (n - j) for j in range(hits, n + 1))}
+                     "chance": binomial_tail(hits, n, hits32 / len(ref_all))}
     return out
 
 
