@@ -28,6 +28,9 @@ MATHJAX_FILES := tex-mml-chtml.js output/chtml/fonts/woff-v2 input/tex/extension
 CHROMIUM ?= /usr/bin/chromium
 NBVAL_RUNS ?= 1
 TEST_NBVAL_RUNS ?= 3
+# NBVAL_STUDENTS=1: the last nbval run executes the student notebooks (the chapters' cells, compared as in the
+# other runs, with every exercise answered blank and then with its reference answer); make test sets it
+NBVAL_STUDENTS ?= 0
 # pytest and nbval run on every core (pytest-xdist); one test file (and its module fixtures) per worker at a time
 TEST_WORKERS ?= auto
 # chapters executed at a time by run_chapters.py (each in its own process; the teaching scale runs one at a time)
@@ -51,7 +54,7 @@ help:
 	@echo "make book [PARAMS=]  execute the chapters (default PARAMS=paper) and build _build/html"
 	@echo "make chapters        execute the chapters only, into _build/executed/\$$PARAMS"
 	@echo "make html            build _build/html from _build/executed/\$$PARAMS"
-	@echo "make nbval           validate the executed chapters with nbval (NBVAL_RUNS=3 repeats it)"
+	@echo "make nbval           validate the executed chapters with nbval (NBVAL_RUNS=3 repeats it; NBVAL_STUDENTS=1)"
 	@echo "make browser-check   load every page of _build/html in headless chromium, offline"
 	@echo "make mathjax         fetch MathJax $(MATHJAX_VERSION) from npm into _mathjax/ (served locally)"
 	@echo "make runtimes        execute every chapter at every scale and record book/runtimes.csv"
@@ -93,15 +96,16 @@ chromium:
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium; }
 
 # --- tests ---------------------------------------------------------------------------------------
-# Every stage exits non-zero on failure; stage times are collected in _build/timings.txt.
+# Every stage exits non-zero on failure; stage times are collected in _build/timings.txt. Chapters and nbval
+# run their kernels with one torch thread each (as many at a time as cores), so the outputs compared agree.
 test:
 	@mkdir -p _build && rm -f _build/timings.txt
 	@scripts/timed venv $(MAKE) --no-print-directory venv
 	@scripts/timed mathjax $(MAKE) --no-print-directory mathjax
 	@scripts/timed chromium $(MAKE) --no-print-directory chromium
 	@scripts/timed pytest $(MAKE) --no-print-directory pytest
-	@scripts/timed chapters $(PY) scripts/run_chapters.py --params smoke --jobs $(CHAPTER_JOBS)
-	@scripts/timed nbval $(MAKE) --no-print-directory nbval PARAMS=smoke NBVAL_RUNS=$(TEST_NBVAL_RUNS)
+	@OMP_NUM_THREADS=1 scripts/timed chapters $(PY) scripts/run_chapters.py --params smoke --jobs $(CHAPTER_JOBS)
+	@scripts/timed nbval $(MAKE) --no-print-directory nbval PARAMS=smoke NBVAL_RUNS=$(TEST_NBVAL_RUNS) NBVAL_STUDENTS=1
 	@scripts/timed html $(PY) scripts/build_book.py --params smoke
 	@scripts/timed browser-check $(PY) scripts/check_html.py
 	@awk '{ s += $$2 } END { printf "%-14s %8.1f s\n", "total", s }' _build/timings.txt >> _build/timings.txt
@@ -115,13 +119,16 @@ testing-report:
 	$(PY) scripts/testing_report.py --write
 
 # NBVAL_RUNS independent runs (each notebook copy gets its own fresh kernel) in one pytest session, so the
-# workers go from one run to the next without waiting for each run's slowest chapter (scripts/nbval_copies.py)
+# workers go from one run to the next without waiting for each run's slowest chapter (scripts/nbval_copies.py).
+# Each kernel gets one torch thread (the workers already use every core) and shows figures as their text line
+# (POSYM_FIGURES=text: nbval never compares images, so drawing them would only cost time).
 nbval: venv
 	@ls $(EXECUTED)/*.ipynb >/dev/null 2>&1 || \
 	    { echo "error: no executed chapters in $(EXECUTED); run make chapters PARAMS=$(PARAMS)" >&2; exit 1; }
 	@echo "[nbval] $(NBVAL_RUNS) run(s) of every chapter in $(EXECUTED), copies in _build/nbval/run*"
-	@$(PY) scripts/nbval_copies.py $(EXECUTED) $(NBVAL_RUNS) > _build/nbval-files.txt
-	$(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	@$(PY) scripts/nbval_copies.py $(EXECUTED) $(NBVAL_RUNS) $(if $(filter 1,$(NBVAL_STUDENTS)),--students) \
+	    > _build/nbval-files.txt
+	POSYM_FIGURES=text OMP_NUM_THREADS=1 $(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 	    -p no:cacheprovider -q $(XDIST) $$(cat _build/nbval-files.txt)
 
 # --- book ----------------------------------------------------------------------------------------

@@ -245,9 +245,12 @@ def check_cell(label: str):
     return code(f'from posym import exercises\nexercises.check("{label}", answer{ns})', ["check"])
 
 
-def student_notebook(src: Path, glue: dict, reference: bool = False, url: str | None = None):
-    """(notebook, report) for one chapter; ``reference`` puts the solutions' code in the answer cells."""
-    nb = jupytext.read(src)
+def student_notebook(src: Path, glue: dict, reference: bool = False, url: str | None = None, executed=None):
+    """(notebook, report) for one chapter; ``reference`` puts the solutions' code in the answer cells.
+
+    ``executed``: the chapter as papermill executed it (a notebook), to convert instead of ``src``: its code
+    cells keep their outputs, and the cell papermill injected (the parameters) is kept."""
+    nb = jupytext.read(src) if executed is None else executed
     chapter = src.stem
     conv = Converter(glue, chapter)
     cells, pending, seen = [], [], []
@@ -289,6 +292,8 @@ def student_notebook(src: Path, glue: dict, reference: bool = False, url: str | 
                 cells.append(new)
         else:
             c = code(cell.source, [t for t in tags if t != "hide-cell"])
+            if executed is not None:
+                c.outputs, c.execution_count = cell.get("outputs", []), cell.get("execution_count")
             cells.append(c)
         i += 1
     while pending:
@@ -303,6 +308,48 @@ def student_notebook(src: Path, glue: dict, reference: bool = False, url: str | 
     nbformat.validate(out)
     return out, {"exercises": seen, "checked": [l for l in seen if l in EX.EXERCISES], "removed": removed,
                  "missing_glue": sorted(conv.missing_glue)}
+
+
+def check_notebook(src: Path, executed: Path):
+    """The student notebook of ``src`` as a run of nbval checks it: (notebook, report).
+
+    Built from the executed chapter (``executed``, a .ipynb), so every chapter cell carries the output nbval
+    compares its re-execution with. After each exercise with a check come the blank answer and its check,
+    then the reference answer (the solution's code) and its check; the two check cells carry the lines a
+    blank and a right answer print (:func:`posym.exercises.expected_lines`), and the answer cells are not
+    compared (``nbval-ignore-output``: the solution cells' outputs are compared where the chapter runs them).
+    """
+    glue = glued_values(executed)
+    run = nbformat.read(executed, as_version=4)
+    blank, rep = student_notebook(src, glue, executed=run)
+    ref, _ = student_notebook(src, glue, reference=True, executed=run)
+    ref_answers = {c.source.split(":", 1)[0][2:]: c.source for c in ref.cells
+                   if c.cell_type == "code" and "answer" in c.metadata.get("tags", [])}
+
+    def printed(c, line: str, ok: bool):
+        c.execution_count = 1  # nbval compares the outputs of cells that ran
+        c.outputs = [nbformat.v4.new_output("stream", name="stdout", text=line + "\n"),
+                     nbformat.v4.new_output("execute_result", {"text/plain": repr(ok)}, execution_count=1)]
+        return c
+
+    cells = []
+    for c in blank.cells:
+        tags = c.metadata.get("tags", []) if c.cell_type == "code" else []
+        if "answer" in tags:
+            c.metadata["tags"] = [*tags, "nbval-ignore-output"]
+        cells.append(c)
+        if "check" in tags:
+            label = re.search(r'check\("([^"]+)"', c.source).group(1)
+            no_answer, right = EX.expected_lines(label)
+            printed(c, no_answer, False)
+            cells += [code(ref_answers[label], ["answer", "nbval-ignore-output"]),
+                      printed(code(c.source, ["check"]), right, True)]
+    for k, c in enumerate(cells):
+        c["id"] = f"{src.stem}-{k}"
+    blank.cells = cells
+    blank.metadata = run.metadata
+    nbformat.validate(blank)
+    return blank, rep
 
 
 def write_atomic(path: Path, nb) -> None:

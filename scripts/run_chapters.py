@@ -13,7 +13,8 @@ Each chapter is read from book/<name>.md with jupytext and run through papermill
 chapter succeeds, so a failed chapter never leaves a stale or half-run copy behind.
 
 ``--jobs N`` executes N chapters at a time, each in its own process and kernel, the longest first (by
-``book/runtimes.csv``). At the smoke scale every chapter trains in its own temporary folder and at the paper
+``book/runtimes.csv``), each kernel with its share of the cores as torch threads (``OMP_NUM_THREADS``, unless
+set). At the smoke scale every chapter trains in its own temporary folder and at the paper
 scale none trains, so they can run side by side; at the teaching scale chapters share trained runs
 (``_build/runs/teaching``), so it runs them one after the other. Runtimes measured side by side are not
 recorded (``--record`` needs ``--jobs 1``).
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import ast
 import multiprocessing as mp
+import os
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -46,6 +48,12 @@ def _execute(src: Path, dst: Path, params: str, overrides: dict, timeout: int):
         return book.execute_chapter(src, dst, params, overrides, cwd=src.parent, timeout=timeout), None
     except book.ChapterError as e:
         return None, f"{e.ename}: {e.evalue}"
+
+
+def share_cores(jobs: int, environ=os.environ) -> str:
+    """Give each of ``jobs`` kernels its share of the cores as torch threads (``OMP_NUM_THREADS``, which the
+    kernels inherit; a value already set wins): kernels that each take every core spin against each other."""
+    return environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
 
 
 def main(argv=None) -> int:
@@ -106,6 +114,7 @@ def main(argv=None) -> int:
             if not finished(n, *_execute(available[n], out_dir / f"{n}.ipynb", args.params, overrides, args.timeout)):
                 return 1
     else:
+        share_cores(jobs)
         queue, failed = longest_first(names, args.params), False
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
             running = {}

@@ -99,9 +99,8 @@ def _merge_ledger(by_test: dict) -> None:
 
 #: Long parametrised tests that pytest-xdist schedules case by case; every other test runs on the worker that runs
 #: the rest of its file (``--dist loadfile``), so module fixtures are built once per file.  Without this, one
-#: file's ten notebook executions would all wait for the same worker.
+#: file's thirteen kernels would all wait for the same worker.
 SPREAD_TESTS = frozenset({
-    "test_exercises.py::test_student_notebook_runs_blank_and_with_the_reference_answers",
     "test_book.py::test_every_bad_parameter_of_every_chapter_is_refused_in_its_first_cells",
 })
 

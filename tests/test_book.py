@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jupytext
 import matplotlib
+import nbformat
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -179,6 +180,30 @@ def test_setup_returns_config_and_seeds(monkeypatch):
     with pytest.raises(AttributeError):
         cfg.not_a_parameter  # noqa: B018
     assert cfg.elapsed() >= 0
+
+
+def test_figures_as_text_shows_the_text_line_without_drawing(monkeypatch):
+    """POSYM_FIGURES=text (the nbval runs): setup leaves figures their text line only, so none is drawn."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+    assert book.figures_as_text() is False  # no kernel: nothing to change
+    shell = InteractiveShell.instance()
+    try:
+        shell.display_formatter.active_types = shell.display_formatter.format_types  # as in a kernel
+        fig, ax = plt.subplots(figsize=(2, 1))
+        ax.plot([1, 2])
+        set_matplotlib_formats("png")  # what a kernel shows: the drawn image
+        assert sorted(shell.display_formatter.format(fig)[0]) == ["image/png", "text/plain"]
+        book.setup("data", "smoke")
+        assert "image/png" in shell.display_formatter.format(fig)[0]  # the variable is not set
+        monkeypatch.setenv(book.FIGURES_ENV, "text")
+        book.setup("data", "smoke")
+        data, _ = shell.display_formatter.format(fig)
+        assert sorted(data) == ["text/plain"] and data["text/plain"].startswith("<Figure size")
+        plt.close(fig)
+    finally:
+        InteractiveShell.clear_instance()
 
 
 # -----------------------------------------------------------------------------
@@ -523,7 +548,7 @@ def test_xdist_schedules_by_file_except_the_spread_tests():
         assert re.search(rf"^def {fn}\(", (REPO / "tests" / file).read_text(), re.M), name
     assert xdist_scope("tests/test_x.py::test_y[1]") == "tests/test_x.py"
     assert xdist_scope("tests/test_x.py::TestZ::test_y") == "tests/test_x.py"
-    case = "tests/test_exercises.py::test_student_notebook_runs_blank_and_with_the_reference_answers[data]"
+    case = "tests/test_book.py::test_every_bad_parameter_of_every_chapter_is_refused_in_its_first_cells[data]"
     assert xdist_scope(case) == case
 
 
@@ -542,3 +567,29 @@ def test_nbval_copies_are_independent_runs_run_by_run(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "nbval").rglob("*.ipynb")) == ["a.ipynb", "b.ipynb"]
     with pytest.raises(SystemExit):
         nc.make_copies(tmp_path / "empty", 3, tmp_path / "nbval")
+
+
+def test_nbval_copies_last_run_holds_the_student_notebooks(tmp_path, monkeypatch):
+    """``--students``: the last run's chapters with checks are their student notebooks (built by
+    ``make_exercises.check_notebook`` from the executed chapter); the other chapters and runs are copies."""
+    nc = load_script("nbval_copies")
+    executed = tmp_path / "smoke"
+    executed.mkdir()
+    for name in ("data", "teaching"):
+        nbformat.write(jupytext.read(REPO / "book" / f"{name}.md"), executed / f"{name}.ipynb")
+    (executed / "nochecks.ipynb").write_text('{"name": "nochecks"}')
+    monkeypatch.setattr(nc, "longest_first", lambda names, scale: sorted(names))
+    built = []
+    real = nc.make_exercises.check_notebook
+    monkeypatch.setattr(nc.make_exercises, "check_notebook", lambda src, ex: built.append(src.stem) or real(src, ex))
+    paths = nc.make_copies(executed, 2, tmp_path / "nbval", students=True)
+    assert [p.relative_to(tmp_path / "nbval").as_posix() for p in paths] == [
+        "run1/data.ipynb", "run1/nochecks.ipynb", "run1/teaching.ipynb",
+        "run2/data.ipynb", "run2/nochecks.ipynb", "run2/teaching.ipynb"]
+    assert built == ["data", "teaching"]
+    for p in paths:
+        if p.parent.name == "run1" or p.stem == "nochecks":
+            assert p.read_text() == (executed / p.name).read_text()
+        else:
+            nb = nbformat.read(p, as_version=4)
+            assert any("check" in c.metadata.get("tags", []) for c in nb.cells)

@@ -369,6 +369,14 @@ def test_run_chapters_side_by_side_keeps_what_succeeded_and_reports_what_failed(
     assert sorted(f.name for f in out.iterdir()) == ["data.ipynb"]
 
 
+def test_run_chapters_gives_each_kernel_its_share_of_the_cores(monkeypatch):
+    rc = load_script("run_chapters")
+    monkeypatch.setattr(rc.os, "cpu_count", lambda: 8)
+    assert rc.share_cores(2, env := {}) == "4" and env == {"OMP_NUM_THREADS": "4"}
+    assert rc.share_cores(16, env := {}) == "1"
+    assert rc.share_cores(2, env := {"OMP_NUM_THREADS": "3"}) == "3"  # the user's setting wins
+
+
 def test_run_chapters_orders_the_longest_first(monkeypatch):
     rc = load_script("bookutil")
     monkeypatch.setattr(rc.book, "read_runtimes", lambda: [

@@ -1,18 +1,18 @@
 """Student notebooks (`make exercises`, scripts/make_exercises.py) and their answer checks (posym.exercises).
 
-Fast tests: the MyST-to-Jupyter conversion, the shape of every student notebook (no solution, an answer cell
-after each exercise, a check cell where the exercise has a check, no raw MyST), and that a check never
-raises. The slow test (`-m slow`, about the time of the chapters at the smoke scale) executes every student
-notebook at the smoke scale with, after each exercise, the blank answer and its check (which must fail
-gracefully: a message, no exception) and then the reference answer (the solution's code) and its check (which
-must pass). One execution per chapter covers both.
+The MyST-to-Jupyter conversion, the shape of every student notebook (no solution, an answer cell after each
+exercise, a check cell where the exercise has a check, no raw MyST), that a check never raises, and the
+student notebook as the last run of nbval checks it (``check_notebook``): the chapter's cells carry the
+chapter's outputs, and after each exercise the blank answer and its check (expected: "no answer yet") come
+before the reference answer (the solution's code) and its check (expected: "right"). ``make test`` executes
+those notebooks at the smoke scale in its nbval stage (scripts/nbval_copies.py ``--students``).
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pytest
 from conftest import load_script
@@ -153,47 +153,52 @@ def test_statement_based_checks_pass_and_fail():
 
 
 # -----------------------------------------------------------------------------
-# Executing the student notebooks (slow)
-
-def combined(mx, src):
-    """The student notebook with, after each exercise, the blank answer + check, then the reference + check."""
-    glue = glue_for(mx, src)
-    blank, rep = mx.student_notebook(src, glue)
-    ref, _ = mx.student_notebook(src, glue, reference=True)
-    ref_answers = {c.source.split(":", 1)[0][2:]: c for c in ref.cells
-                   if c.cell_type == "code" and "answer" in c.metadata.get("tags", [])}
-    cells = []
-    for c in blank.cells:
-        cells.append(c)
-        if c.cell_type == "code" and "check" in c.metadata.get("tags", []):
-            label = re.search(r'check\("([^"]+)"', c.source).group(1)
-            cells += [nbformat.v4.new_code_cell(ref_answers[label].source), nbformat.v4.new_code_cell(c.source)]
-    cells.append(nbformat.v4.new_code_cell(
-        "import json\nfrom posym import exercises\nprint('HISTORY ' + json.dumps(exercises.HISTORY))"))
-    for k, c in enumerate(cells):
-        c["id"] = f"t{k}"
-    blank.cells = cells
-    return blank, rep
-
+# The student notebooks as nbval's last run (executed in `make test`, see scripts/nbval_copies.py)
 
 CHAPTERS_WITH_CHECKS = sorted({label.rsplit("-", 1)[0] for label in EX.labels()})
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("chapter", CHAPTERS_WITH_CHECKS)
-def test_student_notebook_runs_blank_and_with_the_reference_answers(mx, chapter, tmp_path):
-    import papermill as pm
+def fake_executed(src: Path, path: Path) -> list:
+    """``src`` as if executed: each code cell gets one distinct output; returns the outputs of the cells that
+    are not solutions, in order."""
+    nb = jupytext.read(src)
+    kept = []
+    for k, c in enumerate(nb.cells):
+        if c.cell_type == "code":
+            c.execution_count = k
+            c.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"output of cell {k}\n")]
+            if "solution" not in c.metadata.get("tags", []):
+                kept.append(c.outputs)
+    nbformat.write(nb, path)
+    return kept
 
+
+@pytest.mark.parametrize("chapter", CHAPTERS_WITH_CHECKS)
+def test_check_notebook_compares_the_chapter_and_expects_blank_then_right(mx, chapter, tmp_path):
     src = ROOT / "book" / f"{chapter}.md"
-    nb, rep = combined(mx, src)
-    out = tmp_path / f"{chapter}.ipynb"
-    pm.execute_notebook(nb, str(out), parameters={"scale": "smoke"}, cwd=str(ROOT / "book"), progress_bar=False,
-                        kernel_name="python3", execution_timeout=1800)
-    done = nbformat.read(out, as_version=4)
-    text = "\n".join(o.get("text", "") for c in done.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                     if o.get("output_type") == "stream")
-    history = json.loads(re.search(r"^HISTORY (.*)$", text, re.M).group(1))
+    executed = tmp_path / f"{chapter}.ipynb"
+    chapter_outputs = fake_executed(src, executed)
+    nb, rep = mx.check_notebook(src, executed)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    tags = [c.metadata.get("tags", []) for c in code]
+    # the chapter's cells (solutions removed) carry what the chapter printed, in order
+    assert [c.outputs for c, t in zip(code, tags) if "answer" not in t and "check" not in t] == chapter_outputs
+    assert not any("solution" in t for t in tags)
+    assert rep["checked"]
+    ref, _ = mx.student_notebook(src, {}, reference=True)
+    ref_src = {c.source.split(":", 1)[0][2:]: c.source for c in ref.cells if "answer" in c.metadata.get("tags", [])}
     for label in rep["checked"]:
-        runs = [ok for lab, ok in history if lab == label]
-        assert runs == [False, True], f"{label}: blank then reference should give [False, True], got {runs}\n{text[-3000:]}"
-    assert text.count("no answer yet") >= len(rep["checked"])
+        at = [i for i, c in enumerate(code) if c.source.startswith(f"# {label}:")]
+        assert len(at) == 2, label
+        blank, check1, answer, check2 = code[at[0]:at[0] + 4]
+        assert code[at[1]] is answer and "answer = None" in blank.source and answer.source == ref_src[label]
+        for c in (blank, answer):
+            assert "nbval-ignore-output" in c.metadata["tags"] and not c.outputs
+        no_answer, right = EX.expected_lines(label)
+        for c, line, ok in ((check1, no_answer, False), (check2, right, True)):
+            assert f'exercises.check("{label}", answer' in c.source
+            assert "nbval-ignore-output" not in c.metadata["tags"]
+            assert [o.get("text") for o in c.outputs] == [line + "\n", None]
+            assert c.outputs[1]["data"] == {"text/plain": repr(ok)} and c.execution_count
+    assert "no answer yet" in EX.expected_lines(rep["checked"][0])[0]
+    nbformat.validate(nb)

@@ -169,6 +169,30 @@ def injected_parameters() -> list[str]:
             for t in node.targets if isinstance(t, ast.Name)]
 
 
+#: ``POSYM_FIGURES=text`` makes :func:`setup` show every figure as its text line only (see :func:`figures_as_text`).
+FIGURES_ENV = "POSYM_FIGURES"
+
+
+def figures_as_text() -> bool:
+    """Show figures in this kernel as their text line (``<Figure size 700x360 with 1 Axes>``), without drawing them.
+
+    For re-executions that compare text outputs only: nbval never compares images, so the test runs of
+    ``make test`` (nbval, the student notebooks) skip the drawing, about a sixth of a chapter's time. Every
+    figure is still built; the chapters stage draws them all. Returns whether an IPython kernel was found.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return False
+    ip = get_ipython()
+    if ip is None:
+        return False
+    from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+    set_matplotlib_formats()  # no image format: the display keeps the figure's text/plain only
+    return True
+
+
 def setup(chapter: str, scale: str, **params: Any) -> ChapterConfig:
     """Validate the chapter's parameters, apply the figure style, seed everything.
 
@@ -182,6 +206,8 @@ def setup(chapter: str, scale: str, **params: Any) -> ChapterConfig:
     from posym import plotting
 
     plotting.apply_style()
+    if os.environ.get(FIGURES_ENV, "").strip().lower() == "text":
+        figures_as_text()
     try:
         import pandas as pd
         pd.set_option("display.precision", 4)

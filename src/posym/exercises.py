@@ -67,8 +67,19 @@ def check(label: str, answer: Any = None, namespace: Mapping[str, Any] | None = 
     """Say whether ``answer`` to exercise ``label`` is right (prints one line; never raises)."""
     ok, msg = _judge(label, answer, namespace)
     HISTORY.append((label, ok))
-    print(f"{RIGHT if ok else WRONG} {label}: {msg}")
+    print(check_line(label, ok, msg))
     return ok
+
+
+def check_line(label: str, ok: bool, msg: str) -> str:
+    """The line :func:`check` prints."""
+    return f"{RIGHT if ok else WRONG} {label}: {msg}"
+
+
+def expected_lines(label: str) -> tuple[str, str]:
+    """What :func:`check` prints for a blank answer and for a right one (the student-notebook run of nbval
+    compares the check cells with these)."""
+    return check_line(label, *_judge(label, None, {})), check_line(label, True, "right")
 
 
 def _judge(label: str, answer: Any, namespace: Mapping[str, Any] | None) -> tuple[bool, str]:
