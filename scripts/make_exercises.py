@@ -19,7 +19,8 @@ For every notebook chapter of the book:
 
 Exercises are labelled ``<chapter>-<n>`` from their title ("Exercise 2: ..." -> 2; "Exercise: ..." -> 1).
 With ``--reference`` the answer cell holds the solution's code instead (which ends by assigning
-``answer``): tests/test_exercises.py runs both versions.
+``answer``). ``check_notebook`` puts both, one after the other, into the notebook that the last nbval run
+of ``make test`` executes (scripts/nbval_copies.py ``--students``).
 """
 from __future__ import annotations
 
