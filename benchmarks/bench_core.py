@@ -2,8 +2,10 @@
 positional/symbolic metric (fast vs re-run).  Everything is measured in ONE run on this machine and every
 ratio is against a baseline measured in the same run.
 
-    .venv/bin/python benchmarks/bench_core.py              # ~3-4 min on 2 quiet cores
-    .venv/bin/python benchmarks/bench_core.py --threads 1  # another thread count
+    .venv/bin/python benchmarks/bench_core.py --checkpoints 8  # ~8 min on 2 quiet cores
+    .venv/bin/python benchmarks/bench_core.py --threads 1      # another thread count
+    .venv/bin/python benchmarks/bench_core.py                  # the trajectory over all 141 checkpoints of a
+                                                               # paper run, 4 alternating rounds: ~30 min more
 
 Writes ``benchmarks/results/core-DATE-Nt.json`` (machine, load average before/after, thread count, every number).
 Time it on a quiet machine: the script records the load average before and after and warns when the
