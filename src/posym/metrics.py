@@ -188,16 +188,24 @@ def _last_query_and_keys(model: GPTJ, layer: int, resid: torch.Tensor):
 
 def _factors(q: torch.Tensor, k: torch.Tensor, attn):
     """:func:`rope_terms` from q (..., H, Dh) and k (..., H, T, Dh); any leading dims (e.g. layers)."""
+    c, rest, cos, sin = _complex_factors(q, k, attn)
+    return c.real, c.imag, rest, cos, sin
+
+
+def _complex_factors(q: torch.Tensor, k: torch.Tensor, attn):
+    """``c = q conj(k) / sqrt(d_head)`` per RoPE pair as one complex128 tensor (..., H, T, F) (its real and
+    imaginary parts are ``cr, ci`` of :func:`rope_terms`), with ``rest``, ``cos`` and ``sin``."""
     R, T = attn.cfg.rotary_dim, k.shape[-2]
     q = q.double() * (1.0 / math.sqrt(attn.d_head))
     k = k.double()
     rest = (k[..., R:] * q[..., None, R:]).sum(-1)  # (..., H, T)
-    qr, qi = q[..., None, 0:R:2], q[..., None, 1:R:2]  # (..., H, 1, F): the RoPE pairs as complex numbers
-    kr, ki = k[..., 0:R:2], k[..., 1:R:2]  # (..., H, T, F)
-    cr = torch.addcmul(kr * qr, ki, qi)  # q conj(k), real and imaginary parts as contiguous tensors
-    ci = torch.addcmul(kr * qi, ki, qr, value=-1.0)
+    if R < q.shape[-1]:  # whole, even strides for view_as_complex
+        q, k = q[..., :R].contiguous(), k[..., :R].contiguous()
+    qc = torch.view_as_complex(q.unflatten(-1, (R // 2, 2)))  # (..., H, F): the RoPE pairs
+    kc = torch.view_as_complex(k.unflatten(-1, (R // 2, 2)))  # (..., H, T, F)
+    c = kc.conj_physical_().mul_(qc[..., None, :])
     rel = (T - 1 - torch.arange(T, device=k.device, dtype=torch.float64))[:, None] * attn.angles[None, :]
-    return cr, ci, rest, rel.cos(), rel.sin()
+    return c, rest, rel.cos(), rel.sin()
 
 
 @torch.no_grad()
@@ -374,15 +382,20 @@ def _fast_scores(model: GPTJ, layers: list[int], resids: list[torch.Tensor], tau
     pairs = swap_pairs(T - 1).to(resids[0].device)
     i, j = pairs[:, 0], pairs[:, 1]
     qk = [_last_query_and_keys(model, l, r) for l, r in zip(layers, resids)]
-    cr, ci, rest, cos, sin = _factors(torch.stack([a for a, _ in qk]), torch.stack([b for _, b in qk]),
-                                      model.blocks[layers[0]].attn)  # (L, N, H, T, F); same angles in all layers
-    M = cos @ cr.transpose(-1, -2) - sin @ ci.transpose(-1, -2) + rest[..., None, :]  # (L, N, H, T, T)
-    pos, sym, D = scores_from_logits(torch.diagonal(M, dim1=-2, dim2=-1), M[..., i, j] - M[..., j, i], pairs, tau)
+    c, rest, cos, sin = _complex_factors(torch.stack([a for a, _ in qk]), torch.stack([b for _, b in qk]),
+                                         model.blocks[layers[0]].attn)  # (L, N, H, T, F); same angles in all layers
+    # MT[..., b, a] = M[a, b] = sum_f cr[b, f] cos[a, f] - ci[b, f] sin[a, f] + rest[b]: one real matmul of the
+    # interleaved (cr, ci) pairs with the interleaved (cos, -sin) table
+    W = torch.stack((cos, -sin), dim=2).reshape(T, -1).t()  # (2F, T)
+    MT = (torch.view_as_real(c).flatten(-2) @ W).add_(rest[..., None])  # (L, N, H, T, T)
+    flat = MT.flatten(-2)
+    d = flat[..., j * T + i] - flat[..., i * T + j]  # M[i, j] - M[j, i]
+    pos, sym, D = scores_from_logits(torch.diagonal(MT, dim1=-2, dim2=-1), d, pairs, tau)
     ent = attention_entropy(D)
     t1 = time.perf_counter()
     if per_frequency:
-        L, N, H, _, F_ = cr.shape
-        fp, fs, fm = frequency_scores(cr.flatten(0, 1), ci.flatten(0, 1), cos, sin, pairs, tau)
+        L, N, H, _, F_ = c.shape
+        fp, fs, fm = frequency_scores(c.real.flatten(0, 1), c.imag.flatten(0, 1), cos, sin, pairs, tau)
         fp, fs, fm = (t.view(L, N, H, F_) for t in (fp, fs, fm))
     if timings is not None:
         timings["scores"] = timings.get("scores", 0.0) + t1 - t0
@@ -411,7 +424,7 @@ def _pair_blocks(pairs: torch.Tensor) -> list[tuple[int, int, int, int, int]] | 
 
 
 @torch.no_grad()
-def frequency_scores(cr, ci, cos, sin, pairs, tau: float = TAU, chunk: int = 2048):
+def frequency_scores(cr, ci, cos, sin, pairs, tau: float = TAU, chunk: int = 8192):
     """Scores of every RoPE frequency as a 2-D head of its own (logits ``M_f``, see :func:`rope_terms`).
 
     ``cr, ci`` (..., T, F): content terms (float64); ``cos, sin`` (T, F); ``pairs``: :func:`swap_pairs`.
@@ -419,16 +432,17 @@ def frequency_scores(cr, ci, cos, sin, pairs, tau: float = TAU, chunk: int = 204
 
     One vectorised pass over all rows (prompts x heads x layers) and frequencies, in chunks of about ``chunk``
     (row, frequency) cells, every swap of a chunk at once.  The swap formulas of :func:`scores_from_logits`,
-    rewritten so that the work per swap is elementwise float32 arithmetic with three ``exp``:
+    rewritten so that the work per swap is elementwise float32 arithmetic with two ``exp``; the weights come from
+    numbers computed once per position:
 
     * the original pair ``(D_i, D_j)`` is a positive multiple of ``(1, u)``, ``u = exp(M_jj - M_ii)``, and the
       swapped pair of ``(1, v)``, ``v = exp(M_ji - M_ij)``, so (exactly, for any u, v > 0)
       ``cos_pos = (1 + uv) / sqrt((1 + u^2)(1 + v^2))`` and ``cos_sym = (u + v) / sqrt((1 + u^2)(1 + v^2))``;
       the exponents are clamped to [-20, 20] (a direction turns by < 3e-9 there, and no product overflows);
     * the weight ``exp((|D_i - D_j| - max_s |D_i - D_j|) / tau)``: the softmax ``D`` is taken in float64 and, with
-      ``P = D - min D`` and ``Q = max D - D`` (over the swapped positions; both >= 0), the exponent is
-      ``-min(Q_i + P_j, Q_j + P_i) / tau``: a sum of two non-negative numbers, so float32 loses no digits to
-      cancellation (relative error ~1e-7 of the exponent); weights below ``exp(-80)`` of the largest are 0.
+      ``P = D - min D`` and ``Q = max D - D`` (over the swapped positions; both >= 0), it is
+      ``max(exp(-Q_i / tau) exp(-P_j / tau), exp(-Q_j / tau) exp(-P_i / tau))``: two factors per position, each
+      kept above ``exp(-40)`` (so no ``exp`` or product leaves float32's normal range, where it would be slow).
 
     The result equals :func:`frequency_scores_reference` (float64 throughout) to ~1e-6 for logits up to ~10
     per frequency (float32 rounding of the swap logits).  Pairs other than :func:`swap_pairs` use the reference.
@@ -458,22 +472,20 @@ def frequency_scores(cr, ci, cos, sin, pairs, tau: float = TAU, chunk: int = 204
         n = r1 - r0
         diag = diagT[:, r0:r1]
         m = diag.amax(0)
-        E = (diag - m).exp_()
-        D = E.div_(E.sum(0))[:n_pos]  # (n_pos, n, F) float64
-        Pn = (D - D.amin(0)).mul_(-1.0 / tau).float()  # -P / tau
-        Qn = (D - D.amax(0)).mul_(1.0 / tau).float()  # -Q / tau
+        E = (diag - m).clamp_(min=-300.0).exp_()  # (T, n, F) float64; exp(-300) counts as 0 next to the max's 1
+        D = E.div_(E.sum(0))[:n_pos]
+        eP = (D - D.amin(0)).mul_(-1.0 / tau).clamp_(min=-40.0).float().exp_()  # exp(-P / tau)
+        eQ = (D - D.amax(0)).mul_(1.0 / tau).clamp_(min=-40.0).float().exp_()  # exp(-Q / tau)
         w, u, v, t1, t2 = (b[:, :n] for b in buf)
         cr_, ci_, dg = cr32[:, r0:r1], ci32[:, r0:r1], diag32[:, r0:r1]
         for i, s0, s1, j0, j1 in blocks:  # swaps (i, j) for j in j0..j1-1
-            x = torch.add(Qn[i], Pn[j0:j1], out=w[s0:s1])
-            torch.maximum(x, torch.add(Qn[j0:j1], Pn[i], out=t1[s0:s1]), out=x)
+            x = torch.mul(eQ[i], eP[j0:j1], out=w[s0:s1])
+            torch.maximum(x, torch.mul(eQ[j0:j1], eP[i], out=t1[s0:s1]), out=x)
             torch.sub(dg[j0:j1], dg[i], out=u[s0:s1])  # M_jj - M_ii
             vb = torch.mul(cr_[i], c32[j0:j1], out=v[s0:s1])  # M_ji - M_ij, M[a, b] = cr_b C_a - ci_b S_a
             vb.addcmul_(ci_[i], s32[j0:j1], value=-1.0).addcmul_(cr_[j0:j1], c32[i], value=-1.0)
             vb.addcmul_(ci_[j0:j1], s32[i])
-        w.clamp_(min=-80.0)
-        buf[1:3, :, :n].clamp_(-20.0, 20.0)
-        buf[:3, :, :n].exp_()
+        buf[1:3, :, :n].clamp_(-20.0, 20.0).exp_()  # u, v
         wd = torch.addcmul(one, u, u, out=t1).mul_(torch.addcmul(one, v, v, out=t2)).rsqrt_().mul_(w)
         Wsum = w.sum(0)
         p = torch.addcmul(one, u, v, out=t2).mul_(wd).sum(0)
