@@ -475,20 +475,36 @@ def test_weighted_frequency():
     assert math.isnan(weighted_frequency(np.array([-1.0, -2.0])))
 
 
-@pytest.mark.parametrize("scale", [0.01, 0.3, 3.0, 30.0, 300.0])
-def test_vectorised_per_frequency_scores_equal_the_float64_reference(scale, ledger):
-    """The float32 per-frequency kernel against the float64 one, from nearly uniform heads (logits ~0.04) to
-    logits of ~1,000 per frequency: scores equal to 2e-6, the max logit exactly."""
-    from posym.metrics import frequency_scores, frequency_scores_reference
+def _c_kernel_or_skip():
+    from posym import ckernel
+
+    if ckernel.kernel() is None:
+        pytest.skip("no C compiler here: the per-frequency C kernel cannot be built (the torch path is tested)")
+
+
+def _freq_inputs(scale: float, rows: int = 40, F: int = 8):
     from posym.rope import rope_angles
 
     g = torch.Generator().manual_seed(int(scale * 100))
     T = 17
-    rel = (T - 1 - torch.arange(T, dtype=torch.float64))[:, None] * rope_angles(16, 10000.0).double()[None]
-    cos, sin = rel.cos(), rel.sin()
-    cr, ci = (torch.randn(40, 2, T, 8, dtype=torch.float64, generator=g) * scale for _ in range(2))
-    pairs = swap_pairs(T - 1)
-    fast, ref = frequency_scores(cr, ci, cos, sin, pairs), frequency_scores_reference(cr, ci, cos, sin, pairs)
+    rel = (T - 1 - torch.arange(T, dtype=torch.float64))[:, None] * rope_angles(2 * F, 10000.0).double()[None]
+    cr, ci = (torch.randn(rows, 2, T, F, dtype=torch.float64, generator=g) * scale for _ in range(2))
+    return cr, ci, rel.cos(), rel.sin(), swap_pairs(T - 1)
+
+
+@pytest.mark.parametrize("engine", ["torch", "c"])
+@pytest.mark.parametrize("scale", [0.01, 0.3, 3.0, 30.0, 300.0])
+def test_vectorised_per_frequency_scores_equal_the_float64_reference(scale, engine, ledger):
+    """Both per-frequency kernels (torch operations, and the same arithmetic fused in C) against the float64 one,
+    from nearly uniform heads (logits ~0.04) to logits of ~1,000 per frequency: scores equal to 2e-6, the max
+    logit exactly."""
+    from posym.metrics import frequency_scores, frequency_scores_reference
+
+    if engine == "c":
+        _c_kernel_or_skip()
+    cr, ci, cos, sin, pairs = _freq_inputs(scale)
+    fast = frequency_scores(cr, ci, cos, sin, pairs, engine=engine)
+    ref = frequency_scores_reference(cr, ci, cos, sin, pairs)
     ledger.rerun()
     for a, b in zip(fast, ref):
         assert a.shape == b.shape == (40, 2, 8) and a.dtype == torch.float32
@@ -496,5 +512,52 @@ def test_vectorised_per_frequency_scores_equal_the_float64_reference(scale, ledg
     assert torch.equal(fast[2], ref[2])
     # other swap sets than swap_pairs(n) go through the reference
     sub = pairs[::3]
-    for a, b in zip(frequency_scores(cr, ci, cos, sin, sub), frequency_scores_reference(cr, ci, cos, sin, sub)):
+    for a, b in zip(frequency_scores(cr, ci, cos, sin, sub, engine=engine),
+                    frequency_scores_reference(cr, ci, cos, sin, sub)):
         assert torch.equal(a, b)
+
+
+def test_c_kernel_reads_every_layout_and_any_thread_count_gives_the_same_bits():
+    """The real and imaginary parts of one complex tensor are read in place, separate or strided tensors through
+    a copy: the same bits every way, and with 1 or 3 threads (each row is computed alone)."""
+    from posym.metrics import frequency_scores
+
+    _c_kernel_or_skip()
+    cr, ci, cos, sin, pairs = _freq_inputs(3.0, rows=7)
+    c = torch.complex(cr, ci)
+    first = frequency_scores(cr, ci, cos, sin, pairs, engine="c")
+    strided = (cr.transpose(0, 1).contiguous().transpose(0, 1), ci.transpose(0, 1).contiguous().transpose(0, 1))
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            for a, b in ((c.real, c.imag), strided):
+                for x, y in zip(frequency_scores(a, b, cos, sin, pairs, engine="c"), first):
+                    assert torch.equal(x, y)
+    finally:
+        torch.set_num_threads(threads)
+    # loading the kernel left the process's floating point alone (no flush-to-zero of subnormal numbers)
+    assert torch.tensor(1e-45, dtype=torch.float32).item() > 0 and torch.tensor(3e-39) * 0.5 > 0
+
+
+def test_c_kernel_falls_back_to_torch_without_a_compiler(monkeypatch, tmp_path):
+    """No compiler (or POSYM_C_KERNEL=0): no kernel, the torch path runs, and asking for C says why it cannot."""
+    from posym import ckernel
+    from posym.metrics import frequency_scores
+
+    cr, ci, cos, sin, pairs = _freq_inputs(0.3, rows=3)
+    monkeypatch.setattr(ckernel, "_loaded", {})
+    monkeypatch.setenv("POSYM_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "/bin/false")
+    assert ckernel.kernel() is None and not list(tmp_path.iterdir())  # nothing half-written left behind
+    out = frequency_scores(cr, ci, cos, sin, pairs)
+    for a, b in zip(out, frequency_scores(cr, ci, cos, sin, pairs, engine="torch")):
+        assert torch.equal(a, b)
+    with pytest.raises(RuntimeError, match="C kernel is not available"):
+        frequency_scores(cr, ci, cos, sin, pairs, engine="c")
+    monkeypatch.setattr(ckernel, "_loaded", {})
+    monkeypatch.delenv("CC")
+    monkeypatch.setenv("POSYM_C_KERNEL", "0")
+    assert ckernel.kernel() is None
+    with pytest.raises(ValueError, match="unknown engine 'gpu'"):
+        frequency_scores(cr, ci, cos, sin, pairs, engine="gpu")

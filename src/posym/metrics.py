@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import ckernel
 from .model import GPTJ
 from .rope import rope_cos_sin
 
@@ -424,7 +425,7 @@ def _pair_blocks(pairs: torch.Tensor) -> list[tuple[int, int, int, int, int]] | 
 
 
 @torch.no_grad()
-def frequency_scores(cr, ci, cos, sin, pairs, tau: float = TAU, chunk: int = 8192):
+def frequency_scores(cr, ci, cos, sin, pairs, tau: float = TAU, chunk: int = 8192, engine: str = "auto"):
     """Scores of every RoPE frequency as a 2-D head of its own (logits ``M_f``, see :func:`rope_terms`).
 
     ``cr, ci`` (..., T, F): content terms (float64); ``cos, sin`` (T, F); ``pairs``: :func:`swap_pairs`.
@@ -447,7 +448,12 @@ def frequency_scores(cr, ci, cos, sin, pairs, tau: float = TAU, chunk: int = 819
 
     The result equals :func:`frequency_scores_reference` (float64 throughout) to ~1e-6 for logits up to ~10
     per frequency (float32 rounding of the swap logits).  Pairs other than :func:`swap_pairs` use the reference.
+
+    ``engine``: ``"c"`` runs the same arithmetic fused in one compiled loop (:mod:`posym.ckernel`, about ten times
+    faster), ``"torch"`` the torch operations below; ``"auto"`` (default) takes C on the CPU where it can be built.
     """
+    if engine not in ("auto", "c", "torch"):
+        raise ValueError(f"unknown engine {engine!r}: choose 'auto', 'c' or 'torch'")
     *lead, T, F = cr.shape
     R = math.prod(lead)
     blocks = _pair_blocks(pairs)
@@ -457,6 +463,11 @@ def frequency_scores(cr, ci, cos, sin, pairs, tau: float = TAU, chunk: int = 819
     if blocks is None or blocks[-1][4] > T:
         return frequency_scores_reference(cr, ci, cos, sin, pairs, tau, chunk)
     n_pos = blocks[-1][4]  # positions 0..n_pos-1 are swapped
+    fn = ckernel.kernel() if engine != "torch" and cr.device.type == "cpu" else None
+    if engine == "c" and fn is None:
+        raise RuntimeError("the C kernel is not available (no C compiler, POSYM_C_KERNEL=0, or not on the CPU)")
+    if fn is not None:
+        return ckernel.frequency_scores(fn, cr, ci, cos, sin, n_pos, tau)
     dev, S = cr.device, len(pairs)
     c64, s64 = cos.to(dev, torch.float64)[:, None], sin.to(dev, torch.float64)[:, None]  # (T, 1, F)
     c32, s32 = c64.float(), s64.float()
