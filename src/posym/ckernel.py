@@ -19,15 +19,16 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
 SOURCE = Path(__file__).with_name("freq_kernel.c")
 # -ffast-math for the compile step only: it lets the compiler vectorise expf (glibc's vector math); linked with it,
-# the library would also switch the whole process to flush-to-zero floats when loaded
-FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC"]
+# the library would also switch the whole process to flush-to-zero floats when loaded.  -fopenmp: the rows are
+# shared among OpenMP threads; torch has loaded libgomp.so.1 already, so they are torch's own threads (two thread
+# pools would spin against each other)
+FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC"]
 
 _lock = threading.Lock()
 _loaded: dict = {}
@@ -62,7 +63,8 @@ def _build(cc: str) -> Path | None:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
             obj, lib = Path(tmp) / "freq_kernel.o", Path(tmp) / "freq_kernel.so"
-            for cmd in ([cc, *FLAGS, "-c", str(SOURCE), "-o", str(obj)], [cc, "-shared", str(obj), "-o", str(lib), "-lm"]):
+            for cmd in ([cc, *FLAGS, "-c", str(SOURCE), "-o", str(obj)],
+                        [cc, "-shared", "-fopenmp", str(obj), "-o", str(lib), "-lm"]):
                 if subprocess.run(cmd, capture_output=True, timeout=300).returncode != 0:
                     return None
             os.replace(lib, out)  # atomic: a concurrent build writes the same bytes
@@ -84,7 +86,7 @@ def kernel():
                 try:
                     fn = ctypes.CDLL(str(lib)).posym_freq_scores
                     L, D, P = ctypes.c_long, ctypes.c_double, ctypes.c_void_p
-                    fn.argtypes = [L, L, L, L, L, D, P, P, L, P, P, P, P, P]
+                    fn.argtypes = [L, ctypes.c_int, L, L, L, D, P, P, L, P, P, P, P, P]
                     fn.restype = ctypes.c_int
                 except OSError:
                     fn = None
@@ -105,7 +107,7 @@ def _content(cr: torch.Tensor, ci: torch.Tensor, R: int, T: int, F: int):
 
 
 def frequency_scores(fn, cr, ci, cos, sin, n_pos: int, tau: float):
-    """:func:`posym.metrics.frequency_scores` by the C kernel ``fn``: rows shared among torch's threads."""
+    """:func:`posym.metrics.frequency_scores` by the C kernel ``fn``, on torch's threads."""
     *lead, T, F = cr.shape
     R = 1
     for n in lead:
@@ -114,19 +116,9 @@ def frequency_scores(fn, cr, ci, cos, sin, n_pos: int, tau: float):
     c = cos.to(torch.float64).contiguous()
     s = sin.to(torch.float64).contiguous()
     out = torch.empty(3, R, F, dtype=torch.float32)
-    threads = max(1, min(torch.get_num_threads(), R))
-    bounds = [R * k // threads for k in range(threads + 1)]
-
-    def run(k):
-        return fn(bounds[k], bounds[k + 1], T, F, n_pos, tau, p_cr, p_ci, step, c.data_ptr(), s.data_ptr(),
-                  out[0].data_ptr(), out[1].data_ptr(), out[2].data_ptr())
-
-    if threads == 1:
-        codes = [run(0)]
-    else:
-        with ThreadPoolExecutor(threads) as ex:
-            codes = list(ex.map(run, range(threads)))
+    code = fn(R, max(1, min(torch.get_num_threads(), R)), T, F, n_pos, tau, p_cr, p_ci, step, c.data_ptr(),
+              s.data_ptr(), out[0].data_ptr(), out[1].data_ptr(), out[2].data_ptr())
     del keep
-    if any(codes):
+    if code:
         raise MemoryError("the per-frequency C kernel could not allocate its work arrays")
     return tuple(o.reshape(*lead, F) for o in out)

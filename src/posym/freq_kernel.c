@@ -1,15 +1,18 @@
 /* Per-frequency positional and symbolic scores: the loop of posym.metrics.frequency_scores, fused.
  *
- * Built by posym.ckernel with `cc -O3 -march=native -ffast-math -shared`; the loop over frequencies is the
- * innermost, contiguous one, so the compiler vectorises it (with glibc's vector expf).  The arithmetic is the
+ * Built by posym.ckernel (`cc -O3 -march=native -ffast-math -fopenmp -c`, linked without -ffast-math); the loop
+ * over frequencies is the innermost, contiguous one, so the compiler vectorises it (with glibc's vector expf).  The arithmetic is the
  * torch kernel's: per position in double (softmax, weight factors), per swap in float.
  *
- * Rows r0..r1-1 of R rows, T positions, F frequencies.  cr[(r*T + a)*F + f] times `cs` (1: two separate arrays;
+ * R rows, T positions, F frequencies.  cr[(r*T + a)*F + f] times `cs` (1: two separate arrays;
  * 2: the real and imaginary parts of one complex array) is the content term of position a; cosT, sinT (T, F)
  * the position terms.  The swaps are every (i, j), i < j < n_pos.  Writes pos, sym, maxl (R, F).
  */
 #include <math.h>
 #include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* One swap (i, j) at every frequency: its weight w and cosines (float), added to the sums P (positional),
  * Q (symbolic) and W (weights) (double). */
@@ -35,8 +38,8 @@ static void pair(long F, const float *restrict eQi, const float *restrict ePi, c
     }
 }
 
-int posym_freq_scores(long r0, long r1, long T, long F, long n_pos, double tau, const double *cr, const double *ci,
-                      long cs, const double *cosT, const double *sinT, float *pos, float *sym, float *maxl)
+static int rows(long r0, long r1, long T, long F, long n_pos, double tau, const double *cr, const double *ci, long cs,
+                const double *cosT, const double *sinT, float *pos, float *sym, float *maxl)
 {
     double *dbuf = malloc(sizeof(double) * (2 * T * F + 7 * F));
     float *fbuf = malloc(sizeof(float) * 7 * n_pos * F);
@@ -105,4 +108,23 @@ int posym_freq_scores(long r0, long r1, long T, long F, long n_pos, double tau, 
     free(dbuf);
     free(fbuf);
     return 0;
+}
+
+
+/* Rows 0..R-1 shared among `threads` OpenMP threads, a contiguous block each (so the result does not depend on
+ * the thread count).  Linked against the libgomp that torch has already loaded, the threads are torch's own. */
+int posym_freq_scores(long R, int threads, long T, long F, long n_pos, double tau, const double *cr, const double *ci,
+                      long cs, const double *cosT, const double *sinT, float *pos, float *sym, float *maxl)
+{
+    int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+    {
+        long n = 1, k = 0;
+#ifdef _OPENMP
+        n = omp_get_num_threads();
+        k = omp_get_thread_num();
+#endif
+        failed |= rows(R * k / n, R * (k + 1) / n, T, F, n_pos, tau, cr, ci, cs, cosT, sinT, pos, sym, maxl);
+    }
+    return failed;
 }

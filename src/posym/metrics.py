@@ -106,8 +106,12 @@ def attention_entropy(D: torch.Tensor) -> torch.Tensor:
 # Reference: re-run the layer on every swapped input
 # ---------------------------------------------------------------------------------------------
 @torch.no_grad()
-def residual_inputs(model: GPTJ, x: torch.Tensor) -> list[torch.Tensor]:
-    """Hidden states entering every block: list of (N, T, D).  (The last block itself is not run.)"""
+def residual_inputs(model: GPTJ, x: torch.Tensor, qk_out: list | None = None) -> list[torch.Tensor]:
+    """Hidden states entering every block: list of (N, T, D).  (The last block itself is not run.)
+
+    ``qk_out``, if given, receives what :func:`_last_query_and_keys` would compute for every block the pass runs
+    (all but the last): the blocks' own pre-RoPE queries and keys, so the metric need not project them again.
+    Nothing is added when hooks are attached (the model's own forward runs then)."""
     out: list[torch.Tensor] = []
     if model._hooked():  # respect hooks (ablations, patching): the model's own forward
         model(x, last_only=True, resid_out=out)
@@ -118,7 +122,7 @@ def residual_inputs(model: GPTJ, x: torch.Tensor) -> list[torch.Tensor]:
     for l, blk in enumerate(model.blocks):
         out.append(h)
         if l + 1 < len(model.blocks):
-            h = blk.forward_fast(h, cos, sin)
+            h = blk.forward_fast(h, cos, sin, qk_out=qk_out)
     return out
 
 
@@ -374,15 +378,17 @@ def _scores(diag, half_e, half_d, Pd, tau):
 
 
 def _fast_scores(model: GPTJ, layers: list[int], resids: list[torch.Tensor], tau: float,
-                 per_frequency: bool, timings: dict | None = None) -> list[LayerScores]:
+                 per_frequency: bool, timings: dict | None = None, qk: list | None = None) -> list[LayerScores]:
     """The fast method for several layers at once: every layer's query and keys are stacked, so the swap
     arithmetic runs as a few large tensor operations instead of many small ones.  ``timings``: seconds are
-    added to its ``scores`` and ``per_frequency`` entries."""
+    added to its ``scores`` and ``per_frequency`` entries.  ``qk``: the pre-RoPE queries and keys of the first
+    layers, from :func:`residual_inputs` (the others are projected here)."""
     t0 = time.perf_counter()
     T = resids[0].shape[1]
     pairs = swap_pairs(T - 1).to(resids[0].device)
     i, j = pairs[:, 0], pairs[:, 1]
-    qk = [_last_query_and_keys(model, l, r) for l, r in zip(layers, resids)]
+    qk = list(qk or [])[:len(layers)]
+    qk += [_last_query_and_keys(model, l, r) for l, r in zip(layers[len(qk):], resids[len(qk):])]
     c, rest, cos, sin = _complex_factors(torch.stack([a for a, _ in qk]), torch.stack([b for _, b in qk]),
                                          model.blocks[layers[0]].attn)  # (L, N, H, T, F); same angles in all layers
     # MT[..., b, a] = M[a, b] = sum_f cr[b, f] cos[a, f] - ci[b, f] sin[a, f] + rest[b]: one real matmul of the
@@ -567,11 +573,12 @@ def model_scores(model: GPTJ, x: torch.Tensor, tau: float = TAU, method: str = "
     try:
         for s in range(0, len(x), batch_size):
             t0 = time.perf_counter()
-            resids = residual_inputs(model, x[s:s + batch_size])
+            qk: list = []
+            resids = residual_inputs(model, x[s:s + batch_size], qk_out=qk)
             if timings is not None:
                 timings["forward"] = timings.get("forward", 0.0) + time.perf_counter() - t0
             if method == "fast":
-                chunk = _fast_scores(model, list(range(L)), resids, tau, per_frequency, timings)
+                chunk = _fast_scores(model, list(range(L)), resids, tau, per_frequency, timings, qk=qk)
             else:
                 chunk = [layer_scores(model, l, r, tau=tau, method=method, per_frequency=per_frequency)
                          for l, r in enumerate(resids)]

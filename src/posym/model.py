@@ -273,7 +273,7 @@ class Block(nn.Module):
 
     # ---- fast path: fused projections + SDPA, used when nothing is hooked -----------------
     def forward_fast(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, last_only: bool = False,
-                     own_tables: bool = False):
+                     own_tables: bool = False, qk_out: list | None = None):
         """The block without hook points: one matmul for q, k, v and the MLP input, RoPE on interleaved pairs
         without strided slicing, SDPA.  ``cos``/``sin``: (T, rotary_dim) tables from :func:`rope_cos_sin`
         (or (B, T, rotary_dim) for per-prompt positions).  When the layers' angles differ
@@ -282,6 +282,9 @@ class Block(nn.Module):
 
         Written for training speed on CPU: ``split`` (not slicing) of the fused projection and ``unbind`` of
         the RoPE pairs keep the backward pass free of zero-filled full-size gradient buffers.
+
+        ``qk_out``, if given, receives ``(q, k)``: the last position's query (B, H, Dh) and every key (B, H, T, Dh)
+        before RoPE (after the dimension mask), as :mod:`posym.metrics` reads them (not with ``last_only``).
         """
         attn, cfg = self.attn, self.cfg
         B, T, D = x.shape
@@ -306,6 +309,8 @@ class Block(nn.Module):
             qk = qk.view(B, T, 2 * H, Dh)  # q heads then k heads: one RoPE call for both
             if attn.dim_mask is not None:
                 qk = qk * attn.dim_mask
+            if qk_out is not None:
+                qk_out.append((qk[:, -1, :H].clone(), qk[:, :, H:].transpose(1, 2).contiguous()))  # proj is freed
             q, k = _rope_pairs(qk, c, s).split([H, H], dim=2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.view(B, T, H, Dh).transpose(1, 2)
         p = attn.attn_dropout.p if self.training else 0.0
