@@ -2,10 +2,13 @@
 positional/symbolic metric (fast vs re-run).  Everything is measured in ONE run on this machine and every
 ratio is against a baseline measured in the same run.
 
-    .venv/bin/python benchmarks/bench_core.py --checkpoints 8  # ~8 min on 2 quiet cores
+    .venv/bin/python benchmarks/bench_core.py --checkpoints 8  # ~5 min on 2 quiet cores
     .venv/bin/python benchmarks/bench_core.py --threads 1      # another thread count
     .venv/bin/python benchmarks/bench_core.py                  # the trajectory over all 141 checkpoints of a
-                                                               # paper run, 4 alternating rounds: ~30 min more
+                                                               # paper run, 2 alternating rounds of its three
+                                                               # variants: ~15 min more
+    .venv/bin/python benchmarks/bench_core.py --quick --checkpoints 141 --skip matmul train precision metric
+                                                               # the 141 checkpoints once per variant: ~5 min
 
 Writes ``benchmarks/results/core-DATE-Nt.json`` (machine, load average before/after, thread count, every number).
 Time it on a quiet machine: the script records the load average before and after and warns when the

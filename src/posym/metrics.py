@@ -455,7 +455,7 @@ def frequency_scores(cr, ci, cos, sin, pairs, tau: float = TAU, chunk: int = 819
     The result equals :func:`frequency_scores_reference` (float64 throughout) to ~1e-6 for logits up to ~10
     per frequency (float32 rounding of the swap logits).  Pairs other than :func:`swap_pairs` use the reference.
 
-    ``engine``: ``"c"`` runs the same arithmetic fused in one compiled loop (:mod:`posym.ckernel`, about ten times
+    ``engine``: ``"c"`` runs the same arithmetic fused in one compiled loop (:mod:`posym.ckernel`, five to six times
     faster), ``"torch"`` the torch operations below; ``"auto"`` (default) takes C on the CPU where it can be built.
     """
     if engine not in ("auto", "c", "torch"):
