@@ -561,3 +561,17 @@ def test_c_kernel_falls_back_to_torch_without_a_compiler(monkeypatch, tmp_path):
     assert ckernel.kernel() is None
     with pytest.raises(ValueError, match="unknown engine 'gpu'"):
         frequency_scores(cr, ci, cos, sin, pairs, engine="gpu")
+
+
+def test_rope_factors_leave_float64_queries_and_keys_alone():
+    """A float64 model's queries and keys are not copied by ``.double()``: the factors must not write into them."""
+    from posym.metrics import _factors
+
+    torch.manual_seed(0)
+    model = GPTJ(ModelConfig(vocab_size=11, n_layer=1, n_head=2, d_model=16, d_mlp=32)).double()
+    q, k = torch.randn(3, 2, 8, dtype=torch.float64), torch.randn(3, 2, 5, 8, dtype=torch.float64)
+    q0, k0 = q.clone(), k.clone()
+    cr, ci, rest, cos, sin = _factors(q, k, model.blocks[0].attn)
+    assert torch.equal(q, q0) and torch.equal(k, k0)
+    qr, qi, kr, ki = q[..., None, 0::2], q[..., None, 1::2], k[..., 0::2], k[..., 1::2]  # q conj(k) / sqrt(8)
+    assert torch.allclose(cr, (qr * kr + qi * ki) / 8 ** 0.5) and torch.allclose(ci, (qi * kr - qr * ki) / 8 ** 0.5)

@@ -208,7 +208,7 @@ def _complex_factors(q: torch.Tensor, k: torch.Tensor, attn):
         q, k = q[..., :R].contiguous(), k[..., :R].contiguous()
     qc = torch.view_as_complex(q.unflatten(-1, (R // 2, 2)))  # (..., H, F): the RoPE pairs
     kc = torch.view_as_complex(k.unflatten(-1, (R // 2, 2)))  # (..., H, T, F)
-    c = kc.conj_physical_().mul_(qc[..., None, :])
+    c = kc.conj() * qc[..., None, :]  # a new tensor: k may be the caller's own (a float64 model's keys)
     rel = (T - 1 - torch.arange(T, device=k.device, dtype=torch.float64))[:, None] * attn.angles[None, :]
     return c, rest, rel.cos(), rel.sin()
 
