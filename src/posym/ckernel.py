@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -98,7 +99,7 @@ def kernel():
 def _content(cr: torch.Tensor, ci: torch.Tensor, R: int, T: int, F: int):
     """Pointers to (cr, ci) as the kernel reads them, the element step (1 or 2) and the tensors to keep alive:
     the real and imaginary parts of one contiguous complex tensor are read in place, anything else is copied."""
-    interleaved = tuple(2 * st for st in torch.empty(R, T, F).stride())
+    interleaved = (2 * T * F, 2 * F, 2)  # the strides of .real / .imag of a contiguous complex (R, T, F) tensor
     if (cr.dtype == ci.dtype == torch.float64 and cr.device.type == "cpu" and ci.data_ptr() == cr.data_ptr() + 8
             and cr.reshape(R, T, F).stride() == ci.reshape(R, T, F).stride() == interleaved):
         return cr.data_ptr(), ci.data_ptr(), 2, (cr, ci)
@@ -110,9 +111,7 @@ def _content(cr: torch.Tensor, ci: torch.Tensor, R: int, T: int, F: int):
 def frequency_scores(fn, cr, ci, cos, sin, n_pos: int, tau: float):
     """:func:`posym.metrics.frequency_scores` by the C kernel ``fn``, on torch's threads."""
     *lead, T, F = cr.shape
-    R = 1
-    for n in lead:
-        R *= n
+    R = math.prod(lead)
     p_cr, p_ci, step, keep = _content(cr, ci, R, T, F)
     c = cos.to(torch.float64).contiguous()
     s = sin.to(torch.float64).contiguous()

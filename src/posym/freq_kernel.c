@@ -1,8 +1,9 @@
 /* Per-frequency positional and symbolic scores: the loop of posym.metrics.frequency_scores, fused.
  *
  * Built by posym.ckernel (`cc -O3 -march=native -ffast-math -fopenmp -c`, linked without -ffast-math); the loop
- * over frequencies is the innermost, contiguous one, so the compiler vectorises it (with glibc's vector expf).  The arithmetic is the
- * torch kernel's: per position in double (softmax, weight factors), per swap in float.
+ * over frequencies is the innermost, contiguous one, so the compiler vectorises it (with glibc's vector expf).
+ * The arithmetic is the torch kernel's: per position in double (softmax, weight factors), per swap in float;
+ * the sums over swaps in double.
  *
  * R rows, T positions, F frequencies.  cr[(r*T + a)*F + f] times `cs` (1: two separate arrays;
  * 2: the real and imaginary parts of one complex array) is the content term of position a; cosT, sinT (T, F)

@@ -573,7 +573,7 @@ def model_scores(model: GPTJ, x: torch.Tensor, tau: float = TAU, method: str = "
     try:
         for s in range(0, len(x), batch_size):
             t0 = time.perf_counter()
-            qk: list = []
+            qk: list | None = [] if method == "fast" else None  # the re-run projects its own
             resids = residual_inputs(model, x[s:s + batch_size], qk_out=qk)
             if timings is not None:
                 timings["forward"] = timings.get("forward", 0.0) + time.perf_counter() - t0
