@@ -17,6 +17,7 @@ machine was busy (2-thread torch processes slow down many-fold when competing fo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -71,6 +72,7 @@ def bench_matmul_peak(quick: bool) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 def bench_training(quick: bool) -> dict:
+    from posym import dropout
     from posym.hf import to_hf
     from posym.model import GPTJ, ModelConfig
     from posym.tasks import TaskDataset, get_task
@@ -88,7 +90,7 @@ def bench_training(quick: bool) -> dict:
     ours = GPTJ(ModelConfig.paper(V)).train()
     hf = to_hf(ours, n_positions=128).train()  # the same initial weights
 
-    def make_step(model, forward, fused=False):
+    def make_step(model, forward, fused=False, torch_masks=False):
         opt = make_optimizer(model, cfg)  # same AdamW, same decay groups, for every variant
         if fused:  # informational: torch's fused CPU AdamW (not what posym trains with: not bit-identical)
             opt = torch.optim.AdamW([{"params": g["params"], "weight_decay": g["weight_decay"]} for g in opt.param_groups],
@@ -98,12 +100,13 @@ def bench_training(quick: bool) -> dict:
         def step():
             i = it[0] % n_batches
             it[0] += 1
-            logits = forward(model, xs[i])  # (B, V): the final position only
-            loss = F.cross_entropy(logits, ys[i])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+            with dropout.torch_masks() if torch_masks else contextlib.nullcontext():
+                logits = forward(model, xs[i])  # (B, V): the final position only
+                loss = F.cross_entropy(logits, ys[i])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
         return step
 
     variants = {
@@ -128,7 +131,10 @@ def bench_training(quick: bool) -> dict:
                               "block's other 16 query rows and MLP rows and 16 of 17 LM-head rows)."}
     reps, number = (5, 5) if quick else (7, 10)
     variants["ours_fast_fused_adamw"] = (ours, variants["ours_fast"][1])
-    steps = {name: make_step(model, fwd, fused=name.endswith("fused_adamw")) for name, (model, fwd) in variants.items()}
+    # the same fast path with torch's own bernoulli_ dropout masks (posym.dropout draws the same ones in C)
+    variants["ours_fast_torch_masks"] = (ours, variants["ours_fast"][1])
+    steps = {name: make_step(model, fwd, fused=name.endswith("fused_adamw"), torch_masks=name.endswith("torch_masks"))
+             for name, (model, fwd) in variants.items()}
     # alternating rounds: every round times `number` steps of each variant in turn, so a change of load during the
     # run (other work on the machine) slows every variant alike instead of faking a speed-up or a slow-down
     wall = {name: [] for name in steps}
@@ -149,6 +155,9 @@ def bench_training(quick: bool) -> dict:
     res["speedup_fast_vs_hf"] = res["hf_gptj"]["ms_per_step"] / res["ours_fast"]["ms_per_step"]
     res["speedup_hooked_vs_hf"] = res["hf_gptj"]["ms_per_step"] / res["ours_hooked"]["ms_per_step"]
     res["speedup_fast_vs_hooked"] = res["ours_hooked"]["ms_per_step"] / res["ours_fast"]["ms_per_step"]
+    res["speedup_kernel_masks_vs_torch_masks"] = (res["ours_fast_torch_masks"]["ms_per_step"]
+                                                  / res["ours_fast"]["ms_per_step"])
+    res["speedup_fast_torch_masks_vs_hf"] = res["hf_gptj"]["ms_per_step"] / res["ours_fast_torch_masks"]["ms_per_step"]
     return res
 
 
@@ -358,7 +367,7 @@ def main(argv=None) -> int:
         peak = res.get("matmul_peak", {}).get("peak_gflops", float("nan"))
         print(f"\ntraining step, paper config, fp32, batch {tr['batch']} x seq {tr['seq']}, final-token loss, "
               f"AdamW + clip (median of repeats):")
-        for k in ("ours_fast", "ours_hooked", "hf_gptj", "ours_fast_fused_adamw"):
+        for k in ("ours_fast", "ours_fast_torch_masks", "ours_hooked", "hf_gptj", "ours_fast_fused_adamw"):
             v = tr[k]
             print(f"  {k:21s} {v['ms_per_step']:7.1f} ms/step  [{v['ms_min']:.1f}-{v['ms_max']:.1f}]  "
                   f"{v['gflops_model']:6.1f} GFLOP/s (model count) = {v['gflops_model'] / peak:.0%} of peak")
@@ -366,6 +375,9 @@ def main(argv=None) -> int:
               f"GFLOP/step -> {tr['ours_fast']['gflops_executed']:.1f} GFLOP/s executed")
         print(f"  speed-up ours (fast) vs HF: {tr['speedup_fast_vs_hf']:.2f}x   (hooked path vs HF: "
               f"{tr['speedup_hooked_vs_hf']:.2f}x; fast vs hooked {tr['speedup_fast_vs_hooked']:.2f}x)")
+        print(f"  dropout masks from the C kernel vs torch's bernoulli_ (same bits): "
+              f"{tr['speedup_kernel_masks_vs_torch_masks']:.2f}x (torch's masks vs HF: "
+              f"{tr['speedup_fast_torch_masks_vs_hf']:.2f}x)")
     if "metric" not in a.skip:
         me = res["metric"] = bench_metric(a.quick)
         s = me["seconds_per_checkpoint"]
