@@ -1,15 +1,15 @@
 """Dropout with torch's own masks, drawn by a C kernel: the same bits, the same generator state, less time.
 
-On a CPU without MKL's random numbers (any non-Intel CPU), torch draws a dropout mask with ``bernoulli_`` one
-element at a time from its Mersenne Twister, about 6 ns per element: a fifth of a paper-scale training step goes
-into the 36 masks it draws (12 layers x attention pattern, attention output, MLP output).  :func:`dropout` draws
-the same mask from the same generator in blocks (``rng_kernel.c``, through :mod:`posym.ckernel`) and leaves the
+torch draws a dropout mask on the CPU with ``bernoulli_``, one element at a time from its Mersenne Twister (on
+some CPUs it uses MKL's generator instead), about 6 ns per element: the 36 masks of a paper-scale training step
+(12 layers x attention pattern, attention output, MLP output) take 15-20 ms of it.  :func:`dropout` draws the
+same masks from the same generator in blocks (``rng_kernel.c``, through :mod:`posym.ckernel`) and leaves the
 generator exactly where ``bernoulli_`` would have, so training gives the same numbers, bit for bit, with or
 without it (``tests/test_dropout.py``).
 
 It is used only where it is known to agree: the first call checks the kernel against torch's own ``bernoulli_`` on
 a private generator (a few thousand elements across a twist of the generator), and a CPU where torch draws
-differently (MKL on Intel CPUs) or a process without a C compiler (or with ``POSYM_C_KERNEL=0``) keeps
+differently (MKL) or a process without a C compiler (or with ``POSYM_C_KERNEL=0``) keeps
 ``torch.nn.functional.dropout``.  Only float32 and float64 CPU tensors on the default generator take the kernel.
 
 :func:`attention` is ``scaled_dot_product_attention`` for training: with dropout, torch's CPU SDPA runs its

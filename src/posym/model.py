@@ -27,7 +27,7 @@ Hook points are ``nn.Identity`` subclasses: use :meth:`GPTJ.run_with_cache` or
 (fused projections, ``scaled_dot_product_attention``, and -- with ``last_only=True`` -- only the
 last position's query row in the final block, which is all that final-token prediction needs).
 Dropout draws torch's own masks through a C kernel where it agrees with torch (:mod:`posym.dropout`): the same
-numbers, a fifth less time per training step.
+numbers in less time.
 """
 from __future__ import annotations
 

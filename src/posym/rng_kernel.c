@@ -1,7 +1,7 @@
 /* Dropout masks drawn exactly as torch's CPU `bernoulli_(keep)` draws them, without its per-element overhead.
  *
- * Built by posym.ckernel (`cc -O3 -march=native -c`, no fast-math: every operation here is exact).  On a CPU where
- * torch samples Bernoulli variables with its own Mersenne Twister (every non-Intel CPU: on Intel ones it calls MKL),
+ * Built by posym.ckernel (`cc -O3 -march=native -c`, no fast-math: every operation here is exact).  Where torch
+ * samples Bernoulli variables with its own Mersenne Twister (on some CPUs it uses MKL's generator instead),
  * `noise = torch.empty(n).bernoulli_(keep).div_(keep)` takes, for every element in memory order, two 32-bit words
  * (hi, lo) of the generator, forms the double u = ((hi << 32 | lo) mod 2^53) * 2^-53 and writes 1 if u < keep,
  * else 0; the division then turns the ones into `scale` = 1.0f / (float)keep.  This kernel does the same with the
