@@ -18,12 +18,6 @@ def _kernel_or_skip():
         pytest.skip("no C compiler here: the dropout kernel cannot be built (torch's dropout runs instead)")
 
 
-def _agrees_or_skip():
-    _kernel_or_skip()
-    if not D.available():
-        pytest.skip("torch draws Bernoulli variables differently on this CPU (MKL): posym keeps torch's dropout")
-
-
 def _reference_mask(state: torch.Tensor, n: int, keep: float) -> tuple[np.ndarray, np.ndarray]:
     """Torch's CPU Bernoulli draws written out in numpy from its generator state: the Mersenne Twister MT19937
     (twist when `left` runs out, tempering), two 32-bit words (hi, lo) per element, u = (hi:lo mod 2^53) 2^-53,
@@ -59,7 +53,7 @@ def _reference_mask(state: torch.Tensor, n: int, keep: float) -> tuple[np.ndarra
 
 
 @pytest.mark.parametrize("n, skip", [(1, 0), (311, 0), (312, 1), (313, 7), (700, 623), (1, 623), (2000, 300)])
-def test_kernel_draws_the_mersenne_twister_bernoulli_masks(n, skip):
+def test_kernel_draws_the_mersenne_twister_bernoulli_masks(n, skip, ledger):
     """On any CPU: the kernel's masks and generator state equal torch's CPU algorithm written out in numpy, across
     twists of the generator (pairs of words split by a twist included)."""
     _kernel_or_skip()
@@ -72,29 +66,35 @@ def test_kernel_draws_the_mersenne_twister_bernoulli_masks(n, skip):
         got = D.mask((n,), keep, generator=g)
         assert np.array_equal(got.numpy(), want * np.float32(torch.ones(()).div_(keep).item()))
         assert np.array_equal(g.get_state().numpy(), state)
+        ledger.rerun()
     assert not torch.equal(before, g.get_state())
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("keep", [0.9, 0.5, 0.123456789, 1 - 1e-12])
-def test_masks_equal_torchs_bernoulli(keep, dtype):
-    """Where posym uses the kernel: its mask equals ``empty().bernoulli_(keep).div_(keep)`` element for element,
-    and the generator ends where torch's leaves it."""
-    _agrees_or_skip()
+def test_dropout_equals_torchs_dropout(keep, dtype, ledger):
+    """posym's dropout equals ``F.dropout`` element for element and leaves torch's generator where it leaves it:
+    with the kernel's masks where the kernel agrees with torch's ``bernoulli_`` (checked at first use), with
+    torch's own where it does not."""
     for n, skip in ((5000, 0), (624, 3), (1, 1), (64 * 17 * 128, 11)):
-        a, b = torch.Generator().manual_seed(n + skip), torch.Generator().manual_seed(n + skip)
-        for g in (a, b):
-            torch.rand(skip, generator=g)
-        want = torch.empty(n, dtype=dtype).bernoulli_(keep, generator=a).div_(keep)
-        got = D.mask((n,), keep, dtype, generator=b)
-        assert got.dtype == dtype and torch.equal(got, want)
-        assert torch.equal(a.get_state(), b.get_state())
+        x = torch.randn(n, generator=torch.Generator().manual_seed(n)).to(dtype)
+        outs = []
+        for fn in (D.dropout, F.dropout):
+            torch.manual_seed(n + skip)
+            torch.rand(skip)
+            outs.append((fn(x, 1.0 - keep), torch.get_rng_state()))
+        (a, sa), (b, sb) = outs
+        assert a.dtype == dtype and torch.equal(a, b) and torch.equal(sa, sb)
+        ledger.rerun()
+    if D.available():  # here the masks came from the kernel: the mask itself equals torch's noise
+        a, b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+        want = torch.empty(999, dtype=dtype).bernoulli_(keep, generator=a).div_(keep)
+        assert torch.equal(D.mask((999,), keep, dtype, generator=b), want)
 
 
-def test_attention_equals_sdpa_in_training():
+def test_attention_equals_sdpa_in_training(ledger):
     """The math path written out, with the kernel's mask: forward and gradients bit for bit those of torch's SDPA
     with dropout (causal, and the single last query row of ``last_only``), and the same generator state."""
-    _agrees_or_skip()
     torch.manual_seed(0)
     q, k, v = (torch.randn(8, 1, 17, 128, requires_grad=True) for _ in range(3))
     for causal, qq in ((True, q), (False, q[:, :, -1:])):
@@ -105,15 +105,17 @@ def test_attention_equals_sdpa_in_training():
             outs.append((o, torch.autograd.grad(o.square().sum(), (q, k, v)), torch.get_rng_state()))
         (o1, g1, s1), (o2, g2, s2) = outs
         assert torch.equal(o1, o2) and all(torch.equal(a, b) for a, b in zip(g1, g2)) and torch.equal(s1, s2)
+        ledger.rerun()
     # without dropout it is SDPA itself
     assert torch.equal(D.attention(q, k, v, 0.0, True), F.scaled_dot_product_attention(q, k, v, is_causal=True))
 
 
-def test_training_is_bit_identical_with_the_kernels_masks():
-    """Three training steps of a model with dropout 0.1, the fast and the hooked path: the same losses, weights
-    and generator state with the kernel's masks as with torch's."""
-    _agrees_or_skip()
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_training_is_bit_identical_with_the_kernels_masks(precision, ledger):
+    """Three training steps of a model with dropout 0.1, the fast and the hooked path, in each precision of
+    ``posym train``: the same losses, weights and generator state with the kernel's masks as with torch's."""
     from posym.model import GPTJ, ModelConfig
+    from posym.train import half_gemms, precision_context
 
     cfg = ModelConfig.smoke(20, n_layer=3)
     x = torch.randint(0, 20, (16, 9), generator=torch.Generator().manual_seed(0))
@@ -126,14 +128,18 @@ def test_training_is_bit_identical_with_the_kernels_masks():
             losses = []
             with D.torch_masks() if torch_masks else contextlib.nullcontext():
                 for _ in range(3):
-                    loss = F.cross_entropy(model(x, last_only=True, fast=fast)[:, -1], x[:, 0])
+                    with precision_context(precision):
+                        logits = model(x, last_only=True, fast=fast)[:, -1]
+                    loss = F.cross_entropy(logits.float(), x[:, 0])
                     opt.zero_grad()
-                    loss.backward()
+                    with half_gemms(precision):
+                        loss.backward()
                     opt.step()
                     losses.append(loss.item())
             runs.append((losses, [p.detach().clone() for p in model.parameters()], torch.get_rng_state()))
         (l1, p1, s1), (l2, p2, s2) = runs
         assert l1 == l2 and all(torch.equal(a, b) for a, b in zip(p1, p2)) and torch.equal(s1, s2)
+        ledger.rerun()
 
 
 def test_dropout_keeps_torchs_behaviour_where_the_kernel_does_not_apply():
@@ -180,9 +186,10 @@ def test_no_kernel_without_a_compiler(monkeypatch, tmp_path):
     assert ckernel.rng_kernel() is None and not D.available()
 
 
-def test_kernel_refuses_a_state_torch_would_not_write():
+def test_kernel_refuses_a_state_torch_would_not_write(ledger):
     _kernel_or_skip()
     state = torch.Generator().manual_seed(0).get_state()
     out = torch.empty(4)
     state[8:12] = torch.tensor([0], dtype=torch.int32).view(torch.uint8)  # left = 0
     assert ckernel.rng_kernel()(out.data_ptr(), 4, math.ceil(0.9 * 2 ** 53), 1.0, state.data_ptr()) == 1
+    ledger.fault()

@@ -10,7 +10,8 @@ without it (``tests/test_dropout.py``).
 It is used only where it is known to agree: the first call checks the kernel against torch's own ``bernoulli_`` on
 a private generator (a few thousand elements across a twist of the generator), and a CPU where torch draws
 differently (MKL) or a process without a C compiler (or with ``POSYM_C_KERNEL=0``) keeps
-``torch.nn.functional.dropout``.  Only float32 and float64 CPU tensors on the default generator take the kernel.
+``torch.nn.functional.dropout``.  Floating-point CPU tensors on the default generator take the kernel (under
+autocast too: dropout runs in its input's dtype).
 
 :func:`attention` is ``scaled_dot_product_attention`` for training: with dropout, torch's CPU SDPA runs its
 composite "math" implementation, which :func:`attention` writes out op for op (scaled q and k, a -inf causal
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 
 from . import ckernel
 
+_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _STATE_BYTES = 5056  # torch's CPU generator state: the Mersenne Twister's 624 words and its position
 _check_lock = threading.Lock()
 _usable: dict = {}
@@ -48,8 +50,8 @@ def mask(shape, keep: float, dtype: torch.dtype = torch.float32, generator: torc
          fn=None) -> torch.Tensor:
     """``torch.empty(shape, dtype=dtype).bernoulli_(keep, generator=generator).div_(keep)`` by the C kernel ``fn``
     (default: :func:`posym.ckernel.rng_kernel`), advancing ``generator`` (default: torch's default CPU generator)
-    as that call would.  float32 only in the kernel; float64 masks are drawn in float32 and widened (the values
-    are 0 and 1/keep either way, rounded once)."""
+    as that call would.  The kernel writes float32; a mask of another dtype is 0 or torch's own 1/keep in that
+    dtype (``tests/test_dropout.py`` checks float64, bfloat16 and float16 against torch)."""
     fn = fn or ckernel.rng_kernel()
     if fn is None:
         raise RuntimeError("the dropout C kernel is not available (no C compiler, or POSYM_C_KERNEL=0)")
@@ -108,8 +110,8 @@ def _self_check() -> bool:
 
 
 def _takes_kernel(x: torch.Tensor) -> bool:
-    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not x.is_nested
-            and not torch.is_autocast_enabled("cpu") and not _usable.get("off") and available())
+    return (x.device.type == "cpu" and x.dtype in _DTYPES and not x.is_nested and not _usable.get("off")
+            and available())
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True, inplace: bool = False) -> torch.Tensor:
@@ -132,7 +134,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: floa
     """``F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=is_causal)``, q (B, H, Tq, Dh),
     k and v (B, H, T, Dh); with dropout, the same composite arithmetic as torch's CPU math path with the
     pattern's mask from :func:`dropout`."""
-    if dropout_p == 0.0 or not _takes_kernel(q):
+    if (dropout_p == 0.0 or q.dtype not in (torch.float32, torch.float64) or torch.is_autocast_enabled("cpu")
+            or not _takes_kernel(q)):  # torch's math path computes half precision in float32: not written out here
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=is_causal)
     s = math.sqrt(1.0 / math.sqrt(q.shape[-1]))  # torch scales q and k by the square root of the scale each
     scores = (q * s) @ (k.transpose(-2, -1) * s)  # (B, H, Tq, T)
