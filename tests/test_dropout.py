@@ -143,7 +143,8 @@ def test_training_is_bit_identical_with_the_kernels_masks(precision, ledger):
 
 
 def test_dropout_keeps_torchs_behaviour_where_the_kernel_does_not_apply():
-    """Evaluation mode, p = 0, p = 1, a bad p, bf16 under autocast and in-place dropout behave as torch's."""
+    """Evaluation mode, p = 0, p = 1, a bad p, bf16 under autocast, a transposed input and in-place dropout
+    behave as torch's."""
     x = torch.randn(4, 5)
     assert D.dropout(x, 0.1, training=False) is x
     assert D.dropout(x, 0.0) is x
@@ -156,6 +157,11 @@ def test_dropout_keeps_torchs_behaviour_where_the_kernel_does_not_apply():
         torch.manual_seed(3)
         b = F.dropout(x.bfloat16(), 0.5)
     assert torch.equal(a, b)
+    t = torch.randn(6, 5).t()  # not contiguous: torch's mask follows the memory order
+    torch.manual_seed(5)
+    a = D.dropout(t, 0.5)
+    torch.manual_seed(5)
+    assert torch.equal(a, F.dropout(t, 0.5))
     m = D.Dropout(0.25)
     assert isinstance(m, torch.nn.Dropout) and repr(m) == repr(torch.nn.Dropout(0.25)) and m.state_dict() == {}
     y = x.clone()

@@ -60,8 +60,7 @@ def mask(shape, keep: float, dtype: torch.dtype = torch.float32, generator: torc
     state = gen.get_state()
     if state.numel() != _STATE_BYTES or state.dtype != torch.uint8:
         raise RuntimeError(f"unexpected CPU generator state ({state.numel()} bytes, {state.dtype})")
-    with torch.no_grad():
-        code = fn(out.data_ptr(), out.numel(), _threshold(keep), _scale(keep, torch.float32), state.data_ptr())
+    code = fn(out.data_ptr(), out.numel(), _threshold(keep), _scale(keep, torch.float32), state.data_ptr())
     if code:
         raise RuntimeError("the CPU generator's state is not one torch writes (its position is out of range)")
     gen.set_state(state)
@@ -110,8 +109,9 @@ def _self_check() -> bool:
 
 
 def _takes_kernel(x: torch.Tensor) -> bool:
-    return (x.device.type == "cpu" and x.dtype in _DTYPES and not x.is_nested and not _usable.get("off")
-            and available())
+    # contiguous only: torch fills a mask shaped like x in x's memory order, the kernel in row-major order
+    return (x.device.type == "cpu" and x.dtype in _DTYPES and not x.is_nested and x.is_contiguous()
+            and not _usable.get("off") and available())
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True, inplace: bool = False) -> torch.Tensor:
