@@ -21,6 +21,17 @@ REPO = Path(__file__).resolve().parents[1]
 # suite's outcome and its counts (see ``ledger``) are the same on every machine.
 _hyp_settings.register_profile("posym", derandomize=True, database=None, print_blob=True)
 _hyp_settings.load_profile(os.environ.get("POSYM_HYPOTHESIS_PROFILE", "posym"))
+# Hypothesis also draws literal constants found in the source of every local module loaded so far.  Which modules a
+# pytest-xdist worker has loaded depends on the test files it ran before, so the examples (and the ledger's counts)
+# would depend on the scheduling and change with any edit of the code's constants: only its built-in constants are
+# drawn here (the pool of local ones stays empty).
+try:
+    from hypothesis.internal.conjecture import providers as _hyp_providers
+
+    if hasattr(_hyp_providers, "_get_local_constants"):
+        _hyp_providers._get_local_constants = lambda: _hyp_providers._local_constants
+except ImportError:  # a Hypothesis without the local-constants pool
+    pass
 
 
 # -----------------------------------------------------------------------------
