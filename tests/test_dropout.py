@@ -193,6 +193,7 @@ def test_no_kernel_without_a_compiler(monkeypatch, tmp_path):
 
 
 def test_kernel_refuses_a_state_torch_would_not_write(ledger):
+    """A generator state whose position torch would never write (left = 0) is refused, not read past its end."""
     _kernel_or_skip()
     state = torch.Generator().manual_seed(0).get_state()
     out = torch.empty(4)

@@ -33,6 +33,7 @@ from . import ckernel
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _STATE_BYTES = 5056  # torch's CPU generator state: the Mersenne Twister's 624 words and its position
 _check_lock = threading.Lock()
+_draw_lock = threading.Lock()
 _usable: dict = {}
 
 
@@ -50,20 +51,22 @@ def mask(shape, keep: float, dtype: torch.dtype = torch.float32, generator: torc
          fn=None) -> torch.Tensor:
     """``torch.empty(shape, dtype=dtype).bernoulli_(keep, generator=generator).div_(keep)`` by the C kernel ``fn``
     (default: :func:`posym.ckernel.rng_kernel`), advancing ``generator`` (default: torch's default CPU generator)
-    as that call would.  The kernel writes float32; a mask of another dtype is 0 or torch's own 1/keep in that
-    dtype (``tests/test_dropout.py`` checks float64, bfloat16 and float16 against torch)."""
+    as that call would.  A draw by torch itself in another thread during the call would be lost (posym trains in
+    one thread per process).  The kernel writes float32; a mask of another dtype is 0 or torch's own 1/keep in
+    that dtype (``tests/test_dropout.py`` checks float64, bfloat16 and float16 against torch)."""
     fn = fn or ckernel.rng_kernel()
     if fn is None:
         raise RuntimeError("the dropout C kernel is not available (no C compiler, or POSYM_C_KERNEL=0)")
     gen = generator if generator is not None else torch.default_generator
     out = torch.empty(shape, dtype=torch.float32)
-    state = gen.get_state()
-    if state.numel() != _STATE_BYTES or state.dtype != torch.uint8:
-        raise RuntimeError(f"unexpected CPU generator state ({state.numel()} bytes, {state.dtype})")
-    code = fn(out.data_ptr(), out.numel(), _threshold(keep), _scale(keep, torch.float32), state.data_ptr())
-    if code:
-        raise RuntimeError("the CPU generator's state is not one torch writes (its position is out of range)")
-    gen.set_state(state)
+    with _draw_lock:  # read, advance and write back the state as one step among posym's own threads
+        state = gen.get_state()
+        if state.numel() != _STATE_BYTES or state.dtype != torch.uint8:
+            raise RuntimeError(f"unexpected CPU generator state ({state.numel()} bytes, {state.dtype})")
+        code = fn(out.data_ptr(), out.numel(), _threshold(keep), _scale(keep, torch.float32), state.data_ptr())
+        if code:
+            raise RuntimeError("the CPU generator's state is not one torch writes (its position is out of range)")
+        gen.set_state(state)
     if dtype != torch.float32:
         out = (out != 0).to(dtype).mul_(_scale(keep, dtype))
     return out
