@@ -142,6 +142,40 @@ def test_training_is_bit_identical_with_the_kernels_masks(precision, ledger):
         ledger.rerun()
 
 
+def test_training_draws_every_mask_with_the_kernel(monkeypatch):
+    """Where the kernel agrees with torch, a training forward pass (fast and hooked path) leaves no mask to
+    torch: neither ``F.dropout`` with p > 0 nor SDPA with dropout is called (the queries reach the attention
+    transposed, the patterns and block outputs contiguous)."""
+    from posym.model import GPTJ, ModelConfig
+
+    calls = []
+
+    class Spy:
+        @staticmethod
+        def dropout(x, p, training=True, inplace=False):
+            calls.append(("dropout", p if training else 0.0))
+            return F.dropout(x, p, training, inplace)
+
+        @staticmethod
+        def scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False):
+            calls.append(("sdpa", dropout_p))
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=is_causal)
+
+    monkeypatch.setattr(D, "F", Spy)
+    model = GPTJ(ModelConfig.smoke(20, n_layer=3)).train()
+    x = torch.randint(0, 20, (4, 9))
+    for fast in (True, False):
+        model(x, last_only=True, fast=fast)
+    with torch.no_grad():  # evaluation: SDPA without dropout, dropout layers off
+        model.eval()(x, last_only=True)
+    kinds = {k for k, _ in calls}
+    assert kinds <= {"dropout", "sdpa"}
+    if D.available():
+        assert all(p == 0.0 for _, p in calls), calls
+    else:
+        assert any(p > 0.0 for _, p in calls)
+
+
 def test_dropout_keeps_torchs_behaviour_where_the_kernel_does_not_apply():
     """Evaluation mode, p = 0, p = 1, a bad p, bf16 under autocast, a transposed input and in-place dropout
     behave as torch's."""

@@ -112,14 +112,15 @@ def _self_check() -> bool:
 
 
 def _takes_kernel(x: torch.Tensor) -> bool:
-    # contiguous only: torch fills a mask shaped like x in x's memory order, the kernel in row-major order
-    return (x.device.type == "cpu" and x.dtype in _DTYPES and not x.is_nested and x.is_contiguous()
-            and not _usable.get("off") and available())
+    return (x.device.type == "cpu" and x.dtype in _DTYPES and not x.is_nested and not _usable.get("off")
+            and available())
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True, inplace: bool = False) -> torch.Tensor:
     """``torch.nn.functional.dropout`` with the mask drawn by the C kernel where it agrees with torch's."""
-    if not training or p == 0.0 or not 0.0 < p < 1.0 or x.numel() == 0 or not _takes_kernel(x):
+    # contiguous only: torch fills a mask shaped like x in x's memory order, the kernel in row-major order
+    if (not training or p == 0.0 or not 0.0 < p < 1.0 or x.numel() == 0 or not x.is_contiguous()
+            or not _takes_kernel(x)):
         return F.dropout(x, p, training, inplace)
     noise = mask(x.shape, 1.0 - p, x.dtype)
     return x.mul_(noise) if inplace else x * noise
